@@ -1,0 +1,47 @@
+"""taurus-tools: move data on HPC clusters from Python and the shell.
+
+The datamover commands (``dtcp``, ``dtls``, ...), ``rclone`` and ``srun`` as methods of
+:class:`Datamover` that return a running, Popen-compatible :class:`Handle` at once, and
+:func:`waitfor` to wait for one or many of them.  Works with a site's real ``dt*`` tools,
+on any Slurm cluster without them, and on a machine with no Slurm at all.
+"""
+
+import logging
+
+from ._backends import Backend, LocalBackend, SiteBackend, SlurmBackend, select_backend
+from ._datamover import COMMANDS, Datamover
+from ._errors import (
+    BackendUnavailableError,
+    CommandError,
+    CommandNotFoundError,
+    CommandTimeoutError,
+    ConfigurationError,
+    SlurmError,
+    TaurusToolsError,
+)
+from ._process import Handle, Launch
+from ._version import __version__
+from ._wait import waitfor
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+__all__ = [
+    "Backend",
+    "BackendUnavailableError",
+    "COMMANDS",
+    "CommandError",
+    "CommandNotFoundError",
+    "CommandTimeoutError",
+    "ConfigurationError",
+    "Datamover",
+    "Handle",
+    "Launch",
+    "LocalBackend",
+    "SiteBackend",
+    "SlurmBackend",
+    "SlurmError",
+    "TaurusToolsError",
+    "__version__",
+    "select_backend",
+    "waitfor",
+]

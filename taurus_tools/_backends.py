@@ -1,0 +1,501 @@
+"""Datamover backends: how a ``dt*`` command becomes an argv to run.
+
+Three small classes fill one interface (:class:`Backend`):
+
+* :class:`SiteBackend` calls the site's real ``dt*`` executables;
+* :class:`SlurmBackend` runs the plain tool (``cp``, ``ls``, ...) as a Slurm job on the
+  data-mover partition: ``srun`` when blocking, ``sbatch`` when not;
+* :class:`LocalBackend` runs the plain tool on this machine.
+
+:func:`select_backend` picks one in that order.  Backends only *describe* commands
+(:class:`~taurus_tools._process.Launch`); :class:`~taurus_tools._process.Handle` runs them.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import getpass
+import logging
+import os
+import re
+import shutil
+import tempfile
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+from ._errors import BackendUnavailableError, CommandNotFoundError, ConfigurationError
+from ._process import Launch, unique_job_name
+from ._slurm import SlurmClient
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "Backend",
+    "LocalBackend",
+    "SiteBackend",
+    "SlurmBackend",
+    "BACKENDS",
+    "TRANSFER_COMMANDS",
+    "MANAGEMENT_COMMANDS",
+    "select_backend",
+    "find_site_tools",
+    "slurm_time",
+    "srun_argv",
+]
+
+#: Transfer commands and the Linux tool each one runs.
+TRANSFER_COMMANDS: Dict[str, str] = {
+    "dtcp": "cp",
+    "dtmv": "mv",
+    "dtrm": "rm",
+    "dtls": "ls",
+    "dtrsync": "rsync",
+    "dttar": "tar",
+    "dtwget": "wget",
+}
+#: Commands that manage transfer jobs rather than move data.
+MANAGEMENT_COMMANDS: Tuple[str, ...] = ("dtinfo", "dtqueue", "dtcancel")
+#: Commands the site tools run blocking whatever they are told.
+ALWAYS_BLOCKING = frozenset({"dtls"})
+
+#: Where ZIH installed the datamover tools before they were on PATH.
+HISTORICAL_DT_DIR = "/sw/taurus/tools/slurmtools/default/bin"
+
+_TIME_FORMS = (
+    r"\d+",  # minutes
+    r"\d+:\d{1,2}",  # minutes:seconds
+    r"\d+:\d{1,2}:\d{1,2}",  # hours:minutes:seconds
+    r"\d+-\d+",  # days-hours
+    r"\d+-\d+:\d{1,2}",  # days-hours:minutes
+    r"\d+-\d+:\d{1,2}:\d{1,2}",  # days-hours:minutes:seconds
+)
+_TIME_RE = re.compile("^(?:" + "|".join(_TIME_FORMS) + "|UNLIMITED|INFINITE)$", re.I)
+
+StrPath = Union[str, "os.PathLike[str]"]
+
+
+def slurm_time(value: Union[str, int, _dt.timedelta, None]) -> Optional[str]:
+    """Validate a Slurm time limit; ints are minutes, timedeltas are converted.
+
+    Raises
+    ------
+    ConfigurationError
+        For anything Slurm would reject, naming the accepted forms.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ConfigurationError(f"time must be a Slurm time limit, not {value!r}")
+    if isinstance(value, _dt.timedelta):
+        total = int(value.total_seconds())
+        if total <= 0:
+            raise ConfigurationError(f"time must be positive, got {value}")
+        days, rest = divmod(total, 86400)
+        hours, rest = divmod(rest, 3600)
+        minutes, seconds = divmod(rest, 60)
+        return f"{days}-{hours:02d}:{minutes:02d}:{seconds:02d}"
+    if isinstance(value, int):
+        if value <= 0:
+            raise ConfigurationError(f"time in minutes must be positive, got {value}")
+        return str(value)
+    text = str(value).strip()
+    if not _TIME_RE.match(text):
+        raise ConfigurationError(
+            f"time={value!r} is not a Slurm time limit; use minutes (90), MM:SS, HH:MM:SS, "
+            "D-HH, D-HH:MM, D-HH:MM:SS, an int of minutes or a datetime.timedelta"
+        )
+    return text
+
+
+def srun_argv(
+    program: Sequence[str],
+    *,
+    srun: str = "srun",
+    partition: Optional[str] = None,
+    account: Optional[str] = None,
+    time: Optional[str] = None,
+    job_name: Optional[str] = None,
+    nodes: Optional[int] = None,
+    ntasks: Optional[int] = None,
+    exclude: Union[str, Iterable[str], None] = None,
+    extra: Sequence[str] = (),
+) -> List[str]:
+    """The argv of ``srun`` running ``program`` with the given options (all ``--opt=value``)."""
+    argv = [srun]
+    for opt, value in (
+        ("--partition", partition),
+        ("--account", account),
+        ("--time", time),
+        ("--job-name", job_name),
+        ("--nodes", nodes),
+        ("--ntasks", ntasks),
+    ):
+        if value is not None:
+            argv.append(f"{opt}={value}")
+    if exclude:
+        names = [exclude] if isinstance(exclude, str) else list(exclude)
+        argv.append("--exclude=" + ",".join(names))
+    argv.extend(extra)
+    argv.extend(program)
+    return argv
+
+
+class Backend(ABC):
+    """How commands reach the data-transfer nodes.
+
+    Attributes
+    ----------
+    name : str
+        ``"site"``, ``"slurm"`` or ``"local"``.
+    reason : str
+        Why this backend was chosen (shown by ``taurus-tools info``).
+    """
+
+    name: str = ""
+
+    def __init__(self, reason: str = "") -> None:
+        self.reason = reason
+
+    @abstractmethod
+    def commands(self) -> Tuple[str, ...]:
+        """The ``dt*`` commands this backend can run here."""
+
+    @abstractmethod
+    def launch(self, command: str, args: Sequence[str], *, blocking: bool) -> Launch:
+        """Describe how to run ``command args...``."""
+
+    @abstractmethod
+    def launch_program(self, name: str, argv: Sequence[str], *, blocking: bool) -> Launch:
+        """Describe how to run an arbitrary program (rclone, ...) where data moves."""
+
+    def _unknown(self, command: str, detail: str = "") -> CommandNotFoundError:
+        return CommandNotFoundError(command, self.commands(), detail or f"{self.name} backend")
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.reason})" if self.reason else self.name
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} reason={self.reason!r}>"
+
+
+# ---------------------------------------------------------------------------- site
+def find_site_tools(
+    tools_dir: Optional[StrPath] = None, env: Optional[Mapping[str, str]] = None
+) -> Tuple[Dict[str, str], List[str]]:
+    """Find the site's ``dt*`` executables.
+
+    Looks in ``tools_dir``, then ``$TAURUS_TOOLS_DT_DIR``, then ``PATH``, then the
+    historical ZIH folder.  Returns the tools found (command -> path) and the places
+    searched.  A folder named explicitly that does not exist is an error, never an
+    empty result.
+    """
+    env = os.environ if env is None else env
+    wanted = [*TRANSFER_COMMANDS, *MANAGEMENT_COMMANDS]
+    searched: List[str] = []
+    explicit = [(tools_dir, "tools_dir"), (env.get("TAURUS_TOOLS_DT_DIR") or None, "$TAURUS_TOOLS_DT_DIR")]
+    for folder, label in explicit:
+        if folder is None:
+            continue
+        path = Path(folder)
+        if not path.is_dir():
+            raise ConfigurationError(f"{label}={str(folder)!r} is not an existing folder")
+        found = _tools_in(str(path), wanted)
+        if not found:
+            raise ConfigurationError(
+                f"{label}={str(folder)!r} holds none of the datamover tools ({', '.join(wanted)})"
+            )
+        return found, [str(path)]
+    searched.append("PATH")
+    found = {}
+    for cmd in wanted:
+        exe = shutil.which(cmd, path=env.get("PATH"))
+        if exe:
+            found[cmd] = exe
+    if found:
+        return found, searched
+    searched.append(HISTORICAL_DT_DIR)
+    if os.path.isdir(HISTORICAL_DT_DIR):
+        return _tools_in(HISTORICAL_DT_DIR, wanted), searched
+    return {}, searched
+
+
+def _tools_in(folder: str, wanted: Iterable[str]) -> Dict[str, str]:
+    found = {}
+    for cmd in wanted:
+        exe = os.path.join(folder, cmd)
+        if os.path.isfile(exe) and os.access(exe, os.X_OK):
+            found[cmd] = exe
+    return found
+
+
+class SiteBackend(Backend):
+    """The site's own ``dt*`` tools (TU Dresden ZIH style)."""
+
+    name = "site"
+
+    def __init__(
+        self,
+        tools: Mapping[str, str],
+        *,
+        account: Optional[str] = None,
+        time: Optional[str] = None,
+        reason: str = "",
+    ) -> None:
+        super().__init__(reason)
+        self.tools = dict(tools)
+        self.account = account
+        self.time = time
+
+    def commands(self) -> Tuple[str, ...]:
+        return tuple(c for c in (*TRANSFER_COMMANDS, *MANAGEMENT_COMMANDS) if c in self.tools)
+
+    def launch(self, command: str, args: Sequence[str], *, blocking: bool) -> Launch:
+        exe = self.tools.get(command)
+        if exe is None:
+            raise self._unknown(command, "not among the site tools found")
+        if command not in TRANSFER_COMMANDS:
+            return Launch((exe, *args), name=command)
+        options: List[str] = []
+        # dtls always blocks; the others only when asked (the original always asked).
+        submits = not blocking and command not in ALWAYS_BLOCKING
+        if blocking and command not in ALWAYS_BLOCKING:
+            options.append("--blocking")
+        if self.account:
+            options.append(f"--account={self.account}")
+        if self.time:
+            options.append(f"--time={self.time}")
+        return Launch((exe, *options, *args), name=command, submits=submits)
+
+    def launch_program(self, name: str, argv: Sequence[str], *, blocking: bool) -> Launch:
+        # The dt* tools run only their own tool; other programs run where we are.
+        return Launch(tuple(argv), name=name)
+
+
+# ---------------------------------------------------------------------------- slurm
+_WRAPPER = '#!/bin/sh\n# taurus-tools: run the arguments as a command, unquoted and untouched\nexec "$@"\n'
+
+
+def default_job_log_dir() -> Path:
+    """Where Slurm jobs write output the handles read back: shared home by default."""
+    env = os.environ.get("TAURUS_TOOLS_JOB_DIR")
+    if env:
+        return Path(env)
+    return Path.home() / ".cache" / "taurus-tools" / "jobs"
+
+
+class SlurmBackend(Backend):
+    """Plain tools as Slurm jobs on the data-mover partition.
+
+    Blocking calls run through ``srun`` (the handle is srun itself); non-blocking calls
+    are submitted with ``sbatch`` (they survive the Python process) and the handle
+    follows the job, streaming its output files back.
+    """
+
+    name = "slurm"
+
+    def __init__(
+        self,
+        *,
+        partition: Optional[str] = "datamover",
+        account: Optional[str] = None,
+        time: Optional[str] = None,
+        job_log_dir: Optional[StrPath] = None,
+        client: Optional[SlurmClient] = None,
+        reason: str = "",
+    ) -> None:
+        super().__init__(reason)
+        self.client = client or SlurmClient()
+        self.requested_partition = partition
+        self.partition = self._resolve_partition(partition)
+        self.account = account
+        self.time = time
+        self.job_log_dir = Path(job_log_dir) if job_log_dir is not None else default_job_log_dir()
+        self._wrapper: Optional[str] = None
+
+    def _resolve_partition(self, partition: Optional[str]) -> Optional[str]:
+        if partition is None:
+            return None
+        names, default = self.client.partitions()
+        if partition in names:
+            return partition
+        log.warning(
+            "Slurm partition %r does not exist (have: %s); using the default partition %s",
+            partition,
+            ", ".join(names) or "none",
+            default or "(none marked)",
+        )
+        return None
+
+    def commands(self) -> Tuple[str, ...]:
+        return (*TRANSFER_COMMANDS, *MANAGEMENT_COMMANDS)
+
+    def _exe(self, name: str) -> str:
+        exe = self.client.which(name)
+        if exe is None:
+            raise CommandNotFoundError(name, self.commands(), "Slurm client not on PATH")
+        return exe
+
+    def launch(self, command: str, args: Sequence[str], *, blocking: bool) -> Launch:
+        if command in TRANSFER_COMMANDS:
+            return self.launch_program(command, (TRANSFER_COMMANDS[command], *args), blocking=blocking)
+        part = [f"--partition={self.partition}"] if self.partition else []
+        if command == "dtinfo":
+            return Launch((self._exe("sinfo"), *part, *args), name=command)
+        if command == "dtqueue":
+            user = f"--user={getpass.getuser()}"
+            return Launch((self._exe("squeue"), user, *part, *args), name=command)
+        if command == "dtcancel":
+            return Launch((self._exe("scancel"), *args), name=command)
+        raise self._unknown(command)
+
+    def launch_program(self, name: str, argv: Sequence[str], *, blocking: bool) -> Launch:
+        job_name = unique_job_name(name)
+        if blocking:
+            full = srun_argv(
+                argv,
+                srun=self._exe("srun"),
+                partition=self.partition,
+                account=self.account,
+                time=self.time,
+                job_name=job_name,
+                nodes=1,
+                ntasks=1,
+            )
+            return Launch(tuple(full), name=name, job_name=job_name)
+        out = self.job_log_dir / f"{job_name}.out"
+        err = self.job_log_dir / f"{job_name}.err"
+        full = [self._exe("sbatch"), "--parsable"]
+        for opt, value in (
+            ("--partition", self.partition),
+            ("--account", self.account),
+            ("--time", self.time),
+        ):
+            if value is not None:
+                full.append(f"{opt}={value}")
+        full += [
+            f"--job-name={job_name}",
+            "--nodes=1",
+            "--ntasks=1",
+            f"--output={out}",
+            f"--error={err}",
+            self._wrapper_script(),
+            *argv,
+        ]
+        return Launch(
+            tuple(full), name=name, submits=True, parsable=True, job_name=job_name, job_output=(out, err)
+        )
+
+    def _wrapper_script(self) -> str:
+        """A script that runs its arguments: lets sbatch take argv without any shell quoting."""
+        if self._wrapper is None:
+            self.job_log_dir.mkdir(parents=True, exist_ok=True)
+            path = self.job_log_dir / "run-argv.sh"
+            if not path.is_file() or path.read_text() != _WRAPPER:
+                fd, tmp = tempfile.mkstemp(dir=self.job_log_dir, prefix=".run-argv.")
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(_WRAPPER)
+                os.chmod(tmp, 0o755)
+                os.replace(tmp, path)
+            self._wrapper = str(path)
+        return self._wrapper
+
+
+# ---------------------------------------------------------------------------- local
+class LocalBackend(Backend):
+    """Plain tools on this machine: the default on laptops and CI machines."""
+
+    name = "local"
+
+    def __init__(self, reason: str = "", env: Optional[Mapping[str, str]] = None) -> None:
+        super().__init__(reason)
+        self._path = (env or os.environ).get("PATH")
+        self._which: Dict[str, Optional[str]] = {}
+
+    def _tool(self, tool: str) -> Optional[str]:
+        if tool not in self._which:
+            self._which[tool] = shutil.which(tool, path=self._path)
+        return self._which[tool]
+
+    def commands(self) -> Tuple[str, ...]:
+        return tuple(c for c, tool in TRANSFER_COMMANDS.items() if self._tool(tool))
+
+    def launch(self, command: str, args: Sequence[str], *, blocking: bool) -> Launch:
+        tool = TRANSFER_COMMANDS.get(command)
+        if tool is None:
+            raise self._unknown(command, "the local backend runs no Slurm management commands")
+        if self._tool(tool) is None:
+            raise self._unknown(command, f"{tool!r} is not installed on this machine")
+        # The bare name keeps the tool's messages as users know them ("ls: cannot access").
+        return Launch((tool, *args), name=command)
+
+    def launch_program(self, name: str, argv: Sequence[str], *, blocking: bool) -> Launch:
+        return Launch(tuple(argv), name=name)
+
+
+# ---------------------------------------------------------------------------- choice
+BACKENDS = ("auto", "site", "slurm", "local")
+
+
+def select_backend(
+    backend: str = "auto",
+    *,
+    tools_dir: Optional[StrPath] = None,
+    partition: Optional[str] = "datamover",
+    account: Optional[str] = None,
+    time: Optional[str] = None,
+    job_log_dir: Optional[StrPath] = None,
+    env: Optional[Mapping[str, str]] = None,
+) -> Backend:
+    """Build the backend asked for; ``"auto"`` tries site, then slurm, then local.
+
+    ``$TAURUS_TOOLS_BACKEND`` overrides ``"auto"`` (handy in job scripts and CI).
+    """
+    environ = os.environ if env is None else env
+    if backend == "auto" and environ.get("TAURUS_TOOLS_BACKEND"):
+        backend = environ["TAURUS_TOOLS_BACKEND"]
+        via_env = " (from $TAURUS_TOOLS_BACKEND)"
+    else:
+        via_env = ""
+    if backend not in BACKENDS:
+        raise ConfigurationError(
+            f"backend={backend!r}{via_env} is not one of: {', '.join(BACKENDS)}"
+        )
+    client = SlurmClient(env)
+
+    def slurm(reason: str) -> SlurmBackend:
+        return SlurmBackend(
+            partition=partition,
+            account=account,
+            time=time,
+            job_log_dir=job_log_dir,
+            client=client,
+            reason=reason,
+        )
+
+    if backend in ("auto", "site"):
+        tools, searched = find_site_tools(tools_dir, environ)
+        where = ", ".join(searched)
+        if tools:
+            folders = sorted({os.path.dirname(p) for p in tools.values()})
+            reason = f"found datamover tools in {', '.join(folders)}: {', '.join(sorted(tools))}{via_env}"
+            chosen: Backend = SiteBackend(tools, account=account, time=time, reason=reason)
+            log.info("datamover backend: %s", chosen)
+            return chosen
+        if backend == "site":
+            raise BackendUnavailableError(f"no datamover (dt*) tools found; searched {where}{via_env}")
+        no_tools = f"no dt* tools in {where}"
+    else:
+        no_tools = f"asked for {backend!r}{via_env}"
+    ok, why = client.available() if backend in ("auto", "slurm") else (False, "")
+    if backend == "slurm" and not ok:
+        raise BackendUnavailableError(f"Slurm is not usable here: {why}")
+    if ok:
+        chosen = slurm(f"{no_tools}; Slurm answers ({why})")
+        chosen.reason += f"; jobs go to partition {chosen.partition or '(default)'}"
+    elif backend == "auto":
+        chosen = LocalBackend(f"{no_tools}; no Slurm ({why}); running tools on this machine", env)
+    else:
+        chosen = LocalBackend(f"{no_tools}; running tools on this machine", env)
+    log.info("datamover backend: %s", chosen)
+    return chosen

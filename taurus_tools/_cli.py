@@ -1,0 +1,188 @@
+"""The ``taurus-tools`` command line.
+
+``taurus-tools info`` says which backend runs commands and why;
+``taurus-tools [OPTIONS] dtcp -r A B`` (and every other datamover command, and ``rclone``)
+runs the command through that backend, waits with progress and live errors, prints its
+output and exits with its exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from ._backends import BACKENDS, find_site_tools
+from ._datamover import COMMANDS, Datamover
+from ._errors import CommandTimeoutError, TaurusToolsError
+from ._slurm import SlurmClient
+from ._version import __version__
+from ._wait import waitfor
+
+__all__ = ["main"]
+
+PASS_THROUGH = (*COMMANDS, "rclone")
+#: Global options that take a value (so the value is not mistaken for a command).
+_VALUED = ("--backend", "--partition", "--account", "--time", "--timeout", "--tools-dir")
+#: Exit code for a command that ran out of time (as GNU timeout).
+EXIT_TIMEOUT = 124
+#: Exit code for bad usage or a library error before anything ran.
+EXIT_USAGE = 2
+
+
+def _global_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--version", action="version", version=f"taurus-tools {__version__}")
+    parser.add_argument(
+        "--backend", choices=BACKENDS, default="auto", help="where commands run (default: auto)"
+    )
+    parser.add_argument("--tools-dir", help="folder with the site's dt* tools")
+    parser.add_argument(
+        "--partition", default="datamover", help="Slurm partition for the slurm backend"
+    )
+    parser.add_argument("--account", help="Slurm account (--account)")
+    parser.add_argument("--time", help="job time limit, e.g. 90 or 1-00:00:00")
+    parser.add_argument(
+        "--no-blocking",
+        dest="blocking",
+        action="store_false",
+        help="submit batch jobs instead of keeping srun attached (the wait is the same)",
+    )
+    parser.add_argument("--timeout", type=float, help="cancel the command after this many seconds")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv: debug)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="taurus-tools",
+        description="Move data on HPC clusters. Datamover commands ("
+        + ", ".join(PASS_THROUGH)
+        + ") run through the chosen backend: taurus-tools [OPTIONS] dtcp -r SRC DST",
+    )
+    _global_options(parser)
+    sub = parser.add_subparsers(dest="subcommand", metavar="{info," + ",".join(PASS_THROUGH) + "}")
+    info = sub.add_parser("info", help="backend chosen and why, tools found, Slurm partitions")
+    info.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def split_pass_through(argv: Sequence[str]) -> Optional[Tuple[List[str], str, List[str]]]:
+    """Split ``[global options] COMMAND args...``; None when no pass-through command is named."""
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if token == "--":
+            return None
+        if token.startswith("-"):
+            if token in _VALUED:
+                i += 1  # skip its value
+            i += 1
+            continue
+        if token in PASS_THROUGH:
+            return list(argv[:i]), token, list(argv[i + 1 :])
+        return None
+    return None
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="taurus-tools: %(levelname)s: %(message)s")
+
+
+def _datamover(opts: argparse.Namespace) -> Datamover:
+    return Datamover(
+        opts.backend,
+        tools_dir=opts.tools_dir,
+        partition=opts.partition,
+        account=opts.account,
+        time=opts.time,
+        blocking=opts.blocking,
+    )
+
+
+def info(opts: argparse.Namespace) -> int:
+    dm = _datamover(opts)
+    data: Dict[str, Any] = {
+        "version": __version__,
+        "backend": dm.backend.name,
+        "reason": dm.backend.reason,
+        "commands": list(dm.commands()),
+    }
+    try:
+        tools, searched = find_site_tools(opts.tools_dir)
+    except TaurusToolsError as exc:
+        tools, searched = {}, [str(exc)]
+    data["site_tools"] = tools
+    data["site_tools_searched"] = searched
+    client = SlurmClient()
+    ok, why = client.available()
+    data["slurm"] = {"available": ok, "detail": why, "partitions": [], "default_partition": None}
+    if ok:
+        names, default = client.partitions()
+        data["slurm"].update(partitions=names, default_partition=default)
+    if opts.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    print(f"taurus-tools {__version__}")
+    print(f"backend:    {data['backend']}")
+    print(f"why:        {data['reason']}")
+    print(f"commands:   {' '.join(data['commands']) or 'none'}")
+    if tools:
+        print("site tools: " + ", ".join(f"{k}={v}" for k, v in sorted(tools.items())))
+    else:
+        print(f"site tools: none found (searched {', '.join(searched)})")
+    slurm = data["slurm"]
+    if slurm["available"]:
+        parts = [p + (" (default)" if p == slurm["default_partition"] else "") for p in slurm["partitions"]]
+        print(f"slurm:      answers; partitions: {', '.join(parts) or 'none'}")
+    else:
+        print(f"slurm:      not usable ({slurm['detail']})")
+    return 0
+
+
+def run_command(opts: argparse.Namespace, command: str, args: List[str]) -> int:
+    dm = _datamover(opts)
+    if command == "rclone":
+        handle = dm.rclone(*args, text=False)
+    else:
+        handle = dm.call(command, *args, text=False)
+    try:
+        rc = waitfor(handle, timeout=opts.timeout, progress=not opts.quiet)
+    except CommandTimeoutError as exc:
+        print(f"taurus-tools: {exc}", file=sys.stderr)
+        return EXIT_TIMEOUT
+    sys.stdout.buffer.write(handle.stdout_text)
+    sys.stdout.flush()
+    return rc if rc >= 0 else 128 - rc
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``taurus-tools`` console script; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    split = split_pass_through(argv)
+    try:
+        if split is not None:
+            globals_, command, args = split
+            opts = parser.parse_args(globals_)
+            _setup_logging(opts.verbose)
+            return run_command(opts, command, args)
+        opts = parser.parse_args(argv)
+        _setup_logging(opts.verbose)
+        if opts.subcommand == "info":
+            return info(opts)
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    except TaurusToolsError as exc:
+        print(f"taurus-tools: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("taurus-tools: interrupted; running commands were cancelled", file=sys.stderr)
+        return 128 + int(signal.SIGINT)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

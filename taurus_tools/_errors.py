@@ -1,0 +1,154 @@
+"""One exception hierarchy for taurus-tools.
+
+Every error raised on purpose by the library derives from :class:`TaurusToolsError`
+and also from the builtin that matches its meaning, so ``except FileNotFoundError``
+or ``except TimeoutError`` keep working.  All of them pickle with their attributes
+(they cross process boundaries in parallel copies).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from typing import Any, Optional, Sequence, Tuple
+
+__all__ = [
+    "TaurusToolsError",
+    "ConfigurationError",
+    "BackendUnavailableError",
+    "CommandNotFoundError",
+    "CommandError",
+    "CommandTimeoutError",
+    "SlurmError",
+]
+
+#: How many lines of stderr an error message quotes.
+STDERR_TAIL_LINES = 20
+
+
+def _tail(text: Optional[str], lines: int = STDERR_TAIL_LINES) -> str:
+    if not text:
+        return ""
+    return "\n".join(text.rstrip("\n").splitlines()[-lines:])
+
+
+def _argv_str(argv: Any) -> str:
+    if isinstance(argv, (list, tuple)):
+        import shlex
+
+        return shlex.join(str(a) for a in argv)
+    return str(argv)
+
+
+class TaurusToolsError(Exception):
+    """Base class of every error taurus-tools raises on purpose."""
+
+
+class ConfigurationError(TaurusToolsError, ValueError):
+    """An option or argument has a value that cannot work; the message says what would."""
+
+
+class BackendUnavailableError(TaurusToolsError, RuntimeError):
+    """The requested backend cannot run on this machine (tools or Slurm missing)."""
+
+
+class CommandNotFoundError(TaurusToolsError, FileNotFoundError):
+    """A command is not available on the chosen backend.
+
+    Attributes
+    ----------
+    command : str
+        The command that was asked for.
+    available : tuple of str
+        The commands this backend does have.
+    """
+
+    def __init__(self, command: str, available: Sequence[str] = (), detail: str = "") -> None:
+        self.command = command
+        self.available = tuple(available)
+        self.detail = detail
+        have = ", ".join(self.available) if self.available else "none"
+        msg = f"command {command!r} is not available"
+        if detail:
+            msg += f" ({detail})"
+        msg += f"; available commands: {have}"
+        super().__init__(msg)
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        return (type(self), (self.command, self.available, self.detail))
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class CommandError(TaurusToolsError, subprocess.CalledProcessError):
+    """A command finished with a non-zero exit code.
+
+    Attributes
+    ----------
+    returncode : int
+        Exit code; negative for a signal (``-15`` for SIGTERM).
+    cmd : list of str
+        The argv that was run.
+    output, stderr : str or None
+        What the command printed.
+    job_id : str or None
+        The Slurm job, when there was one.
+    """
+
+    def __init__(
+        self,
+        returncode: int,
+        cmd: Sequence[str],
+        output: Optional[str] = None,
+        stderr: Optional[str] = None,
+        job_id: Optional[str] = None,
+    ) -> None:
+        subprocess.CalledProcessError.__init__(self, returncode, list(cmd), output, stderr)
+        self.job_id = job_id
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        return (type(self), (self.returncode, self.cmd, self.output, self.stderr, self.job_id))
+
+    def __str__(self) -> str:
+        if self.returncode < 0:
+            what = f"was killed by signal {-self.returncode}"
+        else:
+            what = f"exited with code {self.returncode}"
+        msg = f"command {_argv_str(self.cmd)} {what}"
+        if self.job_id:
+            msg += f" (Slurm job {self.job_id})"
+        tail = _tail(self.stderr if isinstance(self.stderr, str) else None)
+        if tail:
+            msg += "\nstderr (last lines):\n" + tail
+        return msg
+
+
+class CommandTimeoutError(TaurusToolsError, TimeoutError):
+    """Waiting for one or more commands took longer than the timeout; they were cancelled.
+
+    Attributes
+    ----------
+    commands : list of list of str
+        argv of each command that had not finished (and was cancelled).
+    timeout : float
+        The timeout in seconds.
+    """
+
+    def __init__(self, commands: Sequence[Sequence[str]], timeout: float) -> None:
+        self.commands = [list(c) for c in commands]
+        self.timeout = timeout
+        names = "; ".join(_argv_str(c) for c in self.commands)
+        super().__init__(
+            f"timed out after {timeout:g} s, cancelled {len(self.commands)} unfinished "
+            f"command(s): {names}"
+        )
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        return (type(self), (self.commands, self.timeout))
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class SlurmError(TaurusToolsError, RuntimeError):
+    """A Slurm client command (sinfo, scontrol, scancel, ...) failed."""

@@ -1,0 +1,529 @@
+"""Process handles: what every Datamover method returns.
+
+A :class:`Handle` starts a command at once and behaves like :class:`subprocess.Popen`
+(``poll``, ``wait``, ``communicate``, ``returncode``, ``pid``, ``args``, ``terminate``,
+``kill``, context manager), with three differences that matter on a cluster:
+
+* one background thread drains stdout and stderr as they arrive, so a command that prints
+  20 MB never blocks on a full pipe while the caller only polls;
+* when the process only *submits* a Slurm job (``sbatch``, a site ``dt*`` tool without
+  ``--blocking``) the handle keeps running until the job has ended, and its return code is
+  the job's, not sbatch's;
+* :meth:`Handle.cancel` stops everything: the local process tree and the Slurm job.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, List, Mapping, Optional, Sequence, Set, Tuple, Union
+
+import psutil
+
+from ._errors import CommandNotFoundError
+from ._slurm import SlurmClient, parse_job_id
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Handle", "Launch", "terminate_tree"]
+
+_READ_SIZE = 1 << 16
+_PIPE_BUF = 4096
+#: After the process exits, how long to keep reading pipes that a grandchild still holds open.
+_ORPHAN_PIPE_GRACE_S = 0.5
+#: How much of stderr to search for srun's job id.
+_JOB_ID_SEARCH_LIMIT = 1 << 16
+#: Slurm job polling: first delay, growth factor, longest delay (seconds).
+_JOB_POLL = (0.1, 1.5, 5.0)
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How to run one command: argv plus what the handle must do beyond the process.
+
+    Backends build these; :class:`Handle` runs them.  Keeping the description apart from
+    the running lets tests check argv without starting anything.
+
+    Attributes
+    ----------
+    argv : tuple of str
+        The program and its arguments, never a shell string.
+    name : str
+        Short name for messages (``"dtcp"``).
+    submits : bool
+        The process only submits a Slurm job and prints its id; the handle then follows
+        the job until it ends.
+    parsable : bool
+        The submission prints ``sbatch --parsable`` output (a bare job id).
+    job_name : str or None
+        A unique Slurm job name, used to cancel a job whose id was never printed.
+    job_output : tuple of Path or None
+        Files the job writes its stdout and stderr to; the handle streams them in and
+        removes them when the job has ended.
+    """
+
+    argv: Tuple[str, ...]
+    name: str = ""
+    submits: bool = False
+    parsable: bool = False
+    job_name: Optional[str] = None
+    job_output: Optional[Tuple[Path, Path]] = None
+    env: Optional[Mapping[str, str]] = field(default=None, compare=False)
+
+
+def unique_job_name(command: str) -> str:
+    """A Slurm job name that is readable in squeue and unique enough to cancel by."""
+    return f"tt-{command}-{uuid.uuid4().hex[:10]}"
+
+
+def terminate_tree(pid: int, *, grace: float = 5.0) -> Optional[int]:
+    """SIGTERM a process and all its descendants, SIGKILL what is left after ``grace`` s.
+
+    Returns the signal that ended the top process last (``SIGTERM`` or ``SIGKILL``), or
+    None if it was already gone.
+    """
+    try:
+        top = psutil.Process(pid)
+        procs = [top, *top.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return None
+    for p in procs:
+        try:
+            p.send_signal(signal.SIGTERM)
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=grace)
+    if not alive:
+        return int(signal.SIGTERM)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=grace)
+    return int(signal.SIGKILL)
+
+
+class Handle:
+    """A command running in the background; Popen-compatible.
+
+    Parameters
+    ----------
+    launch : Launch
+        What to run.
+    cwd : path-like, optional
+        Working directory of the process (and so of a Slurm job it submits).
+    env : mapping, optional
+        Full environment of the process; default: inherit.
+    input : str or bytes, optional
+        Data written to the command's stdin, which is then closed.  Without it stdin
+        is ``/dev/null``, so nothing ever waits for a terminal.
+    text : bool
+        Return str (default) or bytes from :meth:`communicate`.
+    encoding, errors : str
+        How output bytes become str.  ``surrogateescape`` keeps odd file names intact.
+    slurm : SlurmClient, optional
+        Client used to follow and cancel Slurm jobs.
+    """
+
+    def __init__(
+        self,
+        launch: Launch,
+        *,
+        cwd: Union[str, "os.PathLike[str]", None] = None,
+        env: Optional[Mapping[str, str]] = None,
+        input: Union[str, bytes, None] = None,
+        text: bool = True,
+        encoding: str = "utf-8",
+        errors: str = "surrogateescape",
+        slurm: Optional[SlurmClient] = None,
+    ) -> None:
+        self.launch = launch
+        self.args: List[str] = list(launch.argv)
+        self.name = launch.name or os.path.basename(self.args[0])
+        self.text = text
+        self.encoding = encoding
+        self.errors = errors
+        self._slurm = slurm if slurm is not None else SlurmClient(env)
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._cancel_requested = threading.Event()
+        self._submitted = threading.Event()  # the job id is known, or will never be
+        self._interrupted = False
+        self._wakers: Set[threading.Event] = set()
+        self._out = bytearray()
+        self._err = bytearray()
+        self._returncode: Optional[int] = None
+        self.job_id: Optional[str] = None
+        self.started = time.time()
+        self.ended: Optional[float] = None
+        if isinstance(input, str):
+            input = input.encode(encoding, errors)
+        self._input = input
+        log.debug("start %s: %s", self.name, self.args)
+        try:
+            self._popen = subprocess.Popen(
+                self.args,
+                stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=cwd,
+                env=env,
+                start_new_session=True,
+            )
+        except FileNotFoundError as exc:
+            if cwd is not None and not os.path.isdir(cwd):
+                raise
+            raise CommandNotFoundError(self.args[0], (), "executable not found") from exc
+        self._thread = threading.Thread(
+            target=self._run, name=f"taurus-tools:{self.name}:{self._popen.pid}", daemon=True
+        )
+        self._thread.start()
+
+    # ------------------------------------------------------------------ Popen API
+    @property
+    def pid(self) -> int:
+        """Process id of the local process (srun, sbatch, the tool itself)."""
+        return self._popen.pid
+
+    @property
+    def returncode(self) -> Optional[int]:
+        """Exit code once finished, None before; negative for a signal."""
+        return self._returncode
+
+    def poll(self) -> Optional[int]:
+        """Return the exit code if the command has finished, else None."""
+        return self._returncode
+
+    def wait(self, timeout: Optional[float] = None) -> int:
+        """Wait for the command (and its Slurm job) to end; return the exit code.
+
+        Raises :class:`subprocess.TimeoutExpired` like Popen; the command keeps running.
+        """
+        if not self._done.wait(timeout):
+            raise subprocess.TimeoutExpired(self.args, timeout or 0.0)
+        assert self._returncode is not None
+        return self._returncode
+
+    def communicate(
+        self, input: Union[str, bytes, None] = None, timeout: Optional[float] = None
+    ) -> Tuple[Any, Any]:
+        """Wait for the end and return ``(stdout, stderr)`` as str (bytes with ``text=False``)."""
+        if input is not None:
+            raise ValueError(
+                "taurus-tools handles take their stdin when started: pass input=... to the "
+                "Datamover method instead of communicate()"
+            )
+        self.wait(timeout)
+        return self.stdout_text, self.stderr_text
+
+    def send_signal(self, sig: int) -> None:
+        """Send a signal to the local process and its children (not the Slurm job)."""
+        if self._popen.poll() is not None:
+            return
+        try:
+            top = psutil.Process(self._popen.pid)
+            procs = [top, *top.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return
+        for p in procs:
+            try:
+                p.send_signal(sig)
+            except psutil.NoSuchProcess:
+                pass
+
+    def terminate(self) -> None:
+        """SIGTERM the local process tree (Popen semantics; see :meth:`cancel` for jobs)."""
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        """SIGKILL the local process tree (Popen semantics; see :meth:`cancel` for jobs)."""
+        self.send_signal(signal.SIGKILL)
+
+    def __enter__(self) -> "Handle":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.wait()
+        else:
+            self.cancel()
+
+    def __repr__(self) -> str:
+        state = "running" if self._returncode is None else f"returncode={self._returncode}"
+        job = f" job_id={self.job_id}" if self.job_id else ""
+        return f"<Handle {self.name} pid={self._popen.pid}{job} {state}>"
+
+    # ------------------------------------------------------------------ extras
+    @property
+    def stdout_text(self) -> Any:
+        """Everything the command printed on stdout so far (str, or bytes with ``text=False``)."""
+        with self._lock:
+            data = bytes(self._out)
+        return data.decode(self.encoding, self.errors) if self.text else data
+
+    @property
+    def stderr_text(self) -> Any:
+        """Everything the command printed on stderr so far (str, or bytes with ``text=False``)."""
+        with self._lock:
+            data = bytes(self._err)
+        return data.decode(self.encoding, self.errors) if self.text else data
+
+    def done(self) -> bool:
+        """True once the command (and its Slurm job) has ended."""
+        return self._done.is_set()
+
+    def read_stderr_lines(self, pos: int, *, final: bool = False) -> Tuple[List[str], int]:
+        """Complete stderr lines from byte offset ``pos`` on, and the new offset.
+
+        With ``final=True`` an unterminated last line is returned too.
+        """
+        with self._lock:
+            chunk = bytes(self._err[pos:])
+        if not final:
+            cut = chunk.rfind(b"\n") + 1
+            chunk = chunk[:cut]
+        text = chunk.decode(self.encoding, "replace")
+        return text.splitlines(), pos + len(chunk)
+
+    def add_waker(self, event: threading.Event) -> None:
+        """Set ``event`` whenever stderr grows or the command ends (used by ``waitfor``)."""
+        with self._lock:
+            self._wakers.add(event)
+        if self._done.is_set():
+            event.set()
+
+    def remove_waker(self, event: threading.Event) -> None:
+        with self._lock:
+            self._wakers.discard(event)
+
+    def cancel(self, *, grace: float = 5.0, timeout: float = 30.0) -> int:
+        """Stop the command for good and return its (negative) exit code.
+
+        Terminates the whole local process tree (SIGTERM, then SIGKILL after ``grace``
+        seconds), cancels the Slurm job (``scancel``) and waits until Slurm no longer
+        lists it (at most ``timeout`` seconds), then reaps.  Calling it on a finished
+        command does nothing and returns its exit code.
+        """
+        if self._done.is_set():
+            assert self._returncode is not None
+            return self._returncode
+        self._interrupted = True
+        self._cancel_requested.set()
+        log.info("cancelling %s (pid %s, job %s)", self.name, self.pid, self.job_id)
+        if self._popen.poll() is None:
+            terminate_tree(self._popen.pid, grace=grace)
+        self._cancel_job(timeout)
+        if not self._done.wait(timeout):
+            log.warning("%s: output thread did not end within %g s", self.name, timeout)
+            self._finish(self._popen.poll() if self._popen.poll() is not None else -signal.SIGKILL)
+        assert self._returncode is not None
+        return self._returncode
+
+    def _cancel_job(self, timeout: float) -> None:
+        if self.job_id is None and self.launch.job_name is None and not self.launch.submits:
+            return
+        if self._slurm.which("scancel") is None:
+            return
+        if self.job_id is None and self.launch.submits:
+            # The submission may still be printing its id.
+            self._submitted.wait(min(timeout, 10.0))
+        if self.job_id is not None:
+            self._slurm.cancel([self.job_id])
+            if not self._slurm.wait_gone([self.job_id], timeout):
+                log.warning("Slurm job %s still listed %g s after scancel", self.job_id, timeout)
+        elif self.launch.job_name is not None:
+            self._slurm.cancel(name=self.launch.job_name)
+
+    # ------------------------------------------------------------------ internals
+    def _notify(self) -> None:
+        for event in list(self._wakers):
+            event.set()
+
+    def _finish(self, rc: int) -> None:
+        with self._lock:
+            if self._returncode is not None:
+                return
+            if self._interrupted and rc >= 0:
+                # It was stopped by cancel(); never report that as success or as an
+                # ordinary failure.
+                rc = -int(signal.SIGTERM)
+            self._returncode = rc
+            self.ended = time.time()
+            self._submitted.set()
+            self._done.set()
+            self._notify()
+        log.debug("end %s: returncode %s", self.name, rc)
+
+    def _append_err(self, data: bytes) -> None:
+        with self._lock:
+            self._err += data
+            if self.job_id is None and not self.launch.submits and len(self._err) < _JOB_ID_SEARCH_LIMIT:
+                job = parse_job_id(self._err.decode("utf-8", "replace"))
+                if job is not None:
+                    self.job_id = job
+        self._notify()
+
+    def _run(self) -> None:
+        try:
+            rc = self._pump()
+            if self.launch.submits and rc == 0:
+                rc = self._follow_job()
+        except Exception as exc:  # never leave a waiter hanging
+            log.exception("%s: output thread failed", self.name)
+            self._append_err(f"taurus-tools: internal error while running: {exc}\n".encode())
+            rc = self._popen.poll()
+            if rc is None or rc == 0:
+                rc = 1
+        self._finish(rc)
+
+    def _pump(self) -> int:
+        """Drain stdout/stderr (and feed stdin) until the process is gone; return its code."""
+        popen = self._popen
+        sel = selectors.DefaultSelector()
+        stdin_view = memoryview(self._input) if self._input is not None else None
+        offset = 0
+        assert popen.stdout is not None and popen.stderr is not None
+        if popen.stdin is not None:
+            if stdin_view is not None and len(stdin_view):
+                sel.register(popen.stdin, selectors.EVENT_WRITE)
+            else:
+                popen.stdin.close()
+        sel.register(popen.stdout, selectors.EVENT_READ, "out")
+        sel.register(popen.stderr, selectors.EVENT_READ, "err")
+        exited_at: Optional[float] = None
+        try:
+            while sel.get_map():
+                ready = sel.select(timeout=0.2)
+                for key, _ in ready:
+                    fobj: IO[bytes] = key.fileobj  # type: ignore[assignment]
+                    if key.data is None:  # stdin
+                        assert stdin_view is not None
+                        try:
+                            offset += os.write(fobj.fileno(), stdin_view[offset : offset + _PIPE_BUF])
+                        except BrokenPipeError:
+                            offset = len(stdin_view)
+                        if offset >= len(stdin_view):
+                            sel.unregister(fobj)
+                            fobj.close()
+                        continue
+                    data = os.read(fobj.fileno(), _READ_SIZE)
+                    if not data:
+                        sel.unregister(fobj)
+                        fobj.close()
+                    elif key.data == "out":
+                        with self._lock:
+                            self._out += data
+                    else:
+                        self._append_err(data)
+                if not ready and popen.poll() is not None:
+                    # The process is gone but something it started keeps our pipes open.
+                    now = time.monotonic()
+                    if exited_at is None:
+                        exited_at = now
+                    elif now - exited_at > _ORPHAN_PIPE_GRACE_S:
+                        log.debug("%s: a child process still holds the output pipes", self.name)
+                        break
+        finally:
+            for key in list(sel.get_map().values()):
+                try:
+                    key.fileobj.close()  # type: ignore[union-attr]
+                except OSError:
+                    pass
+            sel.close()
+        return popen.wait()
+
+    def _follow_job(self) -> int:
+        """After a submission: find the job id, follow the job to its end, return its code."""
+        with self._lock:
+            out = self._out.decode("utf-8", "replace")
+        job = parse_job_id(out, parsable=self.launch.parsable)
+        if job is None:
+            self._append_err(
+                b"taurus-tools: the submission exited 0 but printed no Slurm job id\n"
+            )
+            return 1
+        self.job_id = job
+        self._submitted.set()
+        if self.launch.parsable:
+            # The id was ours to read; what the job prints is the command's output.
+            with self._lock:
+                self._out.clear()
+        if self._cancel_requested.is_set():
+            return -int(signal.SIGTERM)
+        log.debug("%s: following Slurm job %s", self.name, job)
+        first, factor, longest = _JOB_POLL
+        delay = first
+        positions = [0, 0]
+        unknown = 0
+        try:
+            while True:
+                self._tail_job_output(positions, stderr_only=True)
+                try:
+                    state = self._slurm.job_state(job)
+                except Exception as exc:  # a flaky controller must not lose the job
+                    log.warning("could not query Slurm job %s: %s", job, exc)
+                    state = None
+                if state is not None and state.finished:
+                    self._tail_job_output(positions)
+                    return state.returncode
+                if state is None:
+                    unknown += 1
+                    if unknown >= 5:
+                        self._append_err(
+                            f"taurus-tools: Slurm no longer knows job {job}; its exit code "
+                            "is lost (enable accounting, or raise MinJobAge)\n".encode()
+                        )
+                        return 255
+                if self._cancel_requested.wait(delay):
+                    return -int(signal.SIGTERM)
+                delay = min(delay * factor, longest)
+        finally:
+            self._remove_job_output()
+
+    def _tail_job_output(self, positions: List[int], *, stderr_only: bool = False) -> None:
+        if self.launch.job_output is None:
+            return
+        for index, path in enumerate(self.launch.job_output):
+            if stderr_only and index == 0:
+                continue
+            try:
+                with open(path, "rb") as fh:
+                    fh.seek(positions[index])
+                    data = fh.read()
+            except FileNotFoundError:
+                continue
+            if not data:
+                continue
+            positions[index] += len(data)
+            if index == 0:
+                with self._lock:
+                    self._out += data
+            else:
+                self._append_err(data)
+
+    def _remove_job_output(self) -> None:
+        if self.launch.job_output is None:
+            return
+        for path in self.launch.job_output:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log.debug("could not remove %s: %s", path, exc)
+
+
+def handles_of(obj: Union[Handle, Sequence[Handle]]) -> List[Handle]:
+    """A list of handles from one handle or a sequence of them."""
+    if isinstance(obj, Handle):
+        return [obj]
+    return list(obj)
