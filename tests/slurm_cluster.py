@@ -1,0 +1,639 @@
+"""A throw-away single-node Slurm cluster for tests.
+
+:class:`SlurmCluster` writes a ``slurm.conf`` below a base directory, starts
+``slurmctld`` and ``slurmd`` as child processes (no systemd, no munge: the
+cluster uses ``auth/none``) and tears everything down again, including job
+step daemons (``slurmstepd``) and job processes that outlive their daemons.
+
+Each instance picks two free TCP ports at start-up, so several clusters (for
+example parallel test runs, or a cluster started by hand) can run on one
+machine side by side.  Every client command must be pointed at the right
+cluster with ``SLURM_CONF``; see :attr:`SlurmCluster.env`.
+
+The cluster has one node, ``localhost``, and two partitions, ``debug``
+(the default) and ``datamover``, both ``OverSubscribe=FORCE:8`` so that many
+small jobs run at the same time on two cores.
+
+This module needs only the standard library and :mod:`psutil`.
+
+Examples
+--------
+>>> with SlurmCluster("/tmp/my-cluster") as cluster:          # doctest: +SKIP
+...     env = {**os.environ, **cluster.env}
+...     subprocess.run(["srun", "-p", "datamover", "true"], env=env, check=True)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+import psutil
+
+__all__ = [
+    "SLURM_ENV_PREFIXES",
+    "SlurmCluster",
+    "SlurmClusterError",
+    "find_slurm_binary",
+    "missing_slurm_binaries",
+    "slurm_available",
+]
+
+#: Where Debian installs the daemons; often not on a normal user's ``PATH``.
+_SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
+
+#: Prefixes of environment variables that Slurm clients and daemons read.
+#: They are removed from the environment of everything this module starts, so
+#: that e.g. running the tests inside a Slurm job does not leak into the
+#: throw-away cluster.
+SLURM_ENV_PREFIXES = ("SLURM_", "SBATCH_", "SALLOC_", "SRUN_", "SQUEUE_", "SINFO_", "SCANCEL_")
+
+#: Unix socket paths (``sun_path``) are limited to 108 bytes; slurmd creates
+#: sockets named ``<node>_<jobid>.<stepid>`` in its spool directory.
+_MAX_SPOOL_DIR_LEN = 60
+
+_NODE_NAME = "localhost"
+_PARTITIONS = ("debug", "datamover")
+
+
+class SlurmClusterError(RuntimeError):
+    """The cluster could not be started (the message includes the daemon logs)."""
+
+
+def find_slurm_binary(name: str) -> str | None:
+    """Find a Slurm program on ``PATH`` or in the usual ``sbin`` directories.
+
+    Parameters
+    ----------
+    name : str
+        Program name, e.g. ``"slurmctld"`` or ``"srun"``.
+
+    Returns
+    -------
+    str or None
+        Absolute path of the program, or ``None`` if it is not installed.
+    """
+    found = shutil.which(name)
+    if found is None:
+        found = shutil.which(name, path=os.pathsep.join(_SBIN_DIRS))
+    return found
+
+
+#: Programs this module and the tests need.
+_REQUIRED = ("slurmctld", "slurmd", "sinfo", "squeue", "scancel", "scontrol", "srun", "sbatch")
+
+
+def missing_slurm_binaries() -> list[str]:
+    """List the Slurm programs needed here that are not installed.
+
+    Returns
+    -------
+    list of str
+        Names among ``slurmctld``, ``slurmd``, ``sinfo``, ``squeue``,
+        ``scancel``, ``scontrol``, ``srun`` and ``sbatch`` that were not found.
+    """
+    return [name for name in _REQUIRED if find_slurm_binary(name) is None]
+
+
+def slurm_available() -> bool:
+    """Tell whether every Slurm program needed here is installed.
+
+    Returns
+    -------
+    bool
+        ``True`` if :func:`missing_slurm_binaries` is empty.
+    """
+    return not missing_slurm_binaries()
+
+
+def _free_tcp_ports(count: int) -> list[int]:
+    """Ask the kernel for ``count`` distinct currently unused TCP ports on 127.0.0.1.
+
+    All sockets are held open until every port is chosen, so the ports are
+    distinct.  Another process may still grab a port before the daemon binds
+    it; :meth:`SlurmCluster.start` retries with new ports in that case.
+    """
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _clean_environ() -> dict[str, str]:
+    """Return a copy of ``os.environ`` without Slurm's own variables."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(SLURM_ENV_PREFIXES)}
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    """Return the last ``lines`` lines of a text file, or a note if it is unreadable."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        return f"<cannot read {path}: {exc}>"
+    return "\n".join(text.splitlines()[-lines:]) or "<empty>"
+
+
+class SlurmCluster:
+    """A single-node Slurm cluster running as child processes of this process.
+
+    Parameters
+    ----------
+    base_dir : str or os.PathLike
+        Directory for ``slurm.conf``, state, spool, logs and pid files.  It is
+        created if missing and is not removed by :meth:`stop` (the logs stay
+        for inspection).
+    cpus : int, optional
+        CPUs of the node.  Defaults to 2, or fewer if this process may use
+        fewer (a node configured with more CPUs than it has is drained).
+    real_memory : int, optional
+        ``RealMemory`` of the node in MB; must not exceed what ``slurmd -C``
+        reports.
+    kill_wait : int, optional
+        Slurm's ``KillWait``: seconds between SIGTERM and SIGKILL when a job
+        is cancelled or times out.  Slurm's default is 30; 5 keeps tests fast.
+    min_job_age : int, optional
+        Slurm's ``MinJobAge``: seconds a finished job stays visible to
+        ``scontrol show job`` (there is no accounting database).
+
+    Attributes
+    ----------
+    base_dir : pathlib.Path
+        The base directory.
+    conf_path : pathlib.Path
+        Path of the generated ``slurm.conf``.
+    log_dir : pathlib.Path
+        Directory of the daemons' log files (``slurmctld.log``, ``slurmd.log``,
+        and the daemons' own stdout/stderr in ``*.out``).
+    ctld_port, slurmd_port : int or None
+        TCP ports of the running daemons (``None`` before :meth:`start`).
+
+    Examples
+    --------
+    >>> cluster = SlurmCluster(tmp_path).start()                 # doctest: +SKIP
+    >>> subprocess.run(["sinfo"], env={**os.environ, **cluster.env})  # doctest: +SKIP
+    >>> cluster.stop()                                           # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        base_dir: str | os.PathLike[str],
+        *,
+        cpus: int | None = None,
+        real_memory: int = 2000,
+        kill_wait: int = 5,
+        min_job_age: int = 300,
+    ) -> None:
+        self.base_dir = Path(base_dir).resolve()
+        self.conf_path = self.base_dir / "slurm.conf"
+        self.log_dir = self.base_dir / "log"
+        self.state_dir = self.base_dir / "state"
+        self.spool_dir = self.base_dir / "spool"
+        self._own_spool_tmp: Path | None = None
+        if cpus is None:
+            cpus = max(1, min(2, len(os.sched_getaffinity(0))))
+        self.cpus = cpus
+        self.real_memory = real_memory
+        self.kill_wait = kill_wait
+        self.min_job_age = min_job_age
+        self.ctld_port: int | None = None
+        self.slurmd_port: int | None = None
+        self._ctld: subprocess.Popen[bytes] | None = None
+        self._slurmd: subprocess.Popen[bytes] | None = None
+        self._out_files: list[IO[bytes]] = []
+
+    # ------------------------------------------------------------------ API
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment variables that point Slurm clients at this cluster.
+
+        Returns
+        -------
+        dict of str to str
+            ``{"SLURM_CONF": <path of slurm.conf>}``; merge it into a copy
+            of ``os.environ``.
+        """
+        return {"SLURM_CONF": str(self.conf_path)}
+
+    @property
+    def running(self) -> bool:
+        """``True`` while both daemons started by :meth:`start` are alive."""
+        procs = (self._ctld, self._slurmd)
+        return all(p is not None and p.poll() is None for p in procs)
+
+    def client_env(self) -> dict[str, str]:
+        """Return a full environment for running Slurm clients on this cluster.
+
+        Returns
+        -------
+        dict of str to str
+            ``os.environ`` without inherited Slurm variables, plus :attr:`env`.
+        """
+        return {**_clean_environ(), **self.env}
+
+    def run(
+        self, args: Sequence[str], *, timeout: float = 30, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a client command (e.g. ``["squeue"]``) against this cluster.
+
+        Parameters
+        ----------
+        args : sequence of str
+            Command and arguments.
+        timeout : float, optional
+            Seconds before the command is killed.
+        check : bool, optional
+            Raise :class:`subprocess.CalledProcessError` on a non-zero exit.
+
+        Returns
+        -------
+        subprocess.CompletedProcess
+            With ``stdout`` and ``stderr`` as text.
+        """
+        return subprocess.run(
+            list(args),
+            env=self.client_env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=check,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def squeue_ids(self, *, timeout: float = 30) -> list[int]:
+        """List the ids of all jobs ``squeue`` shows, of every user and partition.
+
+        ``squeue`` shows jobs that are not finished yet (pending, running,
+        suspended, completing, ...), so an empty list means "no job left".
+        Finished jobs stay visible to ``scontrol show job`` for ``MinJobAge``
+        seconds but not to ``squeue``.
+
+        Parameters
+        ----------
+        timeout : float, optional
+            Seconds before ``squeue`` is given up
+            (:class:`subprocess.TimeoutExpired`).
+
+        Returns
+        -------
+        list of int
+            Job ids (one per array task), in ``squeue``'s order.
+        """
+        out = self.run(["squeue", "--all", "--noheader", "--format=%A"], timeout=timeout).stdout
+        return [int(word) for word in out.split()]
+
+    def start(self, timeout: float = 30) -> SlurmCluster:
+        """Write the configuration, start both daemons and wait for an idle node.
+
+        Parameters
+        ----------
+        timeout : float, optional
+            Seconds to wait for ``sinfo`` to report the node idle in every
+            partition.
+
+        Returns
+        -------
+        SlurmCluster
+            ``self``, so that ``cluster = SlurmCluster(d).start()`` works.
+
+        Raises
+        ------
+        SlurmClusterError
+            If the daemons are not installed, die, or the node is not idle in
+            time; the message contains the tails of the daemons' logs.  The
+            daemons are stopped before the exception is raised.
+        """
+        if self._ctld is not None:
+            raise SlurmClusterError("cluster already started")
+        missing = missing_slurm_binaries()
+        if missing:
+            raise SlurmClusterError(f"Slurm is not installed: {', '.join(missing)} not found")
+        deadline = time.monotonic() + timeout
+        attempts = 3
+        for attempt in range(1, attempts + 1):
+            self._prepare_dirs()
+            self.ctld_port, self.slurmd_port = _free_tcp_ports(2)
+            self._write_conf()
+            self._spawn_daemons()
+            try:
+                self._wait_idle(deadline)
+                return self
+            except SlurmClusterError as exc:
+                port_clash = "Address already in use" in str(exc)
+                self.stop()
+                if port_clash and attempt < attempts:
+                    # Another process took one of our ports; try fresh ones.
+                    self._reset()
+                    continue
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def stop(self, timeout: float = 5) -> None:
+        """Cancel all jobs and stop the daemons and every leftover process.
+
+        Safe to call more than once, and on a cluster that was never started
+        or whose daemons already died.  Does not hang: daemons get SIGTERM,
+        then SIGKILL after ``timeout`` seconds (a ``slurmd`` that lost its
+        controller may ignore SIGTERM).  Finally ``slurmstepd`` processes,
+        job processes and clients of this cluster are killed (recognised by
+        this cluster's ``SLURM_CONF`` in their environment, or for Slurm's
+        own processes by this cluster's paths among their arguments, open
+        files or Unix sockets); processes of other clusters, this process
+        and its ancestors are left alone.  The base directory is kept.
+
+        Parameters
+        ----------
+        timeout : float, optional
+            Seconds to wait for each stage (job cancellation, SIGTERM).
+        """
+        if self._ctld is None and self._slurmd is None:
+            self._kill_leftovers()
+            return
+        if self._ctld is not None and self._ctld.poll() is None:
+            self._cancel_all_jobs(timeout)
+        daemons = [p for p in (self._slurmd, self._ctld) if p is not None]
+        # The daemons' own children (e.g. slurmctld's slurmscriptd).
+        children: list[psutil.Process] = []
+        for proc in daemons:
+            try:
+                children.extend(psutil.Process(proc.pid).children(recursive=True))
+            except psutil.Error:
+                pass
+        for proc in daemons:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        end = time.monotonic() + timeout
+        for proc in daemons:
+            try:
+                proc.wait(max(0.0, end - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                try:
+                    proc.wait(5)
+                except subprocess.TimeoutExpired:  # pragma: no cover - D state
+                    pass
+        _kill_processes(children)
+        self._kill_leftovers()
+        for fh in self._out_files:
+            fh.close()
+        self._out_files = []
+        self._ctld = self._slurmd = None
+        if self._own_spool_tmp is not None:
+            shutil.rmtree(self._own_spool_tmp, ignore_errors=True)
+            self._own_spool_tmp = None
+
+    def log_tails(self, lines: int = 30) -> str:
+        """Return the last lines of every daemon log, for error messages.
+
+        Parameters
+        ----------
+        lines : int, optional
+            Lines per file.
+
+        Returns
+        -------
+        str
+            One section per log file.
+        """
+        names = ("slurmctld.log", "slurmctld.out", "slurmd.log", "slurmd.out")
+        return "\n".join(
+            f"----- {name} -----\n{_tail(self.log_dir / name, lines)}" for name in names
+        )
+
+    def __enter__(self) -> SlurmCluster:
+        if self._ctld is None:
+            self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<SlurmCluster {self.base_dir} ports={self.ctld_port},{self.slurmd_port} {state}>"
+
+    # ------------------------------------------------------------ internals
+
+    def _reset(self) -> None:
+        """Forget a failed start so that :meth:`start` can run again."""
+        self._ctld = self._slurmd = None
+        self.ctld_port = self.slurmd_port = None
+
+    def _prepare_dirs(self) -> None:
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(exist_ok=True)
+        # A fresh state directory each time: ``slurmctld -i`` ignores saved
+        # state anyway, and job ids then start at 1 again.
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+        self.state_dir.mkdir()
+        if len(str(self.base_dir / "spool")) > _MAX_SPOOL_DIR_LEN:
+            # Step daemons' socket paths would be too long; use a short one.
+            self._own_spool_tmp = Path(tempfile.mkdtemp(prefix="slurm-spool-"))
+            self.spool_dir = self._own_spool_tmp
+        else:
+            self.spool_dir = self.base_dir / "spool"
+            shutil.rmtree(self.spool_dir, ignore_errors=True)
+            self.spool_dir.mkdir()
+
+    def _write_conf(self) -> None:
+        b, log = self.base_dir, self.log_dir
+        lines = [
+            "# Generated by tests/slurm_cluster.py; single-node throw-away cluster.",
+            "ClusterName=taurustest",
+            f"SlurmctldHost={_NODE_NAME}(127.0.0.1)",
+            f"SlurmctldPort={self.ctld_port}",
+            f"SlurmdPort={self.slurmd_port}",
+            "AuthType=auth/none",
+            "CredType=cred/none",
+            "ProctrackType=proctrack/linuxproc",
+            "TaskPlugin=task/none",
+            "JobAcctGatherType=jobacct_gather/none",
+            "AccountingStorageType=accounting_storage/none",
+            "MailProg=/bin/true",
+            "SlurmUser=root",
+            "SlurmdUser=root",
+            f"StateSaveLocation={self.state_dir}",
+            f"SlurmdSpoolDir={self.spool_dir}",
+            f"SlurmctldPidFile={b / 'slurmctld.pid'}",
+            f"SlurmdPidFile={b / 'slurmd.pid'}",
+            f"SlurmctldLogFile={log / 'slurmctld.log'}",
+            f"SlurmdLogFile={log / 'slurmd.log'}",
+            "ReturnToService=2",
+            f"MinJobAge={self.min_job_age}",
+            f"KillWait={self.kill_wait}",
+            "SchedulerType=sched/backfill",
+            "SchedulerParameters=batch_sched_delay=0",
+            "SelectType=select/cons_tres",
+            "SelectTypeParameters=CR_Core",
+            f"NodeName={_NODE_NAME} NodeAddr=127.0.0.1 CPUs={self.cpus} "
+            f"RealMemory={self.real_memory} State=UNKNOWN",
+        ]
+        for part in _PARTITIONS:
+            default = " Default=YES" if part == "debug" else ""
+            lines.append(
+                f"PartitionName={part} Nodes={_NODE_NAME}{default} MaxTime=INFINITE "
+                "State=UP OverSubscribe=FORCE:8"
+            )
+        self.conf_path.write_text("\n".join(lines) + "\n")
+
+    def _spawn_daemons(self) -> None:
+        env = self.client_env()
+        ctld_bin = find_slurm_binary("slurmctld")
+        slurmd_bin = find_slurm_binary("slurmd")
+        assert ctld_bin is not None and slurmd_bin is not None
+        ctld_out = open(self.log_dir / "slurmctld.out", "wb")
+        slurmd_out = open(self.log_dir / "slurmd.out", "wb")
+        self._out_files = [ctld_out, slurmd_out]
+        # Own session: Ctrl-C in the terminal does not reach the daemons
+        # before stop() has cancelled the jobs.
+        self._ctld = subprocess.Popen(
+            [ctld_bin, "-D", "-i"],
+            env=env,
+            cwd=self.base_dir,
+            stdin=subprocess.DEVNULL,
+            stdout=ctld_out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self._slurmd = subprocess.Popen(
+            [slurmd_bin, "-D", "-N", _NODE_NAME],
+            env=env,
+            cwd=self.base_dir,
+            stdin=subprocess.DEVNULL,
+            stdout=slurmd_out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def _wait_idle(self, deadline: float) -> None:
+        last = ""
+        while True:
+            for name, proc in (("slurmctld", self._ctld), ("slurmd", self._slurmd)):
+                assert proc is not None
+                if proc.poll() is not None:
+                    raise SlurmClusterError(
+                        f"{name} exited with code {proc.returncode} during start-up\n"
+                        + self.log_tails()
+                    )
+            # One line per partition ("%R" is the name without the default's "*").
+            res = self.run(["sinfo", "--noheader", "--format=%R %t"], timeout=10, check=False)
+            states = dict(line.split(None, 1) for line in res.stdout.splitlines() if " " in line)
+            last = (res.stdout + res.stderr).strip()
+            if res.returncode == 0 and all(states.get(p) == "idle" for p in _PARTITIONS):
+                return
+            if time.monotonic() > deadline:
+                raise SlurmClusterError(
+                    f"node not idle in time; last `sinfo -h -o '%R %t'`: {last!r}\n"
+                    + self.log_tails()
+                )
+            time.sleep(0.1)
+
+    def _cancel_all_jobs(self, timeout: float) -> None:
+        try:
+            ids = self.squeue_ids(timeout=timeout)
+            if not ids:
+                return
+            self.run(["scancel", *map(str, ids)], timeout=timeout, check=False)
+            end = time.monotonic() + timeout
+            while self.squeue_ids(timeout=timeout) and time.monotonic() < end:
+                time.sleep(0.1)
+        except (subprocess.SubprocessError, OSError, ValueError):
+            pass  # The daemons are going down anyway.
+
+    def _belongs_here(self, proc: psutil.Process) -> bool:
+        """Tell whether ``proc`` is a process of this cluster.
+
+        Job processes and clients carry this cluster's ``SLURM_CONF`` in their
+        environment.  ``slurmstepd`` has an empty environment and a command
+        line like ``slurmstepd: [3.batch]`` that does not tell the cluster
+        apart, so Slurm processes are also recognised by this cluster's paths
+        on their command line, among their open files (the slurmd log) or as
+        their Unix sockets (in the spool directory).
+        """
+        conf = str(self.conf_path)
+        roots = tuple(str(d) + os.sep for d in {self.base_dir, self.spool_dir})
+        try:
+            if proc.environ().get("SLURM_CONF") == conf:
+                return True
+            if not proc.name().startswith("slurm"):
+                return False
+            if any(arg == conf or arg.startswith(roots) for arg in proc.cmdline()):
+                return True
+            if any(f.path.startswith(roots) for f in proc.open_files()):
+                return True
+            get_conns = getattr(proc, "net_connections", None) or proc.connections
+            return any(
+                isinstance(c.laddr, str) and c.laddr.startswith(roots) for c in get_conns("unix")
+            )
+        except psutil.Error:
+            return False
+
+    def _kill_leftovers(self) -> None:
+        """SIGKILL ``slurmstepd`` and job processes of this cluster.
+
+        This process and its ancestors are spared (they may have been started
+        with this cluster's ``SLURM_CONF``).
+        """
+        spared = {os.getpid()}
+        try:
+            spared.update(p.pid for p in psutil.Process().parents())
+        except psutil.Error:
+            pass
+        victims = [
+            p for p in psutil.process_iter() if p.pid not in spared and self._belongs_here(p)
+        ]
+        _kill_processes(victims)
+
+
+def _kill_processes(procs: Sequence[psutil.Process], timeout: float = 3) -> None:
+    """SIGKILL ``procs`` and wait until each is gone or a zombie.
+
+    Zombies count as gone: processes reparented to an init that reaps
+    lazily (as in some containers) can stay zombies for a while, and a
+    zombie holds no ports, files or CPU.
+    """
+    for proc in procs:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    deadline = time.monotonic() + timeout
+    pending = list(procs)
+    while pending and time.monotonic() < deadline:
+        # wait(0) reaps our own children; for others it just checks.
+        pending = [p for p in pending if not _gone(p)]
+        if pending:
+            time.sleep(0.05)
+
+
+def _gone(proc: psutil.Process) -> bool:
+    try:
+        proc.wait(0)
+        return True
+    except psutil.TimeoutExpired:
+        try:
+            return proc.status() == psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return True
+    except psutil.Error:
+        return True
