@@ -375,7 +375,7 @@ class Handle:
         with self._lock:
             if self._returncode is not None:
                 return
-            if False:
+            if self._interrupted and rc >= 0:
                 # It was stopped by cancel(); never report that as success or as an
                 # ordinary failure.
                 rc = -int(signal.SIGTERM)
