@@ -17,17 +17,23 @@ from ._errors import (
     CommandTimeoutError,
     ConfigurationError,
     SlurmError,
+    StageError,
     TaurusToolsError,
+    WorkspaceError,
 )
 from ._process import Handle, Launch
 from ._version import __version__
+from ._staging import stage_in, stage_out
 from ._wait import waitfor
+from ._workspace import CacheWorkspace, Workspace
+from ._ws_format import WorkspaceInfo, parse_filesystems, parse_ws_list
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "Backend",
     "BackendUnavailableError",
+    "CacheWorkspace",
     "COMMANDS",
     "CommandError",
     "CommandNotFoundError",
@@ -40,8 +46,16 @@ __all__ = [
     "SiteBackend",
     "SlurmBackend",
     "SlurmError",
+    "StageError",
     "TaurusToolsError",
+    "Workspace",
+    "WorkspaceError",
+    "WorkspaceInfo",
     "__version__",
+    "parse_filesystems",
+    "parse_ws_list",
     "select_backend",
+    "stage_in",
+    "stage_out",
     "waitfor",
 ]

@@ -1,6 +1,7 @@
 """The ``taurus-tools`` command line.
 
 ``taurus-tools info`` says which backend runs commands and why;
+``taurus-tools ws allocate|list|extend|release|find`` manages workspaces;
 ``taurus-tools [OPTIONS] dtcp -r A B`` (and every other datamover command, and ``rclone``)
 runs the command through that backend, waits with progress and live errors, prints its
 output and exits with its exit code.
@@ -17,10 +18,18 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ._backends import BACKENDS, find_site_tools
 from ._datamover import COMMANDS, Datamover
-from ._errors import CommandTimeoutError, TaurusToolsError
+from ._errors import (
+    BackendUnavailableError,
+    CommandNotFoundError,
+    CommandTimeoutError,
+    ConfigurationError,
+    TaurusToolsError,
+)
 from ._slurm import SlurmClient
 from ._version import __version__
 from ._wait import waitfor
+from ._workspace import Workspace
+from ._ws_format import WorkspaceInfo
 
 __all__ = ["main"]
 
@@ -31,6 +40,8 @@ _VALUED = ("--backend", "--partition", "--account", "--time", "--timeout", "--to
 EXIT_TIMEOUT = 124
 #: Exit code for bad usage or a library error before anything ran.
 EXIT_USAGE = 2
+#: Exit code for an operation that was tried and failed.
+EXIT_FAILED = 1
 
 
 def _global_options(parser: argparse.ArgumentParser) -> None:
@@ -66,7 +77,100 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="subcommand", metavar="{info," + ",".join(PASS_THROUGH) + "}")
     info = sub.add_parser("info", help="backend chosen and why, tools found, Slurm partitions")
     info.add_argument("--json", action="store_true", help="machine-readable output")
+    _ws_parser(sub)
     return parser
+
+
+def _ws_parser(sub: Any) -> None:
+    ws = sub.add_parser("ws", help="workspaces: allocate, list, extend, release, find")
+    ws.add_argument(
+        "--ws-backend", choices=("auto", "site", "local"), default="auto", help="ws_* tools to use"
+    )
+    ws_sub = ws.add_subparsers(dest="ws_command", metavar="{allocate,list,extend,release,find}")
+    ws_sub.required = True
+
+    def add(name: str, help: str) -> argparse.ArgumentParser:
+        p = ws_sub.add_parser(name, help=help)
+        p.add_argument("-F", "--filesystem", help="workspace filesystem (ws_list -l shows them)")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        return p
+
+    p = add("allocate", "allocate (or reuse) a workspace; prints its path")
+    p.add_argument("name")
+    p.add_argument("days")
+    p.add_argument("-c", "--comment")
+    p = add("list", "your workspaces")
+    p.add_argument("pattern", nargs="?", help="glob on the workspace id")
+    p = add("extend", "set a new lifetime, using up one extension")
+    p.add_argument("name")
+    p.add_argument("days")
+    p = add("release", "release a workspace (data moved aside, restorable)")
+    p.add_argument("name")
+    p.add_argument("--delete-data", action="store_true", help="delete the data at once")
+    p = add("find", "print a workspace's path")
+    p.add_argument("name")
+
+
+def _when(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%M") if value is not None else "-"
+
+
+def _remaining(info: WorkspaceInfo) -> str:
+    if info.expired:
+        return "expired"
+    if info.remaining is None:
+        return "-"
+    hours = int(info.remaining.total_seconds()) // 3600
+    return f"{hours // 24}d {hours % 24}h"
+
+
+def ws_command(opts: argparse.Namespace) -> int:
+    ws = Workspace(opts.ws_backend)
+    cmd = opts.ws_command
+    fs = opts.filesystem
+    if cmd in ("allocate", "extend"):
+        if cmd == "allocate":
+            info = ws.allocate(opts.name, opts.days, filesystem=fs, comment=opts.comment)
+        else:
+            info = ws.extend(opts.name, opts.days, filesystem=fs)
+        if opts.json:
+            print(json.dumps(info.to_dict(), indent=2))
+        else:
+            print(info.path)
+            print(
+                f"{info.id}: expires {_when(info.expires)} ({_remaining(info)} left), "
+                f"{info.extensions_left if info.extensions_left is not None else '?'} extensions left",
+                file=sys.stderr,
+            )
+        return 0
+    if cmd == "list":
+        infos = ws.list(opts.pattern, filesystem=fs)
+        if opts.json:
+            print(json.dumps([i.to_dict() for i in infos], indent=2))
+            return 0
+        rows = [("ID", "FILESYSTEM", "EXPIRES", "LEFT", "EXT", "PATH")]
+        for i in infos:
+            ext = str(i.extensions_left) if i.extensions_left is not None else "-"
+            rows.append((i.id, i.filesystem or "-", _when(i.expires), _remaining(i), ext, str(i.path)))
+        widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]) - 1)]
+        for r in rows:
+            print("  ".join(v.ljust(w) for v, w in zip(r, widths)) + "  " + r[-1])
+        if not infos:
+            print("(no workspaces)", file=sys.stderr)
+        return 0
+    if cmd == "release":
+        ws.release(opts.name, filesystem=fs, delete_data=opts.delete_data)
+        if opts.json:
+            print(json.dumps({"released": opts.name}))
+        else:
+            print(f"released {opts.name}" + (" (data deleted)" if opts.delete_data else ""), file=sys.stderr)
+        return 0
+    path = ws.find(opts.name, filesystem=fs)
+    if path is None:
+        print(f"taurus-tools: no workspace named {opts.name!r}", file=sys.stderr)
+        return 1
+    print(json.dumps({"id": opts.name, "path": str(path)}) if opts.json else path)
+    return 0
 
 
 def split_pass_through(argv: Sequence[str]) -> Optional[Tuple[List[str], str, List[str]]]:
@@ -174,11 +278,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         _setup_logging(opts.verbose)
         if opts.subcommand == "info":
             return info(opts)
+        if opts.subcommand == "ws":
+            return ws_command(opts)
         parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    except (ConfigurationError, CommandNotFoundError, BackendUnavailableError) as exc:
+        print(f"taurus-tools: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except TaurusToolsError as exc:
         print(f"taurus-tools: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print("taurus-tools: interrupted; running commands were cancelled", file=sys.stderr)
         return 128 + int(signal.SIGINT)

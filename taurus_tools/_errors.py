@@ -19,6 +19,8 @@ __all__ = [
     "CommandError",
     "CommandTimeoutError",
     "SlurmError",
+    "WorkspaceError",
+    "StageError",
 ]
 
 #: How many lines of stderr an error message quotes.
@@ -152,3 +154,58 @@ class CommandTimeoutError(TaurusToolsError, TimeoutError):
 
 class SlurmError(TaurusToolsError, RuntimeError):
     """A Slurm client command (sinfo, scontrol, scancel, ...) failed."""
+
+
+class WorkspaceError(CommandError):
+    """A ``ws_*`` tool failed, or answered something that is not a usable workspace.
+
+    Success means exit code 0 *and* an absolute, existing path on stdout; anything else
+    is this error, carrying the tool's argv, exit code, stdout and stderr.
+
+    Attributes
+    ----------
+    problem : str
+        What was wrong, in words.
+    """
+
+    def __init__(
+        self,
+        problem: str,
+        returncode: int,
+        cmd: Sequence[str],
+        output: Optional[str] = None,
+        stderr: Optional[str] = None,
+    ) -> None:
+        super().__init__(returncode, cmd, output, stderr)
+        self.problem = problem
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        return (type(self), (self.problem, self.returncode, self.cmd, self.output, self.stderr))
+
+    def __str__(self) -> str:
+        msg = f"{self.problem} ({_argv_str(self.cmd)} exited with code {self.returncode})"
+        tail = _tail(self.stderr if isinstance(self.stderr, str) else None)
+        if tail:
+            msg += "\nstderr (last lines):\n" + tail
+        return msg
+
+
+class StageError(TaurusToolsError, RuntimeError):
+    """Staged data could not be copied to (or from) its destination; nothing was lost.
+
+    Attributes
+    ----------
+    staged : str
+        Where the data still is (a workspace that was kept, not released).
+    target : str
+        Where it should have gone.
+    """
+
+    def __init__(self, message: str, staged: str, target: str) -> None:
+        self.staged = staged
+        self.target = target
+        super().__init__(f"{message}; the staged data is kept at {staged}")
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        msg = str(self.args[0]).rsplit("; the staged data is kept at ", 1)[0]
+        return (type(self), (msg, self.staged, self.target))
