@@ -424,10 +424,12 @@ class LocalBackend(Backend):
         tool = TRANSFER_COMMANDS.get(command)
         if tool is None:
             raise self._unknown(command, "the local backend runs no Slurm management commands")
-        if self._tool(tool) is None:
+        exe = self._tool(tool)
+        if exe is None:
             raise self._unknown(command, f"{tool!r} is not installed on this machine")
-        # The bare name keeps the tool's messages as users know them ("ls: cannot access").
-        return Launch((tool, *args), name=command)
+        # The bare name keeps the tool's messages as users know them ("ls: cannot access");
+        # the path found once spares a PATH search on every call.
+        return Launch((tool, *args), name=command, executable=exe if os.path.isabs(exe) else None)
 
     def launch_program(self, name: str, argv: Sequence[str], *, blocking: bool) -> Launch:
         return Launch(tuple(argv), name=name)

@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 __all__ = ["Handle", "Launch", "terminate_tree"]
 
 _READ_SIZE = 1 << 16
+#: poll(2) needs no kernel object per handle (epoll costs a descriptor and two syscalls).
+_Selector = getattr(selectors, "PollSelector", selectors.DefaultSelector)
 _PIPE_BUF = 4096
 #: After the process exits, how long to keep reading pipes that a grandchild still holds open.
 _ORPHAN_PIPE_GRACE_S = 0.5
@@ -76,7 +78,20 @@ class Launch:
     parsable: bool = False
     job_name: Optional[str] = None
     job_output: Optional[Tuple[Path, Path]] = None
-    env: Optional[Mapping[str, str]] = field(default=None, compare=False)
+    #: Absolute program to exec (``argv[0]`` stays as given, so messages read as usual);
+    #: spares Popen a PATH search on every call.  Ignored when a call passes ``env``.
+    executable: Optional[str] = field(default=None, compare=False)
+
+
+_DEVNULL_FD: Optional[int] = None
+
+
+def _devnull() -> int:
+    """One read-only /dev/null descriptor shared by all handles (Popen opens one per call)."""
+    global _DEVNULL_FD
+    if _DEVNULL_FD is None:
+        _DEVNULL_FD = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    return _DEVNULL_FD
 
 
 def unique_job_name(command: str) -> str:
@@ -195,11 +210,12 @@ class Handle:
         try:
             self._popen = subprocess.Popen(
                 self.args,
-                stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                stdin=subprocess.PIPE if input is not None else _devnull(),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 cwd=cwd,
                 env=env,
+                executable=launch.executable if env is None else None,
                 start_new_session=True,
             )
         except FileNotFoundError as exc:
@@ -411,7 +427,7 @@ class Handle:
     def _pump(self) -> int:
         """Drain stdout/stderr (and feed stdin) until the process is gone; return its code."""
         popen = self._popen
-        sel = selectors.DefaultSelector()
+        sel = _Selector()
         stdin_view = memoryview(self._input) if self._input is not None else None
         offset = 0
         assert popen.stdout is not None and popen.stderr is not None
