@@ -101,3 +101,10 @@ def site_tools_dir() -> Path:
             if mode != wanted:
                 script.chmod(wanted)
     return SITE_TOOLS_DIR
+
+
+@pytest.fixture
+def no_slurm_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never let the environment steer a test to Slurm or to site tools."""
+    for var in ("SLURM_CONF", "TAURUS_TOOLS_BACKEND", "TAURUS_TOOLS_DT_DIR"):
+        monkeypatch.delenv(var, raising=False)

@@ -15,6 +15,11 @@ import psutil
 from taurus_tools._slurm import JobState, SlurmClient
 
 FAKE_BIN = "/fake/slurm/bin"
+#: The two lines srun prints for --pty without a terminal (REFERENCE §1).
+NOISE = (
+    "srun: error: ioctl(TIOCGWINSZ): Inappropriate ioctl for device",
+    "srun: error: Not using a pseudo-terminal, disregarding --pty option",
+)
 
 
 def write_stub(folder: Path, name: str, body: str) -> Path:

@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from helpers import alive, kill_group, prepend_path, tree, wait_until, write_stub  # noqa: E402
+from helpers import NOISE, alive, kill_group, prepend_path, tree, wait_until, write_stub  # noqa: E402
 
 from taurus_tools._process import terminate_tree  # noqa: E402
 from taurus_tools import (  # noqa: E402
@@ -29,20 +29,11 @@ from taurus_tools import (  # noqa: E402
     waitfor,
 )
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("no_slurm_env")]
 
 BIG = 20 * 1024 * 1024
 STUBBORN = "trap '' TERM\nsleep 60 &\nwait\nwait\n"  # sleep inherits the ignored SIGTERM
-NOISE = (
-    "srun: error: ioctl(TIOCGWINSZ): Inappropriate ioctl for device",
-    "srun: error: Not using a pseudo-terminal, disregarding --pty option",
-)
 
-
-@pytest.fixture(autouse=True)
-def _no_slurm_env(monkeypatch):
-    for var in ("SLURM_CONF", "TAURUS_TOOLS_BACKEND", "TAURUS_TOOLS_DT_DIR"):
-        monkeypatch.delenv(var, raising=False)
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ import threading
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from helpers import FAKE_BIN, FakeSlurmClient, prepend_path, write_stub  # noqa: E402
+from helpers import NOISE, FAKE_BIN, FakeSlurmClient, prepend_path, write_stub  # noqa: E402
 
 import taurus_tools  # noqa: E402
 from taurus_tools import (  # noqa: E402
@@ -52,20 +52,10 @@ from taurus_tools._cli import main, split_pass_through  # noqa: E402
 from taurus_tools._slurm import JobState, SlurmClient, parse_exit_code, parse_job_id  # noqa: E402
 from taurus_tools._wait import is_noise  # noqa: E402
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("no_slurm_env")]
 
 ALL_TOOLS = {c: f"/site/bin/{c}" for c in (*TRANSFER_COMMANDS, *MANAGEMENT_COMMANDS)}
-NOISE = (
-    "srun: error: ioctl(TIOCGWINSZ): Inappropriate ioctl for device",
-    "srun: error: Not using a pseudo-terminal, disregarding --pty option",
-)
 
-
-@pytest.fixture(autouse=True)
-def _no_slurm_env(monkeypatch):
-    """Never let the environment steer these tests to Slurm or to site tools."""
-    for var in ("SLURM_CONF", "TAURUS_TOOLS_BACKEND", "TAURUS_TOOLS_DT_DIR"):
-        monkeypatch.delenv(var, raising=False)
 
 
 # =============================================================================== site backend
