@@ -196,7 +196,7 @@ class StageError(TaurusToolsError, RuntimeError):
     Attributes
     ----------
     staged : str
-        Where the data still is (a workspace that was kept, not released).
+        Where the data is (a workspace that was kept, not released), or was meant to be.
     target : str
         Where it should have gone.
     """
@@ -204,8 +204,7 @@ class StageError(TaurusToolsError, RuntimeError):
     def __init__(self, message: str, staged: str, target: str) -> None:
         self.staged = staged
         self.target = target
-        super().__init__(f"{message}; the staged data is kept at {staged}")
+        super().__init__(message)
 
     def __reduce__(self) -> Tuple[Any, ...]:
-        msg = str(self.args[0]).rsplit("; the staged data is kept at ", 1)[0]
-        return (type(self), (msg, self.staged, self.target))
+        return (type(self), (str(self.args[0]), self.staged, self.target))

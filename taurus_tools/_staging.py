@@ -102,7 +102,8 @@ def stage_out(
     ------
     StageError
         The copy failed, timed out or did not verify.  The cache workspace is then kept
-        and the error's ``staged`` attribute says where the data is.
+        and the error's ``staged`` attribute says where the data is.  Also raised when
+        the block wrote nothing at the path it was given (an empty cache is released).
 
     Notes
     -----
@@ -122,20 +123,25 @@ def stage_out(
     except BaseException as exc:
         cache.__exit__(type(exc), exc, exc.__traceback__)
         raise
+    kept = f"; the staged data is kept at {staged}"
     if not staged.exists() and not staged.is_symlink():
-        raise StageError(f"nothing was written to {staged}, so nothing was copied to {dest}", str(staged), str(dest))
+        message = f"nothing was written to {staged}, so nothing was copied to {dest}"
+        if any(cache.path.iterdir()):
+            raise StageError(message + f" (the cache workspace {cache.path} is kept: it holds other files)", str(staged), str(dest))
+        cache.cleanup()
+        raise StageError(message, str(staged), str(dest))
     try:
         rc, err = _copy(dm, staged, dest, timeout, progress)
     except (TaurusToolsError, TimeoutError) as exc:
-        raise StageError(f"copying to {dest} did not finish: {exc}", str(staged), str(dest)) from exc
+        raise StageError(f"copying to {dest} did not finish: {exc}{kept}", str(staged), str(dest)) from exc
     if rc != 0:
         tail = " | ".join(err.strip().splitlines()[-3:])
-        raise StageError(f"copying to {dest} failed with exit code {rc}: {tail}", str(staged), str(dest))
+        raise StageError(f"copying to {dest} failed with exit code {rc}: {tail}{kept}", str(staged), str(dest))
     if verify:
         problems = _compare(staged, dest)
         if problems:
             shown = "; ".join(problems[:5]) + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else "")
-            raise StageError(f"the copy at {dest} does not match: {shown}", str(staged), str(dest))
+            raise StageError(f"the copy at {dest} does not match: {shown}{kept}", str(staged), str(dest))
     log.info("staged %s to %s", staged, dest)
     cache.cleanup()
 

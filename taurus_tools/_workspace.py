@@ -65,6 +65,19 @@ def _days(days: Union[int, str], what: str = "days") -> int:
     return value
 
 
+def _first_error(err: str) -> str:
+    """The line of a tool's stderr that says what went wrong.
+
+    ``ws_allocate -x`` prints ``Info: extending workspace.`` before ``Error: no more
+    extensions.``; the ``Error``/``error`` line is the one worth quoting.
+    """
+    lines = [line.strip() for line in err.splitlines() if line.strip()]
+    for line in lines:
+        if line.lower().startswith("error"):
+            return line
+    return lines[0] if lines else "no message"
+
+
 def check_name(name: str) -> str:
     """Return ``name`` if hpc-workspace accepts it, else raise :class:`ConfigurationError`."""
     if not isinstance(name, str) or not NAME_RE.match(name):
@@ -193,8 +206,7 @@ class Workspace:
         lines = [line.strip() for line in out.splitlines() if line.strip()]
         problem = None
         if handle.returncode != 0:
-            first = next((l for l in err.splitlines() if l.strip()), "no message")
-            problem = f"{what} failed: {first.strip()}"
+            problem = f"{what} failed: {_first_error(err)}"
         elif not lines:
             problem = f"{what}: the tool exited 0 but printed no path"
         else:
@@ -316,9 +328,12 @@ class Workspace:
         args = self._fs_args(filesystem) + (["--delete-data"] if delete_data else []) + [name]
         handle, out, err = self._call("ws_release", *args)
         if handle.returncode != 0:
-            first = next((l.strip() for l in err.splitlines() if l.strip()), "no message")
             raise WorkspaceError(
-                f"releasing workspace {name!r} failed: {first}", handle.returncode or 1, handle.args, out, err
+                f"releasing workspace {name!r} failed: {_first_error(err)}",
+                handle.returncode or 1,
+                handle.args,
+                out,
+                err,
             )
 
     def _filesystems(self) -> Tuple[List[str], Optional[str]]:
@@ -357,19 +372,32 @@ class Workspace:
 
         check_name(target)
         argv = self.argv("ws_restore", *self._fs_args(filesystem), released_name, target)
-        child = pexpect.spawn(argv[0], argv[1:], env=self._env or dict(os.environ), encoding="utf-8", timeout=timeout)
+        # The real tool draws the word with terminfo cursor moves (setupterm fails without
+        # TERM): give it a terminal whose moves _typed_word() understands.
+        env = {**(self._env or os.environ), "TERM": "xterm"}
+        child = pexpect.spawn(argv[0], argv[1:], env=env, encoding="utf-8", timeout=timeout)
         transcript: List[str] = []
         try:
-            idx = child.expect([r"please type '([^']+)'", pexpect.EOF])
+            idx = child.expect([r"please type '([^']*)': ", pexpect.EOF])
             transcript.append(child.before or "")
             if idx == 0:
-                code = child.match.group(1)
+                code = _typed_word(child.match.group(1))
                 transcript.append(child.after)
                 child.sendline(code)
                 child.expect(pexpect.EOF)
                 transcript.append(child.before or "")
+        except pexpect.TIMEOUT:
+            transcript.append(child.before or "")
+            text = "".join(transcript)
+            raise WorkspaceError(
+                f"restoring {released_name!r} failed: ws_restore did not finish in {timeout:g} s",
+                -1,
+                argv,
+                text,
+                text,
+            ) from None
         finally:
-            child.close()
+            child.close(force=True)
         rc = child.exitstatus if child.exitstatus is not None else -(child.signalstatus or 1)
         text = "".join(transcript)
         # Version 1 exits 0 after refusing ("not sure if you are human", "Error: ..."):
@@ -479,10 +507,17 @@ class CacheWorkspace:
         with self._lock:
             if self._info is None:
                 return
-            owned, self._owned = self._owned, False
-            self._info = None
+            info, owned = self._info, self._owned
+            self._info, self._owned = None, False
         if owned:
-            self.workspace.release(self.id, filesystem=self.filesystem, delete_data=self.delete_data)
+            try:
+                self.workspace.release(self.id, filesystem=self.filesystem, delete_data=self.delete_data)
+            except BaseException:
+                # Still allocated: say so, and let a later cleanup() try again.
+                with self._lock:
+                    if self._info is None:
+                        self._info, self._owned = info, True
+                raise
 
     def __enter__(self) -> "CacheWorkspace":
         self.allocate()
@@ -503,6 +538,39 @@ class CacheWorkspace:
     def __repr__(self) -> str:
         where = str(self._info.path) if self._info else "released"
         return f"<CacheWorkspace {self.id!r} {where}>"
+
+
+_CURSOR = re.compile(r"\x1b\[(\d*)([CD])|\$<[\d.*/]+>|\x08|\x1b.")
+
+
+def _typed_word(shown: str) -> str:
+    """The word ``ws_restore`` asks for, from what it printed between the quotes.
+
+    It prints the syllables out of order and moves the cursor (``cub1``/``cuf1``:
+    backspace and ``ESC [ C`` on xterm) so that the word only *looks* right on a
+    terminal; replay those moves on one line to read it.
+    """
+    cells: List[str] = []
+    pos = 0
+    i = 0
+    while i < len(shown):
+        m = _CURSOR.match(shown, i)
+        if m:
+            if m.group(0) == "\x08":
+                pos = max(0, pos - 1)
+            elif m.group(2) == "C":
+                pos += int(m.group(1) or 1)
+            elif m.group(2) == "D":
+                pos = max(0, pos - int(m.group(1) or 1))
+            i = m.end()
+            continue
+        if shown[i] >= " ":
+            while len(cells) <= pos:
+                cells.append(" ")
+            cells[pos] = shown[i]
+            pos += 1
+        i += 1
+    return "".join(cells).strip()
 
 
 def _find_ws_tools(tools_dir: Optional[StrPath]) -> Tuple[Dict[str, str], str]:

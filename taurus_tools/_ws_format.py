@@ -26,12 +26,13 @@ __all__ = [
     "format_ws_list_entry",
 ]
 
-#: hpc-workspace's rule for workspace names: ``^[[:alnum:]][[:alnum:]_.-]*$``.
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+#: hpc-workspace's rule for workspace names: ``^[[:alnum:]][[:alnum:]_.-]*$`` (a whole-string
+#: match there; ``\Z``, not ``$``, which would also accept a trailing newline).
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 
 _ID_LINE = re.compile(r"^\s*id:\s*(?P<id>\S.*?)\s*$", re.I)
 _FIELD_LINE = re.compile(r"^\s+(?P<key>[A-Za-z][A-Za-z ]*?)\s*:\s?(?P<value>.*?)\s*$")
-_REMAINING = re.compile(r"(?:(?P<d>\d+)\s*days?)?[,\s]*(?:(?P<h>\d+)\s*hours?)?", re.I)
+_REMAINING = re.compile(r"(?:(?P<d>-?\d+)\s*days?)?[,\s]*(?:(?P<h>-?\d+)\s*hours?)?", re.I)
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,11 @@ def format_ctime(when: _dt.datetime) -> str:
 
 
 def parse_remaining(text: str) -> Tuple[Optional[_dt.timedelta], bool]:
-    """``29 days 23 hours`` / ``29 days, 23 hours`` / ``expired`` -> (timedelta, expired)."""
+    """``29 days 23 hours`` / ``29 days, 23 hours`` / ``expired`` -> (timedelta, expired).
+
+    Current version 2 prints an expired workspace's time as negative numbers
+    (``-2 days, -5 hours``): that is expired too, with zero remaining.
+    """
     value = text.strip()
     if not value:
         return None, False
@@ -114,6 +119,8 @@ def parse_remaining(text: str) -> Tuple[Optional[_dt.timedelta], bool]:
         return None, False
     days = int(m.group("d") or 0)
     hours = int(m.group("h") or 0)
+    if days < 0 or hours < 0:
+        return _dt.timedelta(0), True
     return _dt.timedelta(days=days, hours=hours), False
 
 
@@ -196,17 +203,27 @@ def _entry(ws_id: str, fields: Dict[str, str]) -> WorkspaceInfo:
 
 
 def parse_filesystems(text: str) -> Tuple[List[str], Optional[str]]:
-    """``ws_list -l`` output -> (names, default name or None)."""
+    """``ws_list -l`` output -> (names, default name or None).
+
+    Version 1 marks the default ``NAME (default)``; version 2 prints no marker but a
+    header ``available filesystems (sorted according to priority):`` with the default first.
+    """
     names: List[str] = []
     default = None
+    by_priority = False
     for line in text.splitlines():
         value = line.strip()
-        if not value or value.lower().startswith("available filesystems"):
+        if not value:
+            continue
+        if value.lower().startswith("available filesystems"):
+            by_priority = by_priority or "priority" in value.lower()
             continue
         name, marked = re.subn(r"\s*\(default\)\s*$", "", value)
         names.append(name)
         if marked:
             default = name
+    if default is None and by_priority and names:
+        default = names[0]
     return names, default
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from taurus_tools import Workspace
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
@@ -31,7 +33,12 @@ def local_env() -> dict:
 
 
 def test_every_example_is_covered():
-    assert sorted(p.name for p in EXAMPLES.glob("*.py")) == ["slurm_jobs.py", "tour.py"]
+    assert sorted(p.name for p in EXAMPLES.glob("*.py")) == [
+        "cache_workspace.py",
+        "slurm_jobs.py",
+        "stage_out.py",
+        "tour.py",
+    ]
 
 
 def test_tour_local():
@@ -55,3 +62,51 @@ def test_slurm_jobs(slurm_cluster):
     res = run_example("slurm_jobs.py", dict(os.environ))
     assert "exit codes: [0, 0, 0, 0]" in res.stdout
     assert "srun ran on:" in res.stdout
+
+
+def with_ws_root(env: dict, root: Path) -> dict:
+    env = dict(env)
+    env["TAURUS_TOOLS_WS_ROOT"] = str(root)
+    return env
+
+
+def test_cache_workspace_local(tmp_path):
+    root = tmp_path / "ws"
+    res = run_example("cache_workspace.py", with_ws_root(local_env(), root))
+    assert "workspace backend: local" in res.stdout
+    assert f"temporary files in: {root}" in res.stdout
+    assert "mean of 40000 values: 10.0" in res.stdout
+    assert "is no longer listed" in res.stdout
+    assert "cache workspace example finished" in res.stdout
+    ws = Workspace("local", root=root)
+    assert ws.list() == []
+    assert len(ws.released()) == 2  # both caches it made, and nothing else
+
+
+def check_stage_out(res: subprocess.CompletedProcess, root: Path) -> None:
+    assert f"writing to: {root}" in res.stdout
+    arrived = "arrived: ['plots', 'plots/fig.svg', 'table 0.csv', 'table 1.csv', 'table 2.csv']"
+    assert arrived in res.stdout
+    assert "block raised: the analysis failed" in res.stdout
+    assert f"copy failed; data kept at: {root}" in res.stdout
+    assert "rows read: 300" in res.stdout
+    assert "stage_out finished" in res.stdout
+    ws = Workspace("local", root=root)
+    assert ws.list() == []  # every cache workspace was released, the failed one by hand
+    assert len(ws.released()) == 5
+
+
+def test_stage_out_local(tmp_path):
+    root = tmp_path / "ws"
+    res = run_example("stage_out.py", with_ws_root(local_env(), root))
+    assert "backend: local" in res.stdout
+    check_stage_out(res, root)
+
+
+def test_stage_out_slurm(slurm_cluster, tmp_path):
+    root = tmp_path / "ws"
+    env = with_ws_root(dict(os.environ), root)
+    env["TAURUS_TOOLS_BACKEND"] = "slurm"
+    res = run_example("stage_out.py", env)
+    assert "backend: slurm" in res.stdout
+    check_stage_out(res, root)

@@ -1,0 +1,577 @@
+"""The site backend against stub ``ws_*`` executables that print what hpc-workspace prints.
+
+The stubs are tiny ``/bin/sh`` (and, for ``ws_restore``, Python) scripts in a tmp folder,
+used through ``Workspace("site", tools_dir=...)`` or ``PATH``.  Their output and exit codes
+follow REFERENCE.md §3 and the observed behaviour of hpc-workspace 1.x (and 2.x where noted).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from helpers import prepend_path, write_stub  # noqa: E402
+
+from taurus_tools._cli import main  # noqa: E402
+from taurus_tools._errors import (  # noqa: E402
+    BackendUnavailableError,
+    CommandNotFoundError,
+    ConfigurationError,
+    WorkspaceError,
+)
+from taurus_tools._workspace import Workspace, _typed_word  # noqa: E402
+from taurus_tools._ws_format import WorkspaceInfo, format_ws_list_entry, parse_ws_list  # noqa: E402
+
+pytestmark = pytest.mark.timeout(60)
+
+DATA = Path(__file__).resolve().parent / "data" / "ws_list"
+USER = "marie"
+SYSTEM_WS = os.path.exists("/usr/bin/ws_allocate")
+
+
+class Site:
+    """A folder of stub tools, a workspace space, and a log of the stubs' argv."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.bin = tmp_path / "bin"
+        self.space = tmp_path / "space"
+        self.space.mkdir()
+        self.log = tmp_path / "argv.log"
+        self.list_file = tmp_path / "ws_list.out"
+        self.list_file.write_text("")
+        self.fs_file = tmp_path / "ws_list_l.out"
+        self.fs_file.write_text("available filesystems:\nscratch (default)\nssd\n")
+        self.allocate()  # every site has ws_allocate
+        self.stub(
+            "ws_list",
+            f"""
+            echo "ws_list $*" >> '{self.log}'
+            if [ "$1" = "-l" ]; then cat '{self.fs_file}'; else cat '{self.list_file}'; fi
+            """,
+        )
+
+    def stub(self, name: str, body: str) -> Path:
+        return write_stub(self.bin, name, textwrap.dedent(body))
+
+    def py_stub(self, name: str, body: str) -> Path:
+        path = self.stub(name, "")
+        path.write_text(f"#!{sys.executable}\n" + textwrap.dedent(body))
+        return path
+
+    def allocate(self, info: str = "Info", exit_code: int = 0) -> None:
+        """A version 1 (``Info:``) or version 2 (``info:``) ws_allocate that works."""
+        self.stub(
+            "ws_allocate",
+            f"""
+            echo "ws_allocate $*" >> '{self.log}'
+            eval name=\\${{$(($# - 1))}}
+            eval days=\\${{$#}}
+            dir='{self.space}'/{USER}-$name
+            if [ -d "$dir" ]; then
+                echo "{info}: reusing workspace." >&2
+            else
+                mkdir -p "$dir"
+                echo "{info}: creating workspace." >&2
+            fi
+            echo "$dir"
+            echo "remaining extensions  : 3" >&2
+            echo "remaining time in days: $days" >&2
+            exit {exit_code}
+            """,
+        )
+
+    def path(self, name: str) -> Path:
+        return self.space / f"{USER}-{name}"
+
+    def listed(self, *infos: WorkspaceInfo) -> None:
+        self.list_file.write_text("".join(format_ws_list_entry(i) for i in infos))
+
+    def calls(self) -> list:
+        return self.log.read_text().splitlines() if self.log.exists() else []
+
+    def ws(self, **kwargs) -> Workspace:
+        return Workspace("site", tools_dir=self.bin, **kwargs)
+
+
+@pytest.fixture
+def site(tmp_path) -> Site:
+    return Site(tmp_path)
+
+
+def entry(site: Site, name: str, days: int = 10, ext: int = 3) -> WorkspaceInfo:
+    return WorkspaceInfo(
+        id=name,
+        path=site.path(name),
+        filesystem="scratch",
+        created=dt.datetime(2026, 7, 2, 10, 0, 0),
+        expires=dt.datetime(2026, 7, 2, 10, 0, 0) + dt.timedelta(days=days),
+        remaining=dt.timedelta(days=days - 1, hours=23),
+        extensions_left=ext,
+    )
+
+
+# ----------------------------------------------------------------------------- choosing
+class TestBackendChoice:
+    def test_tools_dir(self, site):
+        ws = site.ws()
+        assert ws.backend == "site"
+        assert "ws_allocate" in ws.reason
+        assert ws.argv("ws_list", "-l") == [str(site.bin / "ws_list"), "-l"]
+
+    def test_auto_picks_site_from_path(self, site, monkeypatch):
+        prepend_path(monkeypatch, site.bin)
+        ws = Workspace("auto")
+        assert ws.backend == "site"
+        assert ws.argv("ws_allocate", "x", "1") == [str(site.bin / "ws_allocate"), "x", "1"]
+
+    @pytest.mark.skipif(SYSTEM_WS, reason="this machine has /usr/bin/ws_allocate")
+    def test_auto_without_tools_is_local(self, tmp_path, monkeypatch):
+        monkeypatch.setenv("PATH", str(tmp_path))
+        ws = Workspace("auto", root=tmp_path / "root")
+        assert ws.backend == "local"
+        assert "no ws_* tools found" in ws.reason
+
+    @pytest.mark.skipif(SYSTEM_WS, reason="this machine has /usr/bin/ws_allocate")
+    def test_site_without_tools_is_unavailable(self, tmp_path, monkeypatch):
+        monkeypatch.setenv("PATH", str(tmp_path))
+        with pytest.raises(BackendUnavailableError, match="no ws_allocate found"):
+            Workspace("site")
+
+    def test_missing_tools_dir(self, tmp_path):
+        with pytest.raises(ConfigurationError, match="not an existing folder"):
+            Workspace("site", tools_dir=tmp_path / "nope")
+
+    def test_tools_dir_without_ws_allocate(self, tmp_path):
+        write_stub(tmp_path / "bin", "ws_list", "exit 0\n")
+        with pytest.raises(ConfigurationError, match="holds no ws_allocate"):
+            Workspace("site", tools_dir=tmp_path / "bin")
+
+    def test_root_is_for_local_only(self, site, tmp_path):
+        with pytest.raises(ConfigurationError, match="local backend only"):
+            Workspace("site", tools_dir=site.bin, root=tmp_path)
+
+    def test_bad_backend_name(self):
+        with pytest.raises(ConfigurationError, match="auto, site, local"):
+            Workspace("cloud")
+
+    def test_tool_not_installed(self, site):
+        with pytest.raises(CommandNotFoundError, match="ws_register"):
+            site.ws().ws_register("/tmp/x")
+
+
+# ----------------------------------------------------------------------------- allocate
+class TestAllocate:
+    def test_raw_handle_v1_output(self, site):
+        h = site.ws().ws_allocate("data", "10")
+        out, err = h.communicate(timeout=30)
+        assert h.returncode == 0
+        assert out == f"{site.path('data')}\n"
+        assert err == (
+            "Info: creating workspace.\nremaining extensions  : 3\nremaining time in days: 10\n"
+        )
+        assert site.path("data").is_dir()
+
+    def test_success_with_listing(self, site):
+        site.listed(entry(site, "other"), entry(site, "data"))
+        info, created = site.ws().allocate_ex("data", 10, comment="c", filesystem="scratch")
+        assert created is True
+        assert info == entry(site, "data")
+        assert site.calls() == ["ws_allocate -F scratch -c c data 10", "ws_list -F scratch"]
+
+    def test_success_not_listed_falls_back_to_path(self, site):
+        info = site.ws(filesystem="ssd").allocate("data", 3)
+        assert info == WorkspaceInfo(id="data", path=site.path("data"), filesystem="ssd")
+        assert site.calls()[0] == "ws_allocate -F ssd data 3"
+
+    @pytest.mark.parametrize("word", ["Info", "info"])
+    def test_created_then_reused(self, site, word):
+        site.allocate(info=word)
+        ws = site.ws()
+        assert ws.allocate_ex("data", 5)[1] is True
+        info, created = ws.allocate_ex("data", 5)
+        assert created is False
+        assert info.path == site.path("data")
+
+    def test_v2_lowercase_output_accepted(self, site):
+        site.stub(
+            "ws_allocate",
+            f"""
+            mkdir -p '{site.space}/{USER}-v2'
+            echo "info: creating workspace." >&2
+            echo '{site.space}/{USER}-v2'
+            echo "remaining extensions  : 3" >&2
+            echo "remaining time in days: 7" >&2
+            """,
+        )
+        assert site.ws().allocate("v2", 7).path == site.path("v2")
+
+    def test_error_lines_do_not_mean_failure(self, site):
+        # over the maximum: an "Error:" line, yet exit 0 with a path = success
+        site.stub(
+            "ws_allocate",
+            f"""
+            echo "Error: Duration longer than allowed for this workspace" >&2
+            echo "       setting to allowed maximum of 30" >&2
+            mkdir -p '{site.space}/{USER}-big'
+            echo "Info: creating workspace." >&2
+            echo '{site.space}/{USER}-big'
+            echo "remaining extensions  : 3" >&2
+            echo "remaining time in days: 30" >&2
+            """,
+        )
+        assert site.ws().allocate("big", 100).path == site.path("big")
+
+    def test_path_that_does_not_exist(self, site):
+        site.stub("ws_allocate", f"echo '{site.space}/{USER}-ghost'\n")
+        with pytest.raises(WorkspaceError) as ei:
+            site.ws().allocate("ghost", 1)
+        assert "does not exist" in ei.value.problem
+        assert ei.value.returncode == 0
+        assert ei.value.output == f"{site.space}/{USER}-ghost\n"
+
+    def test_relative_path(self, site):
+        site.stub("ws_allocate", "mkdir -p rel; echo rel\n")
+        with pytest.raises(WorkspaceError, match="not an absolute path"):
+            site.ws().allocate("rel", 1)
+
+    def test_exit_0_but_no_path(self, site):
+        site.stub("ws_allocate", 'echo "Info: creating workspace." >&2\n')
+        with pytest.raises(WorkspaceError) as ei:
+            site.ws().allocate("x", 1)
+        assert "printed no path" in ei.value.problem
+        assert ei.value.returncode == 0
+        assert ei.value.stderr == "Info: creating workspace.\n"
+
+    def test_nonzero_exit(self, site):
+        site.stub(
+            "ws_allocate",
+            """
+            echo "Info: creating workspace." >&2
+            echo "Error: could not create workspace directory!" >&2
+            exit 255
+            """,
+        )
+        with pytest.raises(WorkspaceError) as ei:
+            site.ws().allocate("x", 1)
+        exc = ei.value
+        assert exc.returncode == 255
+        error = "Error: could not create workspace directory!"
+        assert exc.stderr == f"Info: creating workspace.\n{error}\n"
+        assert exc.problem == f"allocating workspace 'x' failed: {error}"
+        assert "exited with code 255" in str(exc) and "could not create" in str(exc)
+        assert exc.cmd == [str(site.bin / "ws_allocate"), "x", "1"]
+
+    def test_nonzero_exit_even_with_a_path(self, site):
+        path = site.path("x")
+        site.stub("ws_allocate", f"mkdir -p '{path}'; echo '{path}'; exit 1\n")
+        with pytest.raises(WorkspaceError) as ei:
+            site.ws().allocate("x", 1)
+        assert ei.value.returncode == 1
+
+    def test_acl_denied_is_a_workspace_error(self, site):
+        site.fs_file.write_text("available filesystems:\nscratch (default)\nrestricted\n")
+        site.stub(
+            "ws_allocate",
+            'echo "Error: You are not allowed to use the specified workspace!" >&2; exit 4\n',
+        )
+        with pytest.raises(WorkspaceError) as ei:
+            site.ws().allocate("x", 1, filesystem="restricted")
+        assert ei.value.returncode == 4
+        assert "not allowed" in ei.value.problem
+
+    def test_unknown_filesystem_is_a_configuration_error(self, site):
+        site.stub(
+            "ws_allocate",
+            'echo "Error: please specify an existing filesystem with -F!" >&2; exit 1\n',
+        )
+        with pytest.raises(ConfigurationError) as ei:
+            site.ws().allocate("x", 1, filesystem="nvme")
+        assert "'nvme'" in str(ei.value) and "scratch, ssd" in str(ei.value)
+
+    def test_validation_before_running(self, site):
+        ws = site.ws()
+        with pytest.raises(ConfigurationError):
+            ws.allocate("bad name", 1)
+        with pytest.raises(ConfigurationError):
+            ws.allocate("ok", 0)
+        assert site.calls() == []
+
+
+# ----------------------------------------------------------------------------- list
+class TestList:
+    def test_v1(self, site):
+        site.list_file.write_text((DATA / "v1_normal.txt").read_text())
+        got = site.ws().list()
+        assert got == parse_ws_list((DATA / "v1_normal.txt").read_text())
+        assert [w.id for w in got] == ["simulation", "input-data.v2", "old_run", "tmp-job_4711"]
+        assert [w.expired for w in got] == [False, False, True, False]
+        assert got[1].comment.startswith("raw input")
+        assert site.calls() == ["ws_list "]
+
+    def test_v2(self, site):
+        site.list_file.write_text((DATA / "v2_normal.txt").read_text())
+        got = site.ws().list()
+        assert [(w.id, w.filesystem, w.group, w.expired) for w in got] == [
+            ("analysis", "horse", None, False),
+            ("shared-results", "walrus", "p_lv_project", False),
+            ("scratchpad", "horse", None, True),
+        ]
+        assert got[1].remaining == dt.timedelta(days=6, hours=1)
+
+    def test_pattern_and_filesystem(self, site):
+        site.list_file.write_text((DATA / "v1_normal.txt").read_text())
+        got = site.ws().list("*_*", filesystem="ssd")
+        assert [w.id for w in got] == ["old_run", "tmp-job_4711"]
+        assert site.calls() == ["ws_list -F ssd"]
+
+    def test_failure(self, site):
+        site.stub("ws_list", 'echo "Error: no such filesystem." >&2; exit 255\n')
+        with pytest.raises(WorkspaceError) as ei:
+            site.ws().list(filesystem="nvme")
+        assert ei.value.returncode == 255
+
+    def test_empty(self, site):
+        assert site.ws().list() == []
+
+    def test_filesystems_v1(self, site):
+        site.fs_file.write_text((DATA / "v1_filesystems.txt").read_text())
+        ws = site.ws()
+        assert ws.filesystems() == ["beegfs", "scratch", "ssd"]
+        assert ws.default_filesystem() == "scratch"
+        assert site.calls() == ["ws_list -l", "ws_list -l"]
+
+    def test_filesystems_v2(self, site):
+        site.fs_file.write_text((DATA / "v2_filesystems.txt").read_text())
+        ws = site.ws()
+        assert ws.filesystems() == ["horse", "walrus", "beegfs"]
+        assert ws.default_filesystem() == "horse"
+
+
+# ----------------------------------------------------------------------------- extend/release/find
+class TestOthers:
+    def test_extend(self, site):
+        site.path("data").mkdir()
+        site.stub(
+            "ws_extend",
+            f"""
+            echo "ws_extend $*" >> '{site.log}'
+            echo "Info: extending workspace." >&2
+            echo '{site.path("data")}'
+            echo "remaining extensions  : 2" >&2
+            echo "remaining time in days: 20" >&2
+            """,
+        )
+        site.listed(entry(site, "data", days=20, ext=2))
+        info = site.ws().extend("data", 20, filesystem="scratch")
+        assert (info.path, info.extensions_left) == (site.path("data"), 2)
+        assert site.calls()[0] == "ws_extend -F scratch data 20"
+
+    def test_extend_no_more_extensions(self, site):
+        site.stub(
+            "ws_extend",
+            """
+            echo "Info: extending workspace." >&2
+            echo "Error: no more extensions." >&2
+            exit 255
+            """,
+        )
+        with pytest.raises(WorkspaceError) as ei:
+            site.ws().extend("data", 20)
+        assert ei.value.returncode == 255
+        assert ei.value.problem == "extending workspace 'data' failed: Error: no more extensions."
+
+    def test_release(self, site):
+        site.stub("ws_release", f'echo "ws_release $*" >> \'{site.log}\'\n')
+        site.ws().release("data", filesystem="ssd", delete_data=True)
+        assert site.calls() == ["ws_release -F ssd --delete-data data"]
+
+    def test_release_missing(self, site):
+        site.stub("ws_release", 'echo "Error: workspace does not exist!" >&2; exit 255\n')
+        with pytest.raises(WorkspaceError) as ei:
+            site.ws().release("data")
+        assert ei.value.returncode == 255
+        error = "Error: workspace does not exist!"
+        assert ei.value.problem == f"releasing workspace 'data' failed: {error}"
+
+    def test_release_v2_error(self, site):
+        site.stub("ws_release", 'echo "error: Non-existent workspace given." >&2; exit 255\n')
+        with pytest.raises(WorkspaceError, match="Non-existent workspace given"):
+            site.ws().release("data")
+
+    def test_find(self, site):
+        site.path("data").mkdir()
+        site.stub(
+            "ws_find",
+            f"""
+            if [ "$1" = data ]; then echo '{site.path("data")}'; exit 0; fi
+            echo "Error: no such workspace" >&2; exit 255
+            """,
+        )
+        ws = site.ws()
+        assert ws.find("data") == site.path("data")
+        assert ws.find("other") is None
+
+    def test_released_list(self, site):
+        site.stub(
+            "ws_restore",
+            f"""
+            [ "$1" = -l ] || exit 1
+            echo 'scratch:'
+            echo '{USER}-old-1783072800'
+            printf '\\tunavailable since Thu Jul  2 10:00:00 2026\\n'
+            echo '{USER}-older-1782000000'
+            printf '\\tunavailable since Sat Jun 20 00:00:00 2026\\n'
+            echo 'ssd:'
+            """,
+        )
+        assert site.ws().released() == [f"{USER}-old-1783072800", f"{USER}-older-1782000000"]
+
+
+# ----------------------------------------------------------------------------- restore
+#: ws_restore's question as hpc-workspace 1.x asks it (src/ruh.cpp): the syllables are printed
+#: out of order and the terminal's cursor-left/right strings (terminfo cub1/cuf1) make the word
+#: look right on screen; one line is read; exit 0 whatever the answer.
+RESTORE_STUB = """
+import curses, os, random, shutil, sys
+
+SYL = ("a i u e o ka ki ku ke ko sa shi su se so ta chi tsu te to "
+       "na ni nu ne no ha hi fu he ho ma mi mu me mo ya yu yo wa n").split()
+out = sys.stdout.buffer
+args = sys.argv[1:]
+if len(args) != 2:
+    print("Error: no target given."); sys.exit(1)
+name, target = args
+space = os.environ["STUB_SPACE"]
+src = os.path.join(space, ".removed", name)
+dst = os.path.join(space, "{user}-" + target)
+if not os.path.isdir(dst):
+    print("Error: target workspace does not exist!", file=sys.stderr); sys.exit(1)
+if not os.path.isdir(src):
+    print("Error: workspace does not exist.", file=sys.stderr); sys.exit(0)
+if not os.environ.get("TERM"):
+    print("TERM environment variable not set.", file=sys.stderr); sys.exit(1)
+curses.setupterm()
+left, right = curses.tigetstr("cub1"), curses.tigetstr("cuf1")
+word = [random.choice(SYL) for _ in range(random.randint(3, 7))]
+w = [x.encode() for x in word]
+out.write(b"to verify that you are human, please type '")
+if os.environ.get("STUB_SCHEME", str(random.randint(1, 2))) == "1":
+    out.write(w[0] + right * len(w[1]) + w[2] + left * (len(w[1]) + len(w[2])))
+    out.write(w[1] + right * len(w[2]))
+    out.write(b"".join(w[3:]))
+else:
+    out.write(right * len(w[0]) + w[1] + left * (len(w[0]) + len(w[1])) + w[0] + right * len(w[1]))
+    out.write(b"".join(w[2:]))
+out.write(b"': ")
+out.flush()
+line = sys.stdin.readline().rstrip("\\n")
+if line != "".join(word) or os.environ.get("STUB_REFUSE"):
+    print("not sure if you are human")
+    sys.exit(0)
+print("you are human")
+shutil.move(src, os.path.join(dst, name))
+print("Info: restore successful, database entry removed.", file=sys.stderr)
+""".format(user=USER)
+
+
+class TestRestore:
+    NAME = f"{USER}-old-1783072800"
+
+    @pytest.fixture
+    def released(self, site, monkeypatch):
+        site.py_stub("ws_restore", RESTORE_STUB)
+        monkeypatch.setenv("STUB_SPACE", str(site.space))
+        data = site.space / ".removed" / self.NAME
+        data.mkdir(parents=True)
+        (data / "result.txt").write_text("precious")
+        site.path("target").mkdir()
+        return data
+
+    @pytest.mark.parametrize("scheme, term", [("1", None), ("2", "dumb"), ("1", "xterm-256color")])
+    def test_answers_the_question(self, site, released, monkeypatch, scheme, term):
+        monkeypatch.setenv("STUB_SCHEME", scheme)
+        if term is None:
+            monkeypatch.delenv("TERM", raising=False)
+        else:
+            monkeypatch.setenv("TERM", term)
+        site.ws().restore(self.NAME, "target")
+        assert (site.path("target") / self.NAME / "result.txt").read_text() == "precious"
+        assert not released.exists()
+
+    def test_many_random_words(self, site, released, monkeypatch):
+        ws = site.ws()
+        for _ in range(3):
+            ws.restore(self.NAME, "target")
+            moved = site.path("target") / self.NAME
+            assert moved.is_dir()
+            moved.rename(released)
+
+    def test_refusal_raises(self, site, released, monkeypatch):
+        monkeypatch.setenv("STUB_REFUSE", "1")
+        with pytest.raises(WorkspaceError) as ei:
+            site.ws().restore(self.NAME, "target")
+        assert "not sure if you are human" in ei.value.problem
+        assert (released / "result.txt").read_text() == "precious"
+        assert list(site.path("target").iterdir()) == []
+
+    def test_unknown_source_raises_although_exit_0(self, site, released):
+        with pytest.raises(WorkspaceError) as ei:
+            site.ws().restore(f"{USER}-nothere-1", "target")
+        assert ei.value.returncode == 0
+        assert "Error: workspace does not exist." in ei.value.problem
+
+    def test_missing_target_raises(self, site, released):
+        with pytest.raises(WorkspaceError) as ei:
+            site.ws().restore(self.NAME, "nosuch")
+        assert ei.value.returncode == 1
+        assert "target workspace does not exist" in ei.value.problem
+
+    def test_hanging_tool_times_out(self, site):
+        site.stub("ws_restore", "sleep 30\n")
+        with pytest.raises(WorkspaceError, match="did not finish"):
+            site.ws().restore(self.NAME, "target", timeout=1)
+
+    def test_bad_target_name(self, site):
+        with pytest.raises(ConfigurationError):
+            site.ws().restore(self.NAME, "../etc")
+
+
+@pytest.mark.parametrize(
+    "shown, word",
+    [
+        ("kamiso", "kamiso"),
+        ("ka\x1b[C\x1b[C\x1b[Cta\x08\x08\x08\x08\x08shi\x1b[C\x1b[Cn", "kashitan"),
+        ("\x1b[C\x1b[Cshi\x08\x08\x08\x08\x08ka\x1b[C\x1b[C\x1b[Ctaro", "kashitaro"),
+        ("a\x1b[Cu\x08\x08i\x1b[C", "aiu"),
+        ("a\x1b[1Cu\x1b[2Dn\x1b[1Ce", "anue"),  # parameterised moves
+        ("a\x1b[2Cu\x1b[3Dn\x1b[1Ce", "an e"),  # a cell never written stays blank
+        ("ka$<2>\x1b[C$<2>u\x08\x08i\x1b[Co", "kaiuo"),  # vt100-style padding
+    ],
+)
+def test_typed_word(shown, word):
+    assert _typed_word(shown) == word
+
+
+# ----------------------------------------------------------------------------- CLI
+def test_cli_list_with_site_tools(site, monkeypatch, capsys):
+    prepend_path(monkeypatch, site.bin)
+    site.list_file.write_text((DATA / "v2_normal.txt").read_text())
+    assert main(["ws", "--ws-backend", "site", "list", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [d["id"] for d in data] == ["analysis", "shared-results", "scratchpad"]
+    assert data[1]["group"] == "p_lv_project" and data[2]["expired"] is True
+
+
+def test_cli_site_unavailable_exits_2(tmp_path, monkeypatch, capsys):
+    if SYSTEM_WS:
+        pytest.skip("this machine has /usr/bin/ws_allocate")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert main(["ws", "--ws-backend", "site", "list"]) == 2
+    assert "no ws_allocate found" in capsys.readouterr().err
