@@ -16,11 +16,14 @@ from ._errors import (
     CommandNotFoundError,
     CommandTimeoutError,
     ConfigurationError,
+    InsufficientSpaceError,
     SlurmError,
+    SourceNotFoundError,
     StageError,
     TaurusToolsError,
     WorkspaceError,
 )
+from ._parallel_copy import CopyConfig, CopyResult, ParallelCopy
 from ._process import Handle, Launch
 from ._version import __version__
 from ._staging import stage_in, stage_out
@@ -39,6 +42,11 @@ __all__ = [
     "CommandNotFoundError",
     "CommandTimeoutError",
     "ConfigurationError",
+    "CopyConfig",
+    "CopyResult",
+    "InsufficientSpaceError",
+    "ParallelCopy",
+    "SourceNotFoundError",
     "Datamover",
     "Handle",
     "Launch",

@@ -166,8 +166,13 @@ class Backend(ABC):
         """Describe how to run ``command args...``."""
 
     @abstractmethod
-    def launch_program(self, name: str, argv: Sequence[str], *, blocking: bool) -> Launch:
-        """Describe how to run an arbitrary program (rclone, ...) where data moves."""
+    def launch_program(
+        self, name: str, argv: Sequence[str], *, blocking: bool, exclude_nodes: Sequence[str] = ()
+    ) -> Launch:
+        """Describe how to run an arbitrary program (rclone, ...) where data moves.
+
+        ``exclude_nodes`` keeps Slurm jobs off those nodes; backends without jobs ignore it.
+        """
 
     def _unknown(self, command: str, detail: str = "") -> CommandNotFoundError:
         return CommandNotFoundError(command, self.commands(), detail or f"{self.name} backend")
@@ -267,7 +272,9 @@ class SiteBackend(Backend):
             options.append(f"--time={self.time}")
         return Launch((exe, *options, *args), name=command, submits=submits)
 
-    def launch_program(self, name: str, argv: Sequence[str], *, blocking: bool) -> Launch:
+    def launch_program(
+        self, name: str, argv: Sequence[str], *, blocking: bool, exclude_nodes: Sequence[str] = ()
+    ) -> Launch:
         # The dt* tools run only their own tool; other programs run where we are.
         return Launch(tuple(argv), name=name)
 
@@ -349,7 +356,9 @@ class SlurmBackend(Backend):
             return Launch((self._exe("scancel"), *args), name=command)
         raise self._unknown(command)
 
-    def launch_program(self, name: str, argv: Sequence[str], *, blocking: bool) -> Launch:
+    def launch_program(
+        self, name: str, argv: Sequence[str], *, blocking: bool, exclude_nodes: Sequence[str] = ()
+    ) -> Launch:
         job_name = unique_job_name(name)
         if blocking:
             full = srun_argv(
@@ -361,6 +370,7 @@ class SlurmBackend(Backend):
                 job_name=job_name,
                 nodes=1,
                 ntasks=1,
+                exclude=list(exclude_nodes) or None,
             )
             return Launch(tuple(full), name=name, job_name=job_name)
         out = self.job_log_dir / f"{job_name}.out"
@@ -373,6 +383,8 @@ class SlurmBackend(Backend):
         ):
             if value is not None:
                 full.append(f"{opt}={value}")
+        if exclude_nodes:
+            full.append("--exclude=" + ",".join(exclude_nodes))
         full += [
             f"--job-name={job_name}",
             "--nodes=1",
@@ -431,7 +443,9 @@ class LocalBackend(Backend):
         # the path found once spares a PATH search on every call.
         return Launch((tool, *args), name=command, executable=exe if os.path.isabs(exe) else None)
 
-    def launch_program(self, name: str, argv: Sequence[str], *, blocking: bool) -> Launch:
+    def launch_program(
+        self, name: str, argv: Sequence[str], *, blocking: bool, exclude_nodes: Sequence[str] = ()
+    ) -> Launch:
         return Launch(tuple(argv), name=name)
 
 

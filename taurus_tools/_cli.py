@@ -2,6 +2,7 @@
 
 ``taurus-tools info`` says which backend runs commands and why;
 ``taurus-tools ws allocate|list|extend|release|find`` manages workspaces;
+``taurus-tools copy SRC DST`` is a parallel, resumable, verified copy;
 ``taurus-tools [OPTIONS] dtcp -r A B`` (and every other datamover command, and ``rclone``)
 runs the command through that backend, waits with progress and live errors, prints its
 output and exits with its exit code.
@@ -23,6 +24,7 @@ from ._errors import (
     CommandNotFoundError,
     CommandTimeoutError,
     ConfigurationError,
+    SourceNotFoundError,
     TaurusToolsError,
 )
 from ._slurm import SlurmClient
@@ -74,11 +76,70 @@ def build_parser() -> argparse.ArgumentParser:
         + ") run through the chosen backend: taurus-tools [OPTIONS] dtcp -r SRC DST",
     )
     _global_options(parser)
-    sub = parser.add_subparsers(dest="subcommand", metavar="{info," + ",".join(PASS_THROUGH) + "}")
+    sub = parser.add_subparsers(
+        dest="subcommand", metavar="{copy,info,ws," + ",".join(PASS_THROUGH) + "}"
+    )
     info = sub.add_parser("info", help="backend chosen and why, tools found, Slurm partitions")
     info.add_argument("--json", action="store_true", help="machine-readable output")
     _ws_parser(sub)
+    _copy_parser(sub)
     return parser
+
+
+def _copy_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "copy",
+        help="parallel copy of a folder's contents (list once, shard by bytes, retry, resume, verify)",
+    )
+    p.add_argument("src", help="folder to copy (its contents)")
+    p.add_argument("dst", help="folder to copy into (created if missing)")
+    p.add_argument("--workers", type=int, default=8, help="shards copied at once (default 8)")
+    p.add_argument("--shards", type=int, help="number of shards (default 4 x workers)")
+    p.add_argument("--shard-by", choices=("bytes", "count"), default="bytes")
+    p.add_argument("--verify", choices=("size", "checksum", "none"), default="size")
+    p.add_argument("--retries", type=int, default=2, help="retries of failed entries (default 2)")
+    p.add_argument("--no-resume", dest="resume", action="store_false", help="start over")
+    p.add_argument("--report", help="where to write result_all.json")
+    p.add_argument("--work-dir", help="listing, shards and state (default ~/.cache/taurus-tools/copies/...)")
+    p.add_argument("--exclude", action="append", default=[], metavar="GLOB", help="leave out matches (repeatable)")
+    p.add_argument("--exclude-node", action="append", default=[], dest="exclude_nodes", metavar="NODE")
+    p.add_argument("--files-from", help="copy only these paths (one per line, relative to SRC)")
+    p.add_argument("--dry-run", action="store_true", help="list and shard, copy nothing")
+    p.add_argument("--no-space-check", dest="check_space", action="store_false")
+    p.add_argument("--keep-work-dir", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bar")
+
+
+def copy_command(opts: argparse.Namespace) -> int:
+    from ._parallel_copy import ParallelCopy
+
+    pc = ParallelCopy(
+        opts.src,
+        opts.dst,
+        datamover=_datamover(opts),
+        workers=opts.workers,
+        shards=opts.shards,
+        shard_by=opts.shard_by,
+        verify=opts.verify,
+        retries=opts.retries,
+        resume=opts.resume,
+        report=opts.report,
+        work_dir=opts.work_dir,
+        exclude=tuple(opts.exclude),
+        exclude_nodes=tuple(opts.exclude_nodes),
+        files_from=opts.files_from,
+        dry_run=opts.dry_run,
+        check_space=opts.check_space,
+        keep_work_dir=opts.keep_work_dir,
+        progress=not opts.quiet,
+    )
+    result = pc.run()
+    print(result.summary())
+    for message in result.failed_messages[:20]:
+        print(f"  failed: {message}", file=sys.stderr)
+    if len(result.failed_messages) > 20:
+        print(f"  ... and {len(result.failed_messages) - 20} more (see the report)", file=sys.stderr)
+    return 0 if result.ok else EXIT_FAILED
 
 
 def _ws_parser(sub: Any) -> None:
@@ -280,9 +341,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return info(opts)
         if opts.subcommand == "ws":
             return ws_command(opts)
+        if opts.subcommand == "copy":
+            return copy_command(opts)
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    except (ConfigurationError, CommandNotFoundError, BackendUnavailableError) as exc:
+    except (ConfigurationError, CommandNotFoundError, BackendUnavailableError, SourceNotFoundError) as exc:
         print(f"taurus-tools: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except TaurusToolsError as exc:

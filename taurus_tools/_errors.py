@@ -21,6 +21,8 @@ __all__ = [
     "SlurmError",
     "WorkspaceError",
     "StageError",
+    "SourceNotFoundError",
+    "InsufficientSpaceError",
 ]
 
 #: How many lines of stderr an error message quotes.
@@ -208,3 +210,23 @@ class StageError(TaurusToolsError, RuntimeError):
 
     def __reduce__(self) -> Tuple[Any, ...]:
         return (type(self), (str(self.args[0]), self.staged, self.target))
+
+
+class SourceNotFoundError(TaurusToolsError, FileNotFoundError):
+    """The source of a copy does not exist or cannot be read."""
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        return (type(self), self.args)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class InsufficientSpaceError(TaurusToolsError, OSError):
+    """The destination lacks the free space the copy needs (override: ``check_space=False``)."""
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        return (type(self), self.args)
+
+    def __str__(self) -> str:
+        return str(self.args[0])

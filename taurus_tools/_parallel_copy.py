@@ -1,0 +1,785 @@
+"""``ParallelCopy``: list once, shard by bytes, copy shards in parallel, retry, resume, verify.
+
+The steps, each leaving its result in the work directory so that a crashed or
+interrupted copy resumes where it stopped:
+
+1. list the source once (:func:`taurus_tools._plan.list_tree`) into ``listing``;
+2. shard it (:func:`taurus_tools._plan.shard`) into ``shards/shard-NNNN``;
+3. run one copy process per shard through the Datamover's backend (a local process, an
+   ``srun`` job on the data-mover partition, or the site's ``dtrsync``), at most
+   ``workers`` at a time; each shard's state is recorded in ``state.json``;
+4. retry only what failed (the failed entries of a shard, not the shard), with backoff;
+5. verify every listed file at the destination and repair what does not match;
+6. write ``result_all.json`` (the schema of the distributed-transfer report, plus ours).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Collection, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+
+import psutil
+
+from ._backends import SiteBackend, StrPath
+from ._datamover import Datamover
+from ._errors import ConfigurationError, InsufficientSpaceError, SourceNotFoundError
+from ._plan import ListingStats, list_from_file, list_tree, read_entries, shard
+from ._process import Handle, Launch
+from ._wait import cancel_all
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CopyConfig", "CopyResult", "ParallelCopy"]
+
+VERIFY_MODES = ("size", "checksum", "none")
+STATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class CopyConfig:
+    """Everything that shapes a parallel copy, validated once.
+
+    Parameters
+    ----------
+    workers : int
+        Shards copied at the same time (processes or Slurm jobs).
+    shards : int, optional
+        How many parts to cut the tree into; default ``4 * workers`` (small shards
+        balance better and retry cheaper).
+    shard_by : {"bytes", "count"}
+        Balance shards by bytes (largest file first onto the lightest shard, as fpart
+        does) or by number of entries (as ``split -n l/N``).
+    retries : int
+        How many times failed entries are tried again.
+    retry_on : collection of int, optional
+        Exit codes of a shard that are worth retrying (negative: killed by that signal);
+        default: every non-zero code.  Others count as final failures at once.
+    retry_delay_s : float
+        Wait before the first retry; doubles for each further one.
+    resume : bool
+        Reuse the work directory of an interrupted run of the same copy and skip the
+        shards it finished.  ``False`` starts over.
+    verify : {"size", "checksum", "none"}
+        After copying, check every listed file's presence and size; ``checksum`` also
+        compares content hashes (BLAKE2) as each file is copied.
+    exclude : sequence of str
+        Glob patterns; an entry is left out when its name or relative path matches.
+    exclude_nodes : sequence of str
+        Slurm nodes the shard jobs must avoid (``--exclude``).
+    work_dir : path-like, optional
+        Where the listing, shards and state go; default
+        ``~/.cache/taurus-tools/copies/<hash of src and dst>``.
+    report : path-like, optional
+        Where ``result_all.json`` is written; default inside the work directory.
+    progress : bool
+        Show a progress bar (bytes, with files and ETA).
+    dry_run : bool
+        List and shard, report the plan, copy nothing.
+    check_space : bool
+        Refuse to start when a local destination lacks the space the plan needs.
+    keep_work_dir : bool
+        Keep the listing and shards after a successful copy.
+    files_from : path-like, optional
+        A text file with one path (relative to ``src``) per line to copy instead of
+        walking ``src``.
+    """
+
+    workers: int = 8
+    shards: Optional[int] = None
+    shard_by: str = "bytes"
+    retries: int = 2
+    retry_on: Optional[Collection[int]] = None
+    retry_delay_s: float = 1.0
+    resume: bool = True
+    verify: Optional[str] = "size"
+    exclude: Tuple[str, ...] = ()
+    exclude_nodes: Tuple[str, ...] = ()
+    work_dir: Optional[Path] = None
+    report: Optional[Path] = None
+    progress: bool = True
+    dry_run: bool = False
+    check_space: bool = True
+    keep_work_dir: bool = False
+    files_from: Optional[Path] = None
+
+    def __post_init__(self) -> None:
+        def positive(name: str, value: Any, minimum: int = 1) -> None:
+            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+                raise ConfigurationError(f"{name} must be an int >= {minimum}, got {value!r}")
+
+        positive("workers", self.workers)
+        if self.shards is not None:
+            positive("shards", self.shards)
+        positive("retries", self.retries, 0)
+        if self.shard_by not in ("bytes", "count"):
+            raise ConfigurationError(f"shard_by must be 'bytes' or 'count', got {self.shard_by!r}")
+        verify = "none" if self.verify is None else self.verify
+        if verify not in VERIFY_MODES:
+            raise ConfigurationError(f"verify must be one of {', '.join(VERIFY_MODES)} or None, got {self.verify!r}")
+        object.__setattr__(self, "verify", verify)
+        if not isinstance(self.retry_delay_s, (int, float)) or self.retry_delay_s < 0:
+            raise ConfigurationError(f"retry_delay_s must be >= 0 seconds, got {self.retry_delay_s!r}")
+        for name in ("exclude", "exclude_nodes"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                value = (value,)
+            object.__setattr__(self, name, tuple(value))
+        if self.retry_on is not None:
+            object.__setattr__(self, "retry_on", frozenset(int(c) for c in self.retry_on))
+        for name in ("work_dir", "report", "files_from"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, Path(value))
+
+    @property
+    def shard_count(self) -> int:
+        return self.shards if self.shards is not None else 4 * self.workers
+
+    def replace(self, **changes: Any) -> "CopyConfig":
+        valid = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - valid)
+        if unknown:
+            raise ConfigurationError(
+                f"unknown copy option(s) {', '.join(unknown)}; valid: "
+                + ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(self))
+            )
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass
+class CopyResult:
+    """What a parallel copy did.  ``ok`` is True only when nothing failed."""
+
+    ok: bool
+    src: str
+    dst: str
+    files_planned: int = 0
+    bytes_planned: int = 0
+    files_copied: int = 0
+    bytes_copied: int = 0
+    files_skipped: int = 0
+    bytes_skipped: int = 0
+    files_failed: int = 0
+    failed_messages: List[str] = field(default_factory=list)
+    retries: int = 0
+    files_verified: int = 0
+    mismatches: int = 0
+    duration_s: float = 0.0
+    report: Optional[Path] = None
+    dry_run: bool = False
+
+    @property
+    def throughput_mb_s(self) -> float:
+        """Copied megabytes (10^6 bytes) per second."""
+        return self.bytes_copied / 1e6 / self.duration_s if self.duration_s > 0 else 0.0
+
+    def summary(self) -> str:
+        state = "dry run" if self.dry_run else "ok" if self.ok else "FAILED"
+        return (
+            f"{state}: {self.files_copied} files ({_human(self.bytes_copied)}) copied, "
+            f"{self.files_skipped} already there, {self.files_failed} failed, "
+            f"of {self.files_planned} planned ({_human(self.bytes_planned)}); "
+            f"{self.retries} retries; {self.duration_s:.1f} s, {self.throughput_mb_s:.0f} MB/s"
+            + (f"; report: {self.report}" if self.report else "")
+        )
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+@dataclass
+class _Task:
+    index: int  # shard number
+    shard: Path  # records to copy in this attempt
+    attempt: int = 0
+    not_before: float = 0.0
+
+
+class ParallelCopy:
+    """Copy a tree with many processes or Slurm jobs, reliably.
+
+    Parameters
+    ----------
+    src, dst : path-like
+        Copy the contents of folder ``src`` into folder ``dst`` (created if needed).
+    config : CopyConfig, optional
+        All options at once; keyword arguments below override its fields.
+    datamover : Datamover, optional
+        Where shards run; default ``Datamover()`` (site tools, Slurm, or local).
+    **options
+        Any :class:`CopyConfig` field (``workers=16``, ``verify="checksum"``, ...).
+
+    Examples
+    --------
+    >>> result = ParallelCopy("/scratch/ws/run1", "/projects/p_x/run1", workers=8).run()
+    >>> result.ok, result.report
+    """
+
+    def __init__(
+        self,
+        src: StrPath,
+        dst: StrPath,
+        config: Optional[CopyConfig] = None,
+        *,
+        datamover: Optional[Datamover] = None,
+        **options: Any,
+    ) -> None:
+        self.config = (config or CopyConfig()).replace(**options) if options else (config or CopyConfig())
+        self.src = Path(os.path.abspath(os.fspath(src)))
+        self.dst = Path(os.path.abspath(os.fspath(dst)))
+        self._check_paths()
+        self.datamover = datamover
+        key = hashlib.sha1(f"{self.src}\0{self.dst}".encode("utf-8", "surrogateescape")).hexdigest()[:16]
+        self.work_dir = self.config.work_dir or Path.home() / ".cache" / "taurus-tools" / "copies" / key
+        self._thread: Optional[threading.Thread] = None
+        self._result: Optional[CopyResult] = None
+        self._error: Optional[BaseException] = None
+        self._stop = threading.Event()
+
+    # ------------------------------------------------------------------ checks
+    def _check_paths(self) -> None:
+        src, dst = self.src, self.dst
+        if not src.exists():
+            raise SourceNotFoundError(f"source {src} does not exist")
+        if not src.is_dir():
+            raise ConfigurationError(f"source {src} is not a folder (ParallelCopy copies a folder's contents)")
+        if not os.access(src, os.R_OK | os.X_OK):
+            raise SourceNotFoundError(f"source {src} cannot be read")
+        real_src = Path(os.path.realpath(src))
+        real_dst = Path(os.path.realpath(dst))
+        if real_src == real_dst:
+            raise ConfigurationError(f"source and destination are the same folder: {src}")
+        if real_src in real_dst.parents:
+            raise ConfigurationError(f"destination {dst} is inside the source {src}; it would copy itself")
+        if dst.exists() and not dst.is_dir():
+            raise ConfigurationError(f"destination {dst} exists and is not a folder")
+
+    # ------------------------------------------------------------------ public API
+    def run(self) -> CopyResult:
+        """Copy, blocking until done; return the result (``ok`` False when anything failed)."""
+        started = time.time()
+        dm = self.datamover if self.datamover is not None else Datamover()
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        with _lock_dir(self.work_dir):
+            state = self._load_state()
+            listing, stats = self._listing(state)
+            plan = self._plan(state, listing)
+            result = CopyResult(
+                ok=False,
+                src=str(self.src),
+                dst=str(self.dst),
+                files_planned=stats["files"] + stats["links"],
+                bytes_planned=stats["bytes"],
+                dry_run=self.config.dry_run,
+            )
+            result.failed_messages.extend(stats.get("messages", []))
+            if self.config.dry_run:
+                result.ok = not result.failed_messages
+                result.duration_s = time.time() - started
+                result.report = self._write_report(result, state, dm, started)
+                return result
+            if self.config.check_space:
+                self._check_space(plan_bytes=stats["bytes"])
+            self._fan_out(dm, state, result)
+            self._verify_and_repair(dm, state, listing, result)
+            result.duration_s = time.time() - started
+            result.ok = not result.failed_messages and result.files_failed == 0
+            result.report = self._write_report(result, state, dm, started)
+            if result.ok and not self.config.keep_work_dir:
+                self._clean_work_dir()
+            return result
+
+    def start(self) -> "ParallelCopy":
+        """Run in a background thread (e.g. from Jupyter); see :meth:`wait`."""
+        if self._thread is not None:
+            raise RuntimeError("this copy was already started")
+
+        def target() -> None:
+            try:
+                self._result = self.run()
+            except BaseException as exc:  # handed to wait()
+                self._error = exc
+
+        self._thread = threading.Thread(target=target, name="taurus-tools:copy", daemon=True)
+        self._thread.start()
+        return self
+
+    def done(self) -> bool:
+        return self._thread is not None and not self._thread.is_alive()
+
+    def wait(self, timeout: Optional[float] = None) -> CopyResult:
+        """Wait for a :meth:`start`-ed copy; return its result or raise its error."""
+        if self._thread is None:
+            raise RuntimeError("call start() first")
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise TimeoutError(f"the copy is still running after {timeout} s")
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
+
+    def cancel(self) -> None:
+        """Stop a running copy: running shards are cancelled; the work dir stays resumable."""
+        self._stop.set()
+
+    # ------------------------------------------------------------------ state
+    def _state_path(self) -> Path:
+        return self.work_dir / "state.json"
+
+    def _load_state(self) -> Dict[str, Any]:
+        fresh = {
+            "version": STATE_VERSION,
+            "src": str(self.src),
+            "dst": str(self.dst),
+            "plan": self._plan_key(),
+            "listing": None,
+            "shards": [],
+            "retries": 0,
+            "results": [],
+        }
+        path = self._state_path()
+        if not path.exists():
+            return fresh
+        if not self.config.resume:
+            log.info("resume=False: starting over in %s", self.work_dir)
+            self._clean_work_dir(everything=True)
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+            return fresh
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, ValueError):
+            log.warning("unreadable state in %s: starting over", self.work_dir)
+            return fresh
+        if state.get("version") != STATE_VERSION or state.get("plan") != self._plan_key():
+            log.warning("%s holds a different copy plan: starting over", self.work_dir)
+            self._clean_work_dir(everything=True)
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+            return fresh
+        done = sum(1 for s in state["shards"] if s["state"] == "done")
+        log.info("resuming %s: %d of %d shards done", self.work_dir, done, len(state["shards"]))
+        return state
+
+    def _plan_key(self) -> str:
+        c = self.config
+        return json.dumps(
+            [str(self.src), str(self.dst), c.shard_count, c.shard_by, list(c.exclude), str(c.files_from or "")]
+        )
+
+    def _save_state(self, state: Dict[str, Any]) -> None:
+        tmp = self._state_path().with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=1))
+        os.replace(tmp, self._state_path())
+
+    def _clean_work_dir(self, everything: bool = False) -> None:
+        for child in self.work_dir.iterdir():
+            if not everything and child.name in ("result_all.json", ".lock"):
+                continue
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    child.unlink()
+
+    # ------------------------------------------------------------------ steps
+    def _listing(self, state: Dict[str, Any]) -> Tuple[Path, Dict[str, Any]]:
+        path = self.work_dir / "listing"
+        if state["listing"] is not None and path.exists():
+            return path, state["listing"]
+        tmp = self.work_dir / "listing.tmp"
+        with open(tmp, "wb") as out:
+            if self.config.files_from is not None:
+                try:
+                    names = open(self.config.files_from, encoding="utf-8", errors="surrogateescape")
+                except OSError as exc:
+                    raise SourceNotFoundError(f"files_from {self.config.files_from}: {exc.strerror}") from exc
+                with names:
+                    stats: ListingStats = list_from_file(self.src, names, out)
+            else:
+                stats = list_tree(self.src, out, self.config.exclude)
+        os.replace(tmp, path)
+        state["listing"] = dataclasses.asdict(stats)
+        self._save_state(state)
+        log.info(
+            "listed %s: %d files, %d links, %d folders, %s",
+            self.src,
+            stats.files,
+            stats.links,
+            stats.dirs,
+            _human(stats.bytes),
+        )
+        return path, state["listing"]
+
+    def _plan(self, state: Dict[str, Any], listing: Path) -> List[Dict[str, Any]]:
+        if state["shards"]:
+            return state["shards"]
+        plan = shard(listing, self.work_dir / "shards", self.config.shard_count, self.config.shard_by)
+        state["shards"] = [
+            {"index": i, "path": str(p), "bytes": b, "files": n, "state": "pending" if n or i == 0 else "done",
+             "attempts": 0, "todo": str(p)}
+            for i, (p, b, n) in enumerate(zip(plan.paths, plan.bytes, plan.files))
+        ]
+        self._save_state(state)
+        return state["shards"]
+
+    def _check_space(self, plan_bytes: int) -> None:
+        probe = self.dst
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        try:
+            free = psutil.disk_usage(str(probe)).free
+        except OSError:
+            return
+        if free < plan_bytes:
+            raise InsufficientSpaceError(
+                f"{probe} has {_human(free)} free but the copy needs {_human(plan_bytes)}; "
+                "free some space, or pass check_space=False (--no-space-check) if files already there "
+                "will be skipped"
+            )
+
+    # ------------------------------------------------------------------ fan-out
+    def _launch(self, dm: Datamover, task: _Task) -> Tuple[Launch, Path, Path]:
+        run_dir = self.work_dir / "runs"
+        run_dir.mkdir(exist_ok=True)
+        tag = f"shard-{task.index:04d}.{task.attempt}"
+        status = run_dir / f"{tag}.status"
+        failed = run_dir / f"{tag}.failed"
+        if isinstance(dm.backend, SiteBackend):
+            # Site tools run only their own tool: rsync reads the shard's paths.
+            paths = run_dir / f"{tag}.paths"
+            with open(paths, "wb") as out:
+                for entry, _ in read_entries(task.shard):
+                    out.write(entry.path + b"\0")
+            launch = dm.launch(
+                "dtrsync", "-a", "--from0", f"--files-from={paths}", f"{self.src}/", f"{self.dst}/"
+            )
+            return launch, status, failed
+        argv = [
+            sys.executable,
+            "-m",
+            "taurus_tools._copy_worker",
+            "--src",
+            str(self.src),
+            "--dst",
+            str(self.dst),
+            "--shard",
+            str(task.shard),
+            "--status",
+            str(status),
+            "--failed",
+            str(failed),
+            "--verify",
+            self.config.verify or "none",
+        ]
+        launch = dm.backend.launch_program(
+            f"copy-shard-{task.index}", argv, blocking=True, exclude_nodes=self.config.exclude_nodes
+        )
+        return launch, status, failed
+
+    def _fan_out(self, dm: Datamover, state: Dict[str, Any], result: CopyResult) -> None:
+        shards = state["shards"]
+        queue: List[_Task] = [
+            _Task(s["index"], Path(s["todo"]), s["attempts"]) for s in shards if s["state"] != "done"
+        ]
+        for s in shards:  # what finished shards did still counts
+            for key in ("files", "bytes", "skipped", "skipped_bytes"):
+                s.setdefault("counts", {}).setdefault(key, 0)
+        running: Dict[Handle, Tuple[_Task, Path, Path, float]] = {}
+        wake = threading.Event()
+        bar = _progress(self.config.progress, result.bytes_planned)
+        try:
+            while queue or running:
+                if self._stop.is_set():
+                    raise KeyboardInterrupt
+                now = time.monotonic()
+                while queue and len(running) < self.config.workers:
+                    ready = [t for t in queue if t.not_before <= now]
+                    if not ready:
+                        break
+                    task = ready[0]
+                    queue.remove(task)
+                    launch, status, failed = self._launch(dm, task)
+                    handle = Handle(launch)
+                    handle.add_waker(wake)
+                    running[handle] = (task, status, failed, time.time())
+                    shards[task.index]["state"] = "running"
+                    log.debug("shard %d attempt %d: %s", task.index, task.attempt, handle.args)
+                self._save_state(state)
+                wake.wait(0.5)
+                wake.clear()
+                for handle in [h for h in running if h.done()]:
+                    task, status, failed, t0 = running.pop(handle)
+                    handle.remove_waker(wake)
+                    self._finish_shard(handle, task, status, failed, t0, state, queue)
+                if bar is not None:
+                    bar.n = _bytes_done(state, running.values())
+                    bar.set_postfix_str(f"{_files_done(state, running.values())} files", refresh=False)
+                    bar.refresh()
+        except KeyboardInterrupt:
+            log.warning("interrupted: cancelling %d running shard(s); run again to resume", len(running))
+            cancel_all(list(running))
+            for task, *_ in running.values():
+                shards[task.index]["state"] = "pending"
+            self._save_state(state)
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+        for s in shards:
+            counts = s.get("counts", {})
+            result.files_copied += counts.get("files", 0)
+            result.bytes_copied += counts.get("bytes", 0)
+            result.files_skipped += counts.get("skipped", 0)
+            result.bytes_skipped += counts.get("skipped_bytes", 0)
+            if s["state"] == "failed":
+                result.files_failed += len(s.get("messages", []))
+                result.failed_messages.extend(s.get("messages", []))
+        result.retries = state["retries"]
+
+    def _finish_shard(
+        self,
+        handle: Handle,
+        task: _Task,
+        status: Path,
+        failed: Path,
+        started: float,
+        state: Dict[str, Any],
+        queue: List[_Task],
+    ) -> None:
+        s = state["shards"][task.index]
+        rc = handle.returncode
+        assert rc is not None
+        counts = _read_json(status)
+        if not counts and rc == 0:
+            # A tool that reports no counters (the site's dtrsync): the shard as planned.
+            planned = ListingStats()
+            for entry, _ in read_entries(task.shard):
+                planned.add(entry.kind, entry.size)
+            counts = {"files": planned.files + planned.links, "bytes": planned.bytes}
+        totals = s.setdefault("counts", {})
+        for key in ("files", "bytes", "skipped", "skipped_bytes"):
+            totals[key] = totals.get(key, 0) + int(counts.get(key, 0))
+        state["results"].append(
+            {
+                "chunk_number": task.index + 1,
+                "attempt": task.attempt,
+                "start_time_ms": int(started * 1000),
+                "end_time_ms": int(time.time() * 1000),
+                "bytes": int(counts.get("bytes", 0)),
+                "files": int(counts.get("files", 0)),
+                "exit_code": rc,
+            }
+        )
+        s["attempts"] = task.attempt + 1
+        if rc == 0:
+            s["state"] = "done"
+            return
+        messages = _failure_messages(failed, handle, rc)
+        retry_ok = self.config.retry_on is None or rc in self.config.retry_on
+        has_failed_list = failed.exists() and failed.stat().st_size > 0
+        if retry_ok and task.attempt < self.config.retries:
+            state["retries"] += 1
+            delay = self.config.retry_delay_s * (2**task.attempt)
+            # Retry only what failed when the worker said what that was.
+            todo = failed if has_failed_list and rc == 1 else task.shard
+            s["todo"] = str(todo)
+            s["state"] = "pending"
+            log.info("shard %d failed (exit %s); retry %d in %.1f s", task.index, rc, task.attempt + 1, delay)
+            queue.append(_Task(task.index, todo, task.attempt + 1, time.monotonic() + delay))
+            return
+        s["state"] = "failed"
+        s["messages"] = messages
+        log.error("shard %d failed for good (exit %s): %d entries", task.index, rc, len(messages))
+
+    # ------------------------------------------------------------------ verify
+    def _verify_and_repair(self, dm: Datamover, state: Dict[str, Any], listing: Path, result: CopyResult) -> None:
+        if self.config.verify == "none":
+            return
+        failed_paths = {m.split(": ", 1)[0] for m in result.failed_messages}
+        mismatched = self._mismatches(listing, failed_paths, result)
+        if not mismatched:
+            return
+        result.mismatches = len(mismatched)
+        if self.config.retries > 0:
+            repair = self.work_dir / "shards" / "repair"
+            with open(repair, "wb") as out:
+                for raw in mismatched:
+                    out.write(raw)
+            index = len(state["shards"])
+            state["shards"].append(
+                {"index": index, "path": str(repair), "bytes": 0, "files": len(mismatched), "state": "pending",
+                 "attempts": 0, "todo": str(repair)}
+            )
+            state["retries"] += 1
+            # _fan_out totals every shard again, the repair shard included.
+            listing_messages = list(state["listing"].get("messages", []))
+            result.files_copied = result.bytes_copied = result.files_skipped = result.bytes_skipped = 0
+            result.files_failed = 0
+            result.failed_messages = listing_messages
+            self._fan_out(dm, state, result)
+            mismatched = self._mismatches(listing, failed_paths, result, only=set(mismatched))
+        for raw in mismatched:
+            rel = os.fsdecode(raw.rstrip(b"\0").split(b"\t", 3)[3])
+            result.failed_messages.append(f"{rel}: does not match the source after copying (verify={self.config.verify})")
+            result.files_failed += 1
+
+    def _mismatches(
+        self, listing: Path, failed_paths: Collection[str], result: CopyResult, only: Optional[set] = None
+    ) -> List[bytes]:
+        bad: List[bytes] = []
+        verified = 0
+        src_root, dst_root = os.fsencode(self.src), os.fsencode(self.dst)
+        for entry, raw in read_entries(listing):
+            if only is not None and raw not in only:
+                continue
+            if entry.kind == "d" or os.fsdecode(entry.path) in failed_paths:
+                continue
+            dst = os.path.join(dst_root, entry.path)
+            try:
+                st = os.lstat(dst)
+            except OSError:
+                bad.append(raw)
+                continue
+            if entry.kind == "l":
+                ok = os.path.islink(dst) and os.readlink(dst) == os.readlink(os.path.join(src_root, entry.path))
+            else:
+                try:
+                    src_st = os.lstat(os.path.join(src_root, entry.path))
+                except OSError:
+                    src_st = None
+                ok = src_st is not None and st.st_size == src_st.st_size
+            verified += 1
+            if not ok:
+                bad.append(raw)
+        result.files_verified = verified if only is None else result.files_verified
+        return bad
+
+    # ------------------------------------------------------------------ report
+    def _write_report(self, result: CopyResult, state: Dict[str, Any], dm: Datamover, started: float) -> Path:
+        path = self.config.report or self.work_dir / "result_all.json"
+        chunks = []
+        for r in state["results"]:
+            duration = max(1, r["end_time_ms"] - r["start_time_ms"])
+            chunks.append(
+                {
+                    "start_time_ms": r["start_time_ms"],
+                    "end_time_ms": r["end_time_ms"],
+                    "duration_ms": duration,
+                    "average_mbps": round(r["bytes"] * 8 / 1e6 / (duration / 1000), 3),
+                    "total_bytes_transferred": r["bytes"],
+                    "total_number_of_files": r["files"],
+                    "chunk_number": r["chunk_number"],
+                    "attempt": r["attempt"],
+                    "exit_code": r["exit_code"],
+                }
+            )
+        report = {
+            "total_retries": result.retries,
+            "total_size_gib": round(result.bytes_planned / 2**30, 6),
+            "failed_messages": result.failed_messages,
+            "benchmark_results": chunks,
+            "ok": result.ok,
+            "src": result.src,
+            "dst": result.dst,
+            "backend": dm.backend.name,
+            "workers": self.config.workers,
+            "shards": len(state["shards"]),
+            "shard_by": self.config.shard_by,
+            "verify": self.config.verify,
+            "files_planned": result.files_planned,
+            "bytes_planned": result.bytes_planned,
+            "files_copied": result.files_copied,
+            "bytes_copied": result.bytes_copied,
+            "files_skipped": result.files_skipped,
+            "bytes_skipped": result.bytes_skipped,
+            "files_failed": result.files_failed,
+            "files_verified": result.files_verified,
+            "mismatches": result.mismatches,
+            "duration_s": round(result.duration_s, 3),
+            "dry_run": result.dry_run,
+            "start_time_ms": int(started * 1000),
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(report, indent=2, ensure_ascii=False))
+        os.replace(tmp, path)
+        return path
+
+
+def _read_json(path: Path) -> Dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _failure_messages(failed: Path, handle: Handle, rc: int) -> List[str]:
+    messages = []
+    try:
+        with open(str(failed) + ".messages") as fh:
+            for line in fh:
+                item = json.loads(line)
+                messages.append(f"{item['path']}: {item['error']}")
+    except (OSError, ValueError):
+        pass
+    if not messages:
+        tail = " | ".join(handle.stderr_text.strip().splitlines()[-3:]) or "no message"
+        messages.append(f"shard command exited with code {rc}: {tail}")
+    return messages
+
+
+def _bytes_done(state: Dict[str, Any], running: Any) -> int:
+    total = sum(s.get("counts", {}).get("bytes", 0) + s.get("counts", {}).get("skipped_bytes", 0) for s in state["shards"])
+    for _task, status, _failed, _t0 in running:
+        c = _read_json(status)
+        total += int(c.get("bytes", 0)) + int(c.get("skipped_bytes", 0))
+    return total
+
+
+def _files_done(state: Dict[str, Any], running: Any) -> int:
+    total = sum(s.get("counts", {}).get("files", 0) + s.get("counts", {}).get("skipped", 0) for s in state["shards"])
+    for _task, status, _failed, _t0 in running:
+        c = _read_json(status)
+        total += int(c.get("files", 0)) + int(c.get("skipped", 0))
+    return total
+
+
+def _progress(enabled: bool, total: int) -> Any:
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="Copying", dynamic_ncols=True)
+
+
+@contextlib.contextmanager
+def _lock_dir(folder: Path) -> Iterator[None]:
+    """One driver per work directory at a time."""
+    import fcntl
+
+    with open(folder / ".lock", "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise ConfigurationError(f"another copy is running in {folder}") from exc
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

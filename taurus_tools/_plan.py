@@ -1,0 +1,221 @@
+"""Planning a parallel copy: list a tree once, to disk, and shard it.
+
+The listing is streamed (``os.scandir``) into a file of NUL-terminated records, so a tree
+of millions of files never sits in memory and any file name (newlines, tabs, bytes that
+are not UTF-8) survives::
+
+    KIND \\t SIZE \\t MTIME_NS \\t RELATIVE_PATH \\0
+
+``KIND`` is ``f`` (file), ``l`` (symlink, copied as a link) or ``d`` (directory).
+Entries that cannot be read while listing are not recorded; their messages are kept in
+:class:`ListingStats` and end up in the report's ``failed_messages``.
+
+Sharding reads that file back: by bytes with fpart's method (largest file first, onto the
+currently lightest shard), or by count (``split -n l/N``).  Directories ride with shard 0,
+so empty ones are kept; a file is never split.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import heapq
+import os
+import stat
+from array import array
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, BinaryIO, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+
+__all__ = ["Entry", "ListingStats", "list_tree", "list_from_file", "read_entries", "shard", "ShardPlan"]
+
+
+
+class Entry(NamedTuple):
+    kind: str
+    size: int
+    mtime_ns: int
+    path: bytes  # relative, as the file system has it
+
+
+#: At most this many listing errors are kept word for word (the count is always right).
+MAX_MESSAGES = 10000
+
+
+@dataclass
+class ListingStats:
+    files: int = 0
+    links: int = 0
+    dirs: int = 0
+    bytes: int = 0
+    errors: int = 0
+    messages: List[str] = field(default_factory=list)
+
+    def add(self, kind: str, size: int) -> None:
+        if kind == "f":
+            self.files += 1
+            self.bytes += size
+        elif kind == "l":
+            self.links += 1
+        else:
+            self.dirs += 1
+
+    def error(self, where: bytes, exc: OSError) -> None:
+        self.errors += 1
+        if len(self.messages) < MAX_MESSAGES:
+            self.messages.append(f"cannot read {os.fsdecode(where) or '.'}: {exc.strerror or exc}")
+
+
+def _record(kind: str, size: int, mtime_ns: int, rel: bytes) -> bytes:
+    return b"%s\t%d\t%d\t%s\0" % (kind.encode(), size, mtime_ns, rel)
+
+
+def _excluded(rel: bytes, name: bytes, patterns: Sequence[str]) -> bool:
+    if not patterns:
+        return False
+    rel_s = os.fsdecode(rel)
+    name_s = os.fsdecode(name)
+    return any(fnmatch.fnmatchcase(name_s, p) or fnmatch.fnmatchcase(rel_s, p) for p in patterns)
+
+
+def list_tree(src: Path, out: BinaryIO, exclude: Sequence[str] = ()) -> ListingStats:
+    """Walk ``src`` once, writing one record per entry to ``out``; return the counts.
+
+    Symlinks are recorded as links, never followed.  Unreadable folders become ``e``
+    records (reported later as failures) and the walk goes on.
+    """
+    stats = ListingStats()
+    root = os.fsencode(src)
+    stack: List[bytes] = [b""]
+    write = out.write
+    while stack:
+        rel_dir = stack.pop()
+        full_dir = os.path.join(root, rel_dir) if rel_dir else root
+        try:
+            with os.scandir(full_dir) as it:
+                entries = list(it)
+        except OSError as exc:
+            stats.error(full_dir, exc)
+            continue
+        for entry in entries:
+            rel = os.path.join(rel_dir, entry.name) if rel_dir else entry.name
+            if _excluded(rel, entry.name, exclude):
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError as exc:
+                stats.error(os.path.join(root, rel), exc)
+                continue
+            mode = st.st_mode
+            if stat.S_ISDIR(mode):
+                kind = "d"
+                stack.append(rel)
+            elif stat.S_ISLNK(mode):
+                kind = "l"
+            elif stat.S_ISREG(mode):
+                kind = "f"
+            else:
+                continue  # sockets, fifos, devices: not data to copy
+            size = st.st_size if kind == "f" else 0
+            write(_record(kind, size, st.st_mtime_ns, rel))
+            stats.add(kind, size)
+    return stats
+
+
+def list_from_file(src: Path, names: IO[str], out: BinaryIO) -> ListingStats:
+    """Like :func:`list_tree`, for a precomputed list: one path relative to ``src`` per line."""
+    stats = ListingStats()
+    root = os.fsencode(src)
+    for line in names:
+        name = line.rstrip("\n")
+        if not name:
+            continue
+        rel = os.fsencode(name.lstrip("/"))
+        try:
+            st = os.lstat(os.path.join(root, rel))
+        except OSError as exc:
+            stats.error(os.path.join(root, rel), exc)
+            continue
+        kind = "d" if stat.S_ISDIR(st.st_mode) else "l" if stat.S_ISLNK(st.st_mode) else "f"
+        size = st.st_size if kind == "f" else 0
+        out.write(_record(kind, size, st.st_mtime_ns, rel))
+        stats.add(kind, size)
+    return stats
+
+
+def read_entries(path: Path) -> Iterator[Tuple[Entry, bytes]]:
+    """Yield ``(Entry, raw_record)`` from a listing or shard file, streaming."""
+    with open(path, "rb") as fh:
+        pending = b""
+        while True:
+            chunk = fh.read(1 << 20)
+            if not chunk:
+                break
+            pending += chunk
+            records = pending.split(b"\0")
+            pending = records.pop()
+            for rec in records:
+                kind, size, mtime, rel = rec.split(b"\t", 3)
+                yield Entry(kind.decode(), int(size), int(mtime), rel), rec + b"\0"
+
+
+@dataclass
+class ShardPlan:
+    """Where each shard file is, with its bytes and file count."""
+
+    paths: List[Path]
+    bytes: List[int]
+    files: List[int]
+
+
+def shard(listing: Path, out_dir: Path, n: int, by: str = "bytes") -> ShardPlan:
+    """Split a listing into ``n`` shard files in ``out_dir`` (``shard-0000`` ...).
+
+    ``by="bytes"``: fpart's ``-n`` method, largest first onto the lightest shard, which
+    keeps the largest shard within one file of the best possible.  ``by="count"``:
+    consecutive runs of equal length, as ``split -n l/N``.  Directory records go to
+    shard 0.  Memory: a few machine words per file.
+    """
+    if n < 1:
+        raise ValueError(f"shards must be >= 1, got {n}")
+    if by not in ("bytes", "count"):
+        raise ValueError(f"shard_by must be 'bytes' or 'count', got {by!r}")
+    sizes = array("q")
+    for entry, _ in read_entries(listing):
+        sizes.append(entry.size if entry.kind in ("f", "l") else -1)
+    total = len(sizes)
+    assign = array("I", bytes(4 * total)) if total else array("I")
+    loads = [0] * n
+    counts = [0] * n
+    if by == "bytes":
+        order = sorted((i for i in range(total) if sizes[i] >= 0), key=sizes.__getitem__, reverse=True)
+        heap = [(0, 0, s) for s in range(n)]  # (bytes, files, shard)
+        for i in order:
+            load, cnt, s = heap[0]
+            assign[i] = s
+            heapq.heapreplace(heap, (load + sizes[i], cnt + 1, s))
+        del order
+    else:
+        files = sum(1 for s in sizes if s >= 0)
+        per, extra = divmod(files, n)
+        s, filled = 0, 0
+        for i in range(total):
+            if sizes[i] < 0:
+                continue
+            while s < n - 1 and filled >= per + (1 if s < extra else 0):
+                s, filled = s + 1, 0
+            assign[i] = s
+            filled += 1
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"shard-{s:04d}" for s in range(n)]
+    handles = [open(p, "wb") for p in paths]
+    try:
+        for i, (entry, raw) in enumerate(read_entries(listing)):
+            s = assign[i] if sizes[i] >= 0 else 0
+            handles[s].write(raw)
+            if sizes[i] >= 0:
+                loads[s] += sizes[i]
+                counts[s] += 1
+    finally:
+        for h in handles:
+            h.close()
+    return ShardPlan(paths, loads, counts)
