@@ -8,6 +8,7 @@ or ``except TimeoutError`` keep working.  All of them pickle with their attribut
 
 from __future__ import annotations
 
+import concurrent.futures
 import subprocess
 from typing import Any, Optional, Sequence, Tuple
 
@@ -23,6 +24,7 @@ __all__ = [
     "StageError",
     "SourceNotFoundError",
     "InsufficientSpaceError",
+    "CopyCancelledError",
 ]
 
 #: How many lines of stderr an error message quotes.
@@ -230,3 +232,7 @@ class InsufficientSpaceError(TaurusToolsError, OSError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+class CopyCancelledError(TaurusToolsError, concurrent.futures.CancelledError):
+    """A parallel copy was cancelled; running it again resumes it."""

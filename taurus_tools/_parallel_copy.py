@@ -34,9 +34,10 @@ import psutil
 
 from ._backends import SiteBackend, StrPath
 from ._datamover import Datamover
-from ._errors import ConfigurationError, InsufficientSpaceError, SourceNotFoundError
+from ._errors import ConfigurationError, CopyCancelledError, InsufficientSpaceError, SourceNotFoundError
 from ._plan import ListingStats, list_from_file, list_tree, read_entries, shard
-from ._process import Handle, Launch
+from ._process import Handle, Launch, terminate_tree
+from ._slurm import SlurmClient
 from ._wait import cancel_all
 
 log = logging.getLogger(__name__)
@@ -306,6 +307,16 @@ class ParallelCopy:
                 self._clean_work_dir()
             return result
 
+    def _run_or_cancelled(self) -> CopyResult:
+        try:
+            return self.run()
+        except KeyboardInterrupt:
+            if self._stop.is_set():
+                raise CopyCancelledError(
+                    f"the copy was cancelled; run it again to resume from {self.work_dir}"
+                ) from None
+            raise
+
     def start(self) -> "ParallelCopy":
         """Run in a background thread (e.g. from Jupyter); see :meth:`wait`."""
         if self._thread is not None:
@@ -313,7 +324,7 @@ class ParallelCopy:
 
         def target() -> None:
             try:
-                self._result = self.run()
+                self._result = self._run_or_cancelled()
             except BaseException as exc:  # handed to wait()
                 self._error = exc
 
@@ -337,7 +348,8 @@ class ParallelCopy:
         return self._result
 
     def cancel(self) -> None:
-        """Stop a running copy: running shards are cancelled; the work dir stays resumable."""
+        """Stop a :meth:`start`-ed copy: running shards are cancelled (processes and jobs),
+        the work dir stays resumable, and :meth:`wait` raises :class:`CopyCancelledError`."""
         self._stop.set()
 
     # ------------------------------------------------------------------ state
@@ -375,7 +387,32 @@ class ParallelCopy:
             return fresh
         done = sum(1 for s in state["shards"] if s["state"] == "done")
         log.info("resuming %s: %d of %d shards done", self.work_dir, done, len(state["shards"]))
+        self._stop_leftovers(state)
         return state
+
+    def _stop_leftovers(self, state: Dict[str, Any]) -> None:
+        """Stop shard processes and jobs a killed driver left running (they would race us)."""
+        names = []
+        for s in state["shards"]:
+            if s["state"] != "running":
+                continue
+            pid = s.get("pid")
+            if pid:
+                try:
+                    proc = psutil.Process(pid)
+                    if any(str(self.work_dir) in part for part in proc.cmdline()):
+                        log.warning("stopping shard %d's process %d left by an earlier run", s["index"], pid)
+                        terminate_tree(pid)
+                except (psutil.Error, OSError):
+                    pass
+            if s.get("job_name"):
+                names.append(s["job_name"])
+            s["state"] = "pending"
+        if names:
+            client = SlurmClient()
+            if client.which("scancel"):
+                for name in names:
+                    client.cancel(name=name)
 
     def _plan_key(self) -> str:
         c = self.config
@@ -519,7 +556,7 @@ class ParallelCopy:
                     handle = Handle(launch)
                     handle.add_waker(wake)
                     running[handle] = (task, status, failed, time.time())
-                    shards[task.index]["state"] = "running"
+                    shards[task.index].update(state="running", pid=handle.pid, job_name=launch.job_name)
                     log.debug("shard %d attempt %d: %s", task.index, task.attempt, handle.args)
                 self._save_state(state)
                 wake.wait(0.5)
