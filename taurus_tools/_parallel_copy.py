@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 __all__ = ["CopyConfig", "CopyResult", "ParallelCopy"]
 
 VERIFY_MODES = ("size", "checksum", "none")
+#: What a copy keeps in its work dir besides the report and the lock; all that is cleaned.
+_WORK_FILES = ("state.json", "state.tmp", "listing", "listing.tmp", "shards", "runs")
 STATE_VERSION = 1
 
 
@@ -280,6 +282,7 @@ class ParallelCopy:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         with _lock_dir(self.work_dir):
             state = self._load_state()
+            fresh = state["listing"] is None
             listing, stats = self._listing(state)
             plan = self._plan(state, listing)
             result = CopyResult(
@@ -295,9 +298,14 @@ class ParallelCopy:
                 result.ok = not result.failed_messages
                 result.duration_s = time.time() - started
                 result.report = self._write_report(result, state, dm, started)
+                if fresh:  # nothing to resume: a later copy must list the tree as it is then
+                    self._state_path().unlink()
                 return result
             if self.config.check_space:
                 self._check_space(plan_bytes=stats["bytes"])
+            # Once, before the shards: rsync (the site's dtrsync) creates only the last
+            # level of DST/, and several shards racing to create it fail with EEXIST.
+            self.dst.mkdir(parents=True, exist_ok=True)
             self._fan_out(dm, state, result)
             self._verify_and_repair(dm, state, listing, result)
             result.duration_s = time.time() - started
@@ -426,8 +434,10 @@ class ParallelCopy:
         os.replace(tmp, self._state_path())
 
     def _clean_work_dir(self, everything: bool = False) -> None:
+        # Only what a copy writes there: a work dir given by the user may hold other files.
+        ours = set(_WORK_FILES) | ({"result_all.json", "result_all.json.tmp"} if everything else set())
         for child in self.work_dir.iterdir():
-            if not everything and child.name in ("result_all.json", ".lock"):
+            if child.name not in ours:
                 continue
             if child.is_dir() and not child.is_symlink():
                 shutil.rmtree(child, ignore_errors=True)
@@ -579,6 +589,9 @@ class ParallelCopy:
         finally:
             if bar is not None:
                 bar.close()
+        # The last shards finished after the loop's last save: record them, so that a
+        # resume (after a crash while verifying) does not see them "running" and redo them.
+        self._save_state(state)
         for s in shards:
             counts = s.get("counts", {})
             result.files_copied += counts.get("files", 0)
@@ -611,8 +624,11 @@ class ParallelCopy:
                 planned.add(entry.kind, entry.size)
             counts = {"files": planned.files + planned.links, "bytes": planned.bytes}
         totals = s.setdefault("counts", {})
-        for key in ("files", "bytes", "skipped", "skipped_bytes"):
-            totals[key] = totals.get(key, 0) + int(counts.get(key, 0))
+
+        def count() -> None:
+            for key in ("files", "bytes", "skipped", "skipped_bytes"):
+                totals[key] = totals.get(key, 0) + int(counts.get(key, 0))
+
         state["results"].append(
             {
                 "chunk_number": task.index + 1,
@@ -626,6 +642,7 @@ class ParallelCopy:
         )
         s["attempts"] = task.attempt + 1
         if rc == 0:
+            count()
             s["state"] = "done"
             return
         messages = _failure_messages(failed, handle, rc)
@@ -636,11 +653,14 @@ class ParallelCopy:
             delay = self.config.retry_delay_s * (2**task.attempt)
             # Retry only what failed when the worker said what that was.
             todo = failed if has_failed_list and rc == 1 else task.shard
+            if todo != task.shard:
+                count()  # else the retry sees this attempt's files again (as skipped)
             s["todo"] = str(todo)
             s["state"] = "pending"
             log.info("shard %d failed (exit %s); retry %d in %.1f s", task.index, rc, task.attempt + 1, delay)
             queue.append(_Task(task.index, todo, task.attempt + 1, time.monotonic() + delay))
             return
+        count()
         s["state"] = "failed"
         s["messages"] = messages
         log.error("shard %d failed for good (exit %s): %d entries", task.index, rc, len(messages))
@@ -649,7 +669,7 @@ class ParallelCopy:
     def _verify_and_repair(self, dm: Datamover, state: Dict[str, Any], listing: Path, result: CopyResult) -> None:
         if self.config.verify == "none":
             return
-        failed_paths = {m.split(": ", 1)[0] for m in result.failed_messages}
+        failed_paths = {m.rsplit(": ", 1)[0] for m in result.failed_messages}  # names may hold ": "
         mismatched = self._mismatches(listing, failed_paths, result)
         if not mismatched:
             return
@@ -755,7 +775,8 @@ class ParallelCopy:
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(report, indent=2, ensure_ascii=False))
+        # Names that are not UTF-8 (surrogate escapes) become \udcXX escapes: valid JSON.
+        tmp.write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8", errors="backslashreplace")
         os.replace(tmp, path)
         return path
 

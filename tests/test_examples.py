@@ -35,6 +35,8 @@ def local_env() -> dict:
 def test_every_example_is_covered():
     assert sorted(p.name for p in EXAMPLES.glob("*.py")) == [
         "cache_workspace.py",
+        "parallel_copy.py",
+        "parallel_copy_slurm.py",
         "slurm_jobs.py",
         "stage_out.py",
         "tour.py",
@@ -110,3 +112,46 @@ def test_stage_out_slurm(slurm_cluster, tmp_path):
     res = run_example("stage_out.py", env)
     assert "backend: slurm" in res.stdout
     check_stage_out(res, root)
+
+
+def check_parallel_copy(res: subprocess.CompletedProcess, backend: str) -> None:
+    assert f"backend: {backend}" in res.stdout
+    assert "copying ... " in res.stdout  # polled done() while the copy ran in the background
+    assert "ok: 206 files" in res.stdout and ", 0 failed, of 206 planned" in res.stdout, res.stdout
+    assert "report: " in res.stdout and "result_all.json" in res.stdout
+    assert "identical: yes" in res.stdout
+    assert "parallel copy example finished" in res.stdout
+    assert "Traceback" not in res.stderr
+
+
+def test_parallel_copy_local():
+    res = run_example("parallel_copy.py", local_env())
+    check_parallel_copy(res, "local")
+
+
+def test_parallel_copy_on_slurm(slurm_cluster):
+    env = dict(os.environ)
+    env["TAURUS_TOOLS_BACKEND"] = "slurm"
+    before = set(slurm_cluster.squeue_ids())
+    res = run_example("parallel_copy.py", env)
+    check_parallel_copy(res, "slurm")
+    assert "jobs go to partition datamover" in res.stdout
+    assert set(slurm_cluster.squeue_ids()) <= before  # srun jobs end with their shards
+
+
+def test_parallel_copy_slurm(slurm_cluster):
+    before = set(slurm_cluster.squeue_ids())
+    res = run_example("parallel_copy_slurm.py", dict(os.environ))
+    assert "backend: slurm" in res.stdout and "jobs go to partition datamover" in res.stdout
+    assert "ok: 168 files" in res.stdout and ", 0 failed, of 168 planned" in res.stdout, res.stdout
+    rows = [line.split() for line in res.stdout.splitlines()]
+    rows = [r for r in rows if r and r[0].isdigit()]  # the per-shard table
+    assert [int(r[0]) for r in rows] == list(range(1, 17)), res.stdout
+    assert all(r[-1] == "0" for r in rows)  # every shard job exited 0
+    assert sum(int(r[1]) for r in rows) == 168
+    assert sum(int(r[2]) for r in rows) == sum((i + 1) << 20 for i in range(8)) + sum(
+        len(f"node {j} step {k}\n") * (k + 1) for j in range(4) for k in range(40)
+    )
+    assert "shard jobs: 16, at most 8 at once" in res.stdout
+    assert "parallel copy through Slurm finished" in res.stdout
+    assert set(slurm_cluster.squeue_ids()) <= before
