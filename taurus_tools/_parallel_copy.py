@@ -255,6 +255,8 @@ class ParallelCopy:
         self._result: Optional[CopyResult] = None
         self._error: Optional[BaseException] = None
         self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._failed_paths: set = set()
 
     # ------------------------------------------------------------------ checks
     def _check_paths(self) -> None:
@@ -311,6 +313,9 @@ class ParallelCopy:
             result.duration_s = time.time() - started
             result.ok = not result.failed_messages and result.files_failed == 0
             result.report = self._write_report(result, state, dm, started)
+            if result.ok:
+                state["finished"] = True
+                self._save_state(state)
             if result.ok and not self.config.keep_work_dir:
                 self._clean_work_dir()
             return result
@@ -359,6 +364,7 @@ class ParallelCopy:
         """Stop a :meth:`start`-ed copy: running shards are cancelled (processes and jobs),
         the work dir stays resumable, and :meth:`wait` raises :class:`CopyCancelledError`."""
         self._stop.set()
+        self._wake.set()
 
     # ------------------------------------------------------------------ state
     def _state_path(self) -> Path:
@@ -393,6 +399,14 @@ class ParallelCopy:
             self._clean_work_dir(everything=True)
             self.work_dir.mkdir(parents=True, exist_ok=True)
             return fresh
+        if state.get("finished"):
+            # A finished copy kept with keep_work_dir: the tree may have changed; list anew.
+            self._clean_work_dir(everything=True)
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+            return fresh
+        for s in state["shards"]:
+            if s["state"] == "failed":  # a new run is a new chance, for what failed only
+                s.update(state="pending", attempts=0, todo=s.get("failed_list", s["todo"]))
         done = sum(1 for s in state["shards"] if s["state"] == "done")
         log.info("resuming %s: %d of %d shards done", self.work_dir, done, len(state["shards"]))
         self._stop_leftovers(state)
@@ -543,13 +557,13 @@ class ParallelCopy:
     def _fan_out(self, dm: Datamover, state: Dict[str, Any], result: CopyResult) -> None:
         shards = state["shards"]
         queue: List[_Task] = [
-            _Task(s["index"], Path(s["todo"]), s["attempts"]) for s in shards if s["state"] != "done"
+            _Task(s["index"], Path(s["todo"]), s["attempts"]) for s in shards if s["state"] in ("pending", "running")
         ]
         for s in shards:  # what finished shards did still counts
             for key in ("files", "bytes", "skipped", "skipped_bytes"):
                 s.setdefault("counts", {}).setdefault(key, 0)
         running: Dict[Handle, Tuple[_Task, Path, Path, float]] = {}
-        wake = threading.Event()
+        wake = self._wake
         bar = _progress(self.config.progress, result.bytes_planned)
         try:
             while queue or running:
@@ -599,8 +613,10 @@ class ParallelCopy:
             result.files_skipped += counts.get("skipped", 0)
             result.bytes_skipped += counts.get("skipped_bytes", 0)
             if s["state"] == "failed":
-                result.files_failed += len(s.get("messages", []))
-                result.failed_messages.extend(s.get("messages", []))
+                lines, paths = _failed_entries(s)
+                result.files_failed += len(paths)
+                result.failed_messages.extend(lines)
+                self._failed_paths.update(paths)
         result.retries = state["retries"]
 
     def _finish_shard(
@@ -645,7 +661,7 @@ class ParallelCopy:
             count()
             s["state"] = "done"
             return
-        messages = _failure_messages(failed, handle, rc)
+        per_file, generic = _failure_info(failed, handle, rc)
         retry_ok = self.config.retry_on is None or rc in self.config.retry_on
         has_failed_list = failed.exists() and failed.stat().st_size > 0
         if retry_ok and task.attempt < self.config.retries:
@@ -662,14 +678,18 @@ class ParallelCopy:
             return
         count()
         s["state"] = "failed"
-        s["messages"] = messages
-        log.error("shard %d failed for good (exit %s): %d entries", task.index, rc, len(messages))
+        # What failed: the worker's list of failed entries, or (when the shard command
+        # itself failed, e.g. srun refused it) every entry it was given.
+        s["failed_list"] = str(failed if has_failed_list and rc == 1 else task.shard)
+        s["messages"] = per_file
+        s["generic"] = generic
+        log.error("shard %d failed for good (exit %s): %s", task.index, rc, generic)
 
     # ------------------------------------------------------------------ verify
     def _verify_and_repair(self, dm: Datamover, state: Dict[str, Any], listing: Path, result: CopyResult) -> None:
         if self.config.verify == "none":
             return
-        failed_paths = {m.rsplit(": ", 1)[0] for m in result.failed_messages}  # names may hold ": "
+        failed_paths = self._failed_paths  # reported already; not mismatches too
         mismatched = self._mismatches(listing, failed_paths, result)
         if not mismatched:
             return
@@ -788,19 +808,40 @@ def _read_json(path: Path) -> Dict[str, Any]:
         return {}
 
 
-def _failure_messages(failed: Path, handle: Handle, rc: int) -> List[str]:
-    messages = []
+def _failure_info(failed: Path, handle: Handle, rc: int) -> Tuple[Dict[str, str], str]:
+    """Per-entry errors the worker wrote, and one line about the shard command itself."""
+    per_file: Dict[str, str] = {}
     try:
-        with open(str(failed) + ".messages") as fh:
+        with open(str(failed) + ".messages", encoding="utf-8", errors="surrogateescape") as fh:
             for line in fh:
                 item = json.loads(line)
-                messages.append(f"{item['path']}: {item['error']}")
+                per_file[item["path"]] = item["error"]
     except (OSError, ValueError):
         pass
-    if not messages:
-        tail = " | ".join(handle.stderr_text.strip().splitlines()[-3:]) or "no message"
-        messages.append(f"shard command exited with code {rc}: {tail}")
-    return messages
+    tail = " | ".join(handle.stderr_text.strip().splitlines()[-3:]) or "no message"
+    return per_file, f"shard command exited with code {rc}: {tail}"
+
+
+def _one_line(rel: str) -> str:
+    """A path on one line: names holding line breaks are quoted."""
+    return repr(rel) if any(c in rel for c in "\n\r") else rel
+
+
+def _failed_entries(s: Dict[str, Any]) -> Tuple[List[str], List[str]]:
+    """One readable line per entry of a shard that failed for good, and their paths."""
+    per_file: Dict[str, str] = s.get("messages") or {}
+    lines, paths = [], []
+    try:
+        records = [entry for entry, _ in read_entries(Path(s["failed_list"])) if entry.kind != "d"]
+    except (OSError, KeyError, ValueError):
+        records = []
+    for entry in records:
+        rel = os.fsdecode(entry.path)
+        paths.append(rel)
+        lines.append(f"{_one_line(rel)}: {per_file.get(rel) or s.get('generic', 'failed')}")
+    if not records:
+        lines.append(s.get("generic", "a shard failed"))
+    return lines, paths
 
 
 def _bytes_done(state: Dict[str, Any], running: Any) -> int:

@@ -230,9 +230,11 @@ def test_slurm_exclude_nodes_reaches_srun(slurm_cluster, dm_slurm, tmp_path):
     assert not result.ok
     assert result.files_failed > 0 and result.files_copied == 0
     assert not dst.exists() or not [p for p in dst.rglob("*") if not p.is_dir()]
-    # srun refused every shard; the messages say which command and why, on one line each.
-    shard_messages = [m for m in result.failed_messages if m.startswith("shard command exited")]
+    # srun refused every shard: one line per file it held, naming the file and saying
+    # which command failed and why.
+    shard_messages = [m for m in result.failed_messages if ": shard command exited" in m]
     assert shard_messages, result.failed_messages
+    assert len(result.failed_messages) == result.files_failed == result.files_planned
     for message in shard_messages:
         assert "\n" not in message
         assert "srun" in message and "node configuration is not available" in message, message
