@@ -1,7 +1,9 @@
 """Copy one shard: the process a parallel copy starts per shard (locally or as a job).
 
-``python -m taurus_tools._copy_worker --src SRC --dst DST --shard FILE --status FILE
---failed FILE [--verify size|checksum|none]``
+``python -S .../taurus_tools/_copy_worker.py --src SRC --dst DST --shard FILE --status FILE
+--failed FILE [--verify size|checksum|none]`` (run as a script, it imports only the standard
+library and :mod:`taurus_tools._plan`, so a shard starts in a few milliseconds; ``python -m
+taurus_tools._copy_worker`` works too)
 
 It reads the shard's records (see :mod:`taurus_tools._plan`) and for each one:
 
@@ -29,7 +31,10 @@ import sys
 import time
 from typing import BinaryIO, Dict, Optional
 
-from ._plan import read_entries
+try:
+    from ._plan import read_entries
+except ImportError:  # run as a script (``python -S .../_copy_worker.py``): no package import
+    from _plan import read_entries  # type: ignore[no-redef]
 
 PART_SUFFIX = b".tt-part"
 _CHUNK = 1 << 24

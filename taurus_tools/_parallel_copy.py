@@ -534,8 +534,8 @@ class ParallelCopy:
             return launch, status, failed
         argv = [
             sys.executable,
-            "-m",
-            "taurus_tools._copy_worker",
+            "-S",  # the worker needs only the standard library: start fast
+            str(Path(__file__).with_name("_copy_worker.py")),
             "--src",
             str(self.src),
             "--dst",

@@ -210,7 +210,7 @@ def complete_files(dst: Path) -> dict:
 
 
 def copy_workers(pid: int) -> list:
-    """psutil processes running ``taurus_tools._copy_worker`` below ``pid``."""
+    """psutil processes running the shard copy worker (``.../_copy_worker.py``) below ``pid``."""
     found = []
     try:
         children = psutil.Process(pid).children(recursive=True)
@@ -218,7 +218,7 @@ def copy_workers(pid: int) -> list:
         return found
     for child in children:
         try:
-            if "taurus_tools._copy_worker" in child.cmdline():
+            if any(part.endswith("_copy_worker.py") for part in child.cmdline()):
                 found.append(child)
         except psutil.Error:
             pass
