@@ -302,7 +302,7 @@ def run(args: argparse.Namespace) -> Dict[str, object]:
 
     tmpfs = fs_type(base) == "tmpfs"
     cleanup = args.cleanup or ("copy" if tmpfs else "end")
-    settle = args.settle if args.settle is not None else (0.0 if tmpfs or cleanup == "end" else 65.0)
+    settle = args.settle
     copies = {"copy": 1, "round": len(names), "end": len(names) * args.rounds}[cleanup] + args.warmup
     need = copies * totals["bytes"] * 1.05
     free = shutil.disk_usage(base).free
@@ -494,8 +494,8 @@ def main(argv=None) -> int:
                    help="when the copies are deleted (untimed): after each copy (default on tmpfs), after each "
                         "round, or at the end (default elsewhere: on an ext4 without journal, deleting makes "
                         "the next file creations slower for a while, see docs/BENCHMARKS.md)")
-    p.add_argument("--settle", type=float,
-                   help="seconds to wait after each deletion (default 65 with --cleanup copy/round on disk, else 0)")
+    p.add_argument("--settle", type=float, default=0.0,
+                   help="seconds to wait after each deletion (0; an ext4 without journal wants > 60 s)")
     p.add_argument("--quiet-wait", type=float, default=120.0,
                    help="before each round wait up to this many seconds until other processes use < 0.2 CPUs "
                         "(120; 0: don't wait)")
