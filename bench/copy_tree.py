@@ -495,7 +495,7 @@ def main(argv=None) -> int:
                         "round, or at the end (default elsewhere: on an ext4 without journal, deleting makes "
                         "the next file creations slower for a while, see docs/BENCHMARKS.md)")
     p.add_argument("--settle", type=float, default=0.0,
-                   help="seconds to wait after each deletion (0; an ext4 without journal wants > 60 s)")
+                   help="seconds to wait after each deletion (0)")
     p.add_argument("--quiet-wait", type=float, default=120.0,
                    help="before each round wait up to this many seconds until other processes use < 0.2 CPUs "
                         "(120; 0: don't wait)")

@@ -51,7 +51,7 @@ def main() -> None:
             dst,
             datamover=dm,
             workers=8,  # at most 8 Slurm jobs at a time
-            shards=16,  # default: 4 x workers
+            shards=16,  # default: one per worker
             verify="checksum",  # each job hashes what it wrote
             progress=False,
             work_dir=Path(tmp, "copy-state"),  # default: ~/.cache/taurus-tools/copies/...

@@ -94,7 +94,7 @@ def _copy_parser(sub: Any) -> None:
     p.add_argument("src", help="folder to copy (its contents)")
     p.add_argument("dst", help="folder to copy into (created if missing)")
     p.add_argument("--workers", type=int, default=8, help="shards copied at once (default 8)")
-    p.add_argument("--shards", type=int, help="number of shards (default 4 x workers)")
+    p.add_argument("--shards", type=int, help="number of shards (default: one per worker)")
     p.add_argument("--shard-by", choices=("bytes", "count"), default="bytes")
     p.add_argument("--verify", choices=("size", "checksum", "none"), default="size")
     p.add_argument("--retries", type=int, default=2, help="retries of failed entries (default 2)")

@@ -59,8 +59,11 @@ class CopyConfig:
     workers : int
         Shards copied at the same time (processes or Slurm jobs).
     shards : int, optional
-        How many parts to cut the tree into; default ``4 * workers`` (small shards
-        balance better and retry cheaper).
+        How many parts to cut the tree into; default ``workers``: one byte-balanced
+        shard per worker.  Every shard is one more process (or job) to start, and
+        retries redo only the failed entries, so small shards buy little; pass more
+        (e.g. ``4 * workers``) when shards start at very different times, as Slurm
+        jobs in a busy queue do.
     shard_by : {"bytes", "count"}
         Balance shards by bytes (largest file first onto the lightest shard, as fpart
         does) or by number of entries (as ``split -n l/N``).
@@ -148,7 +151,7 @@ class CopyConfig:
 
     @property
     def shard_count(self) -> int:
-        return self.shards if self.shards is not None else 4 * self.workers
+        return self.shards if self.shards is not None else self.workers
 
     def replace(self, **changes: Any) -> "CopyConfig":
         valid = {f.name for f in dataclasses.fields(self)}

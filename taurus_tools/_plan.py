@@ -24,6 +24,7 @@ import stat
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
+from ._records import iter_records, record_blocks
 from typing import IO, BinaryIO, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 __all__ = ["Entry", "ListingStats", "list_tree", "list_from_file", "read_entries", "shard", "ShardPlan"]
@@ -144,18 +145,9 @@ def list_from_file(src: Path, names: IO[str], out: BinaryIO) -> ListingStats:
 
 def read_entries(path: Path) -> Iterator[Tuple[Entry, bytes]]:
     """Yield ``(Entry, raw_record)`` from a listing or shard file, streaming."""
-    with open(path, "rb") as fh:
-        pending = b""
-        while True:
-            chunk = fh.read(1 << 20)
-            if not chunk:
-                break
-            pending += chunk
-            records = pending.split(b"\0")
-            pending = records.pop()
-            for rec in records:
-                kind, size, mtime, rel = rec.split(b"\t", 3)
-                yield Entry(kind.decode(), int(size), int(mtime), rel), rec + b"\0"
+    for raw in iter_records(path):
+        kind, size, mtime, rel = raw[:-1].split(b"\t", 3)
+        yield Entry(kind.decode(), int(size), int(mtime), rel), raw
 
 
 @dataclass
@@ -167,54 +159,86 @@ class ShardPlan:
     files: List[int]
 
 
+def _block_sizes(block: bytes, count: int) -> List[int]:
+    """Sizes of the ``count`` records in ``block``; -1 for records that are not files or links."""
+    if block.count(b"\t") == 3 * count:
+        # No name holds a tab: all fields at once (C speed), every 4th one a kind or size.
+        fields = block.replace(b"\0", b"\t").split(b"\t")
+        kinds = fields[0 : 4 * count : 4]
+        sizes = list(map(int, fields[1 : 4 * count : 4]))
+        if kinds.count(b"f") + kinds.count(b"l") != count:
+            sizes = [size if kind in (b"f", b"l") else -1 for kind, size in zip(kinds, sizes)]
+        return sizes
+    sizes = []
+    for rec in block[:-1].split(b"\0"):
+        kind, size, _rest = rec.split(b"\t", 2)
+        sizes.append(int(size) if kind in (b"f", b"l") else -1)
+    return sizes
+
+
 def shard(listing: Path, out_dir: Path, n: int, by: str = "bytes") -> ShardPlan:
     """Split a listing into ``n`` shard files in ``out_dir`` (``shard-0000`` ...).
 
     ``by="bytes"``: fpart's ``-n`` method, largest first onto the lightest shard, which
     keeps the largest shard within one file of the best possible.  ``by="count"``:
     consecutive runs of equal length, as ``split -n l/N``.  Directory records go to
-    shard 0.  Memory: a few machine words per file.
+    shard 0.  Memory: a few machine words per file (about 100 bytes per entry while
+    sorting); the listing is read twice, a few MB at a time.
     """
     if n < 1:
         raise ValueError(f"shards must be >= 1, got {n}")
     if by not in ("bytes", "count"):
         raise ValueError(f"shard_by must be 'bytes' or 'count', got {by!r}")
     sizes = array("q")
-    for entry, _ in read_entries(listing):
-        sizes.append(entry.size if entry.kind in ("f", "l") else -1)
+    for block, count in record_blocks(listing):
+        sizes.extend(_block_sizes(block, count))
     total = len(sizes)
-    assign = array("I", bytes(4 * total)) if total else array("I")
+    assign = array("I", bytes(4 * total)) if total else array("I")  # directories stay in shard 0
     loads = [0] * n
     counts = [0] * n
     if by == "bytes":
-        order = sorted((i for i in range(total) if sizes[i] >= 0), key=sizes.__getitem__, reverse=True)
+        # Largest first (directories, -1, sort last); ties keep listing order.
+        order = sorted(range(total), key=sizes.__getitem__, reverse=True)
         heap = [(0, 0, s) for s in range(n)]  # (bytes, files, shard)
+        replace = heapq.heapreplace
         for i in order:
+            size = sizes[i]
+            if size < 0:
+                break
             load, cnt, s = heap[0]
             assign[i] = s
-            heapq.heapreplace(heap, (load + sizes[i], cnt + 1, s))
+            replace(heap, (load + size, cnt + 1, s))
         del order
+        for load, cnt, s in heap:
+            loads[s], counts[s] = load, cnt
     else:
-        files = sum(1 for s in sizes if s >= 0)
+        files = total - sizes.count(-1)
         per, extra = divmod(files, n)
         s, filled = 0, 0
         for i in range(total):
-            if sizes[i] < 0:
+            size = sizes[i]
+            if size < 0:
                 continue
             while s < n - 1 and filled >= per + (1 if s < extra else 0):
                 s, filled = s + 1, 0
             assign[i] = s
             filled += 1
+            loads[s] += size
+            counts[s] += 1
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"shard-{s:04d}" for s in range(n)]
     handles = [open(p, "wb") for p in paths]
     try:
-        for i, (entry, raw) in enumerate(read_entries(listing)):
-            s = assign[i] if sizes[i] >= 0 else 0
-            handles[s].write(raw)
-            if sizes[i] >= 0:
-                loads[s] += sizes[i]
-                counts[s] += 1
+        start = 0
+        for block, count in record_blocks(listing):
+            buckets: List[List[bytes]] = [[] for _ in range(n)]
+            for rec, s in zip(block[:-1].split(b"\0"), assign[start : start + count]):
+                buckets[s].append(rec)
+            start += count
+            for s, recs in enumerate(buckets):
+                if recs:
+                    recs.append(b"")
+                    handles[s].write(b"\0".join(recs))
     finally:
         for h in handles:
             h.close()

@@ -501,7 +501,7 @@ class TestCopy:
         )
         pc = ParallelCopy(src, dst, config, datamover=dm, workers=2)
         assert pc.config.workers == 2 and pc.config.verify == "checksum"
-        assert pc.config.shard_count == 8
+        assert pc.config.shard_count == 2
         assert pc.work_dir == tmp_path / "work"
         assert pc.run().ok
 
