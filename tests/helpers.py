@@ -15,6 +15,22 @@ import psutil
 from taurus_tools._slurm import JobState, SlurmClient
 
 FAKE_BIN = "/fake/slurm/bin"
+#: File names a careless tool gets wrong: separators of line- and tab-based formats, shell
+#: metacharacters, option look-alikes, non-ASCII, a name that is not UTF-8 at all, and
+#: ": " (the separator of failure messages).
+HOSTILE_NAMES = [
+    b"new\nline.txt",
+    b"tab\there.txt",
+    b"  spaces  in name ",
+    b"quotes ' and \" both",
+    b"-leading-dash",
+    b"--rf",
+    "ünïcødé ✓ 文件".encode(),
+    b"\xff.bin",
+    b"back\\slash",
+    b"star*and?[x]",
+    b"colon: space",
+]
 #: The two lines srun prints for --pty without a terminal (REFERENCE §1).
 NOISE = (
     "srun: error: ioctl(TIOCGWINSZ): Inappropriate ioctl for device",

@@ -28,7 +28,7 @@ import psutil
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from helpers import alive, wait_until  # noqa: E402
+from helpers import HOSTILE_NAMES, alive, wait_until  # noqa: E402
 
 import taurus_tools._copy_worker as copy_worker  # noqa: E402
 import taurus_tools._parallel_copy as pc_mod  # noqa: E402
@@ -48,18 +48,7 @@ from taurus_tools._plan import read_entries  # noqa: E402
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("no_slurm_env")]
 
-#: Names a careless tool gets wrong (see tests/test_plan.py).
-HOSTILE = [
-    b"new\nline.txt",
-    b"tab\there.txt",
-    b"  spaces  in name ",
-    b"quotes ' and \" both",
-    b"-leading-dash",
-    b"--rf",
-    "ünïcødé ✓ 文件".encode(),
-    b"\xff.bin",
-    b"colon: space",
-]
+HOSTILE = HOSTILE_NAMES
 REPORT_KEYS = {
     "total_retries",
     "total_size_gib",

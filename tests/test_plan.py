@@ -10,29 +10,20 @@ from __future__ import annotations
 import io
 import os
 import random
+import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, os.path.dirname(__file__))
+from helpers import HOSTILE_NAMES  # noqa: E402
+
 from taurus_tools._plan import Entry, list_from_file, list_tree, read_entries, shard
 
 pytestmark = pytest.mark.timeout(60)
 
-#: Names a careless tool gets wrong: separators of line- and tab-based formats, shell
-#: metacharacters, an option look-alike, non-ASCII and a name that is not UTF-8 at all.
-HOSTILE = [
-    b"new\nline.txt",
-    b"tab\there.txt",
-    b"  spaces  in name ",
-    b"quotes ' and \" both",
-    b"-leading-dash",
-    b"--rf",
-    "ünïcødé ✓ 文件".encode(),
-    b"\xff.bin",
-    b"back\\slash",
-    b"star*and?[x]",
-]
+HOSTILE = HOSTILE_NAMES
 
 
 def fs(path) -> bytes:
