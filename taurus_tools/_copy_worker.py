@@ -1,12 +1,13 @@
-"""Copy one shard: the process a parallel copy starts per shard (locally or as a job).
+"""Copy one shard, then verify it: the process a parallel copy starts per shard (locally or as a job).
 
 ``python -S .../taurus_tools/_copy_worker.py --src SRC --dst DST --shard FILE --status FILE
---failed FILE [--verify size|checksum|none]`` (``python -m taurus_tools._copy_worker`` works too)
+--failed FILE [--verify size|checksum|none] [--new]`` (``python -m taurus_tools._copy_worker``
+works too)
 
-It imports only :mod:`taurus_tools._records` (which imports nothing) and a little of the
-standard library: a parallel copy starts it once per shard, so its start-up time counts
-(about 17 ms with ``-S`` on the benchmark machine, against 28 ms when it imported
-:mod:`taurus_tools._plan`).
+It imports only :mod:`taurus_tools._records` (which imports nothing) and modules that a
+bare interpreter has loaded anyway: a parallel copy starts it once per shard, so its
+start-up time counts (about 6 ms with ``-S`` on the benchmark machine, against 17 ms with
+:mod:`argparse` and :mod:`json`, and 28 ms when it imported :mod:`taurus_tools._plan`).
 
 It reads the shard's records (see :mod:`taurus_tools._plan`) and for each one:
 
@@ -15,23 +16,31 @@ It reads the shard's records (see :mod:`taurus_tools._plan`) and for each one:
 * file: skipped when the destination has the same size and modification time; else
   copied to ``.NAME.tt-part`` next to the destination, checked (size, or content hash
   with ``--verify checksum``; the source must not have changed meanwhile), given the
-  source's modification time, and only then renamed into place.  An interrupted copy
-  therefore never leaves a file that looks complete.
+  source's modification time and permission bits, and only then renamed into place.  An
+  interrupted copy therefore never leaves a file that looks complete.
+
+``--new`` says the destination held nothing when the copy began, so no file of this shard
+can be there yet unless this copy put it there: the skip check (one ``lstat`` per file)
+is left out.  The parallel copy passes it only to the first attempt of a fresh copy.
+
+Then, unless ``--verify none``, a second pass over the shard checks every file and link it
+copied or skipped, as it now is on disk: the destination must exist with the size of the
+source (a link: the same target).  This is the copy's verification; it runs here, next to
+the data and in parallel, rather than as one serial walk in the driver.  A file that does
+not match counts as failed, so the retry that follows copies it again.
 
 Failures do not stop the shard: each failed record is appended to ``--failed`` (so a
-retry copies only those) with its message in ``FILE.messages``.  ``--status`` is
-rewritten about twice a second with progress counters as JSON.  Exit code: 0 when
-everything was copied or skipped, 1 when some entries failed, 2 on bad usage.
+retry copies only those) with its message in ``FILE.messages`` (JSON lines).
+``--status`` is rewritten about twice a second with progress counters as JSON.  Exit code:
+0 when everything was copied or skipped and verified, 1 when some entries failed, 2 on
+bad usage.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 import time
-from typing import BinaryIO, Dict, Optional
 
 try:
     from ._records import iter_records
@@ -41,12 +50,16 @@ except ImportError:  # run as a script (``python -S .../_copy_worker.py``): no p
 PART_SUFFIX = b".tt-part"
 _CHUNK = 1 << 24
 _STATUS_EVERY_S = 0.5
+COUNTERS = ("files", "bytes", "skipped", "skipped_bytes", "failed", "verified", "mismatches")
+
+# What happened to each record of the shard, one byte per record (for the verify pass).
+_COPIED, _SKIPPED, _FAILED = 0, 1, 2
 
 
 def part_name(dst: bytes) -> bytes:
     """The temporary name a file is written under before it is renamed into place."""
-    head, tail = os.path.split(dst)
-    return os.path.join(head, b"." + tail + PART_SUFFIX)
+    head, sep, tail = dst.rpartition(b"/")
+    return head + sep + b"." + tail + PART_SUFFIX
 
 
 def _copy_data(fin: int, fout: int, size: int) -> int:
@@ -86,15 +99,34 @@ def file_hash(path: bytes) -> str:
             digest.update(data)
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 class Worker:
-    def __init__(self, src: bytes, dst: bytes, verify: str, status: str, failed: BinaryIO, messages) -> None:
-        self.src = src
-        self.dst = dst
+    """Copies and verifies the records of one shard; ``run(shard)`` returns the exit code."""
+
+    def __init__(
+        self,
+        src: bytes,
+        dst: bytes,
+        verify: str,
+        status: str,
+        failed,  # binary file: the failed records
+        messages,  # text file: one JSON line per failed record
+        new: bool = False,
+    ) -> None:
+        self.src = src.rstrip(b"/") + b"/"
+        self.dst = dst.rstrip(b"/") + b"/"
         self.verify = verify
+        self.new = new
         self.status_path = status
         self.failed = failed
         self.messages = messages
-        self.counts: Dict[str, int] = {"files": 0, "bytes": 0, "skipped": 0, "skipped_bytes": 0, "failed": 0}
+        self.counts = dict.fromkeys(COUNTERS, 0)
+        self._umask = _umask()
         self._last_status = 0.0
 
     def status(self, done: bool = False) -> None:
@@ -103,74 +135,127 @@ class Worker:
             return
         self._last_status = now
         tmp = self.status_path + ".tmp"
+        fields = ", ".join(f'"{k}": {v}' for k, v in self.counts.items())
         with open(tmp, "w") as fh:
-            json.dump({**self.counts, "done": done}, fh)
+            fh.write(f'{{{fields}, "done": {"true" if done else "false"}}}')
         os.replace(tmp, self.status_path)
 
     def fail(self, raw: bytes, rel: bytes, why: str) -> None:
+        import json  # only when something failed
+
         self.counts["failed"] += 1
         self.failed.write(raw)
         self.messages.write(json.dumps({"path": os.fsdecode(rel), "error": why}) + "\n")
 
     def run(self, shard: str) -> int:
+        outcome = bytearray()
+        src_root, dst_root = self.src, self.dst
         for raw in iter_records(shard):
             kind, _size, _mtime, rel = raw[:-1].split(b"\t", 3)
-            src = os.path.join(self.src, rel)
-            dst = os.path.join(self.dst, rel)
             try:
-                if kind == b"d":
-                    os.makedirs(dst, exist_ok=True)
-                elif kind == b"l":
-                    self.copy_link(src, dst)
+                if kind == b"f":
+                    copied = self.copy_file(src_root + rel, dst_root + rel)
+                elif kind == b"d":
+                    os.makedirs(dst_root + rel, exist_ok=True)
+                    copied = True
                 else:
-                    self.copy_file(src, dst)
+                    copied = self.copy_link(src_root + rel, dst_root + rel)
+                outcome.append(_COPIED if copied else _SKIPPED)
             except OSError as exc:
                 self.fail(raw, rel, f"{exc.strerror or exc}")
+                outcome.append(_FAILED)
             except ValueError as exc:
                 self.fail(raw, rel, str(exc))
+                outcome.append(_FAILED)
             self.status()
+        if self.verify != "none":
+            self.verify_shard(shard, outcome)
         self.status(done=True)
         return 1 if self.counts["failed"] else 0
 
-    def copy_link(self, src: bytes, dst: bytes) -> None:
+    def verify_shard(self, shard: str, outcome: bytearray | None = None) -> None:
+        """Check every file and link copied or skipped (``outcome``: all copied when None).
+
+        What does not match is counted as a mismatch and as a failure, not as copied.
+        """
+        counts = self.counts
+        src_root, dst_root = self.src, self.dst
+        why = f"does not match the source after copying (verify={self.verify})"
+        for i, raw in enumerate(iter_records(shard)):
+            done = _COPIED if outcome is None else outcome[i]
+            if done == _FAILED or raw[0] == 0x64:  # b"d"[0]: folders are not verified
+                continue
+            _kind, size, _mtime, rel = raw[:-1].split(b"\t", 3)
+            if raw[0] == 0x66:  # b"f"
+                try:
+                    ok = os.lstat(dst_root + rel).st_size == os.lstat(src_root + rel).st_size
+                except OSError:
+                    ok = False
+            else:
+                try:
+                    ok = os.readlink(dst_root + rel) == os.readlink(src_root + rel)
+                except OSError:
+                    ok = False
+            if ok:
+                counts["verified"] += 1
+            else:
+                counts["mismatches"] += 1
+                # Counted once, as a failure (the retry that follows copies it again).
+                if done == _SKIPPED:
+                    counts["skipped"] -= 1
+                    counts["skipped_bytes"] -= int(size)
+                else:
+                    counts["files"] -= 1
+                    counts["bytes"] -= int(size)
+                self.fail(raw, rel, why)
+            self.status()
+
+    def copy_link(self, src: bytes, dst: bytes) -> bool:
         target = os.readlink(src)
-        try:
-            if os.readlink(dst) == target:
-                self.counts["skipped"] += 1
-                return
-        except OSError:
-            pass
+        if not self.new:
+            try:
+                if os.readlink(dst) == target:
+                    self.counts["skipped"] += 1
+                    return False
+            except OSError:
+                pass
         tmp = part_name(dst)
-        os.makedirs(os.path.dirname(dst) or b".", exist_ok=True)
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
-        os.symlink(target, tmp)
+        try:
+            os.symlink(target, tmp)
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            os.symlink(target, tmp)
         os.replace(tmp, dst)
         self.counts["files"] += 1
+        return True
 
-    def copy_file(self, src: bytes, dst: bytes) -> None:
-        try:
-            dt: Optional[os.stat_result] = os.lstat(dst)
-        except FileNotFoundError:
-            dt = None
-        if dt is not None:
-            st = os.lstat(src)
-            if dt.st_size == st.st_size and dt.st_mtime_ns == st.st_mtime_ns:
-                self.counts["skipped"] += 1
-                self.counts["skipped_bytes"] += st.st_size
-                return
+    def copy_file(self, src: bytes, dst: bytes) -> bool:
+        if not self.new:
+            try:
+                dt = os.lstat(dst)
+            except FileNotFoundError:
+                pass
+            else:
+                st = os.lstat(src)
+                if dt.st_size == st.st_size and dt.st_mtime_ns == st.st_mtime_ns:
+                    self.counts["skipped"] += 1
+                    self.counts["skipped_bytes"] += st.st_size
+                    return False
         tmp = part_name(dst)
         fin = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
         try:
             st = os.fstat(fin)
             mode = st.st_mode & 0o7777
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
             try:
-                fout = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+                fout = os.open(tmp, flags, mode)
             except FileNotFoundError:
                 os.makedirs(os.path.dirname(dst), exist_ok=True)
-                fout = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+                fout = os.open(tmp, flags, mode)
             try:
                 try:
                     copied = _copy_data(fin, fout, st.st_size)
@@ -181,6 +266,8 @@ class Worker:
                         raise ValueError(f"copied {copied} of {st.st_size} bytes")
                     if self.verify == "checksum" and file_hash(src) != file_hash(tmp):
                         raise ValueError("content differs after the copy (checksum)")
+                    if mode & self._umask:  # the umask took bits the source has
+                        os.fchmod(fout, mode)
                     os.utime(fout, ns=(st.st_atime_ns, st.st_mtime_ns))
                 finally:
                     os.close(fout)
@@ -195,20 +282,64 @@ class Worker:
             os.close(fin)
         self.counts["files"] += 1
         self.counts["bytes"] += st.st_size
+        return True
 
 
-def main(argv: Optional[list] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m taurus_tools._copy_worker")
-    p.add_argument("--src", required=True)
-    p.add_argument("--dst", required=True)
-    p.add_argument("--shard", required=True)
-    p.add_argument("--status", required=True)
-    p.add_argument("--failed", required=True)
-    p.add_argument("--verify", choices=("size", "checksum", "none"), default="size")
-    a = p.parse_args(argv)
-    with open(a.failed, "wb") as failed, open(a.failed + ".messages", "w") as messages:
-        worker = Worker(os.fsencode(a.src), os.fsencode(a.dst), a.verify, a.status, failed, messages)
-        return worker.run(a.shard)
+_USAGE = (
+    "usage: python -S _copy_worker.py --src SRC --dst DST --shard FILE --status FILE "
+    "--failed FILE [--verify size|checksum|none] [--new]"
+)
+
+
+def parse_args(argv: list[str]) -> dict[str, str] | str:
+    """The options as a dict, or the reason they are wrong (no argparse: it costs 5 ms to import)."""
+    opts = {"verify": "size", "new": ""}
+    names = ("--src", "--dst", "--shard", "--status", "--failed", "--verify")
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--new":
+            opts["new"] = "1"
+            i += 1
+            continue
+        name, eq, value = arg.partition("=")
+        if name not in names:
+            return f"unknown argument {arg!r}"
+        if not eq:
+            if i + 1 >= len(argv):
+                return f"{name} needs a value"
+            value = argv[i + 1]
+            i += 1
+        opts[name[2:]] = value
+        i += 1
+    missing = [n for n in names[:-1] if n[2:] not in opts]
+    if missing:
+        return "missing " + ", ".join(missing)
+    if opts["verify"] not in ("size", "checksum", "none"):
+        return f"--verify must be size, checksum or none, not {opts['verify']!r}"
+    return opts
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if "-h" in args or "--help" in args:
+        print(_USAGE)
+        return 0
+    opts = parse_args(args)
+    if isinstance(opts, str):
+        print(f"{_USAGE}\n_copy_worker.py: error: {opts}", file=sys.stderr)
+        return 2
+    with open(opts["failed"], "wb") as failed, open(opts["failed"] + ".messages", "w") as messages:
+        worker = Worker(
+            os.fsencode(opts["src"]),
+            os.fsencode(opts["dst"]),
+            opts["verify"],
+            opts["status"],
+            failed,
+            messages,
+            new=bool(opts["new"]),
+        )
+        return worker.run(opts["shard"])
 
 
 if __name__ == "__main__":

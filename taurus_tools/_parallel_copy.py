@@ -8,9 +8,11 @@ interrupted copy resumes where it stopped:
 3. run one copy process per shard through the Datamover's backend (a local process, an
    ``srun`` job on the data-mover partition, or the site's ``dtrsync``), at most
    ``workers`` at a time; each shard's state is recorded in ``state.json``;
-4. retry only what failed (the failed entries of a shard, not the shard), with backoff;
-5. verify every listed file at the destination and repair what does not match;
-6. write ``result_all.json`` (the schema of the distributed-transfer report, plus ours).
+   each shard's process verifies its files at the destination when it has copied them
+   (the site's ``dtrsync`` cannot: the driver verifies those shards itself);
+4. retry only what failed or did not verify (those entries of a shard, not the shard),
+   with backoff;
+5. write ``result_all.json`` (the schema of the distributed-transfer report, plus ours).
 """
 
 from __future__ import annotations
@@ -22,18 +24,19 @@ import json
 import logging
 import os
 import shutil
-import signal
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Collection, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Collection, Dict, Iterator, List, Optional, Tuple
 
 import psutil
 
 from ._backends import SiteBackend, StrPath
 from ._datamover import Datamover
+from ._copy_worker import COUNTERS as _COUNTERS
+from ._copy_worker import Worker
 from ._errors import ConfigurationError, CopyCancelledError, InsufficientSpaceError, SourceNotFoundError
 from ._plan import ListingStats, list_from_file, list_tree, read_entries, shard
 from ._process import Handle, Launch, terminate_tree
@@ -216,6 +219,7 @@ class _Task:
     shard: Path  # records to copy in this attempt
     attempt: int = 0
     not_before: float = 0.0
+    new_dst: bool = False  # nothing of it can be at the destination yet: no skip checks
 
 
 class ParallelCopy:
@@ -259,7 +263,6 @@ class ParallelCopy:
         self._error: Optional[BaseException] = None
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self._failed_paths: set = set()
 
     # ------------------------------------------------------------------ checks
     def _check_paths(self) -> None:
@@ -289,7 +292,7 @@ class ParallelCopy:
             state = self._load_state()
             fresh = state["listing"] is None
             listing, stats = self._listing(state)
-            plan = self._plan(state, listing)
+            self._plan(state, listing)
             result = CopyResult(
                 ok=False,
                 src=str(self.src),
@@ -308,11 +311,13 @@ class ParallelCopy:
                 return result
             if self.config.check_space:
                 self._check_space(plan_bytes=stats["bytes"])
+            if fresh:
+                # Nothing there yet: the first attempts need not look for files to skip.
+                state["new_dst"] = not self.dst.exists() or not any(os.scandir(self.dst))
             # Once, before the shards: rsync (the site's dtrsync) creates only the last
             # level of DST/, and several shards racing to create it fail with EEXIST.
             self.dst.mkdir(parents=True, exist_ok=True)
             self._fan_out(dm, state, result)
-            self._verify_and_repair(dm, state, listing, result)
             result.duration_s = time.time() - started
             result.ok = not result.failed_messages and result.files_failed == 0
             result.report = self._write_report(result, state, dm, started)
@@ -407,6 +412,7 @@ class ParallelCopy:
             self._clean_work_dir(everything=True)
             self.work_dir.mkdir(parents=True, exist_ok=True)
             return fresh
+        state["new_dst"] = False  # what the earlier run copied is there now: skip it
         for s in state["shards"]:
             if s["state"] == "failed":  # a new run is a new chance, for what failed only
                 s.update(state="pending", attempts=0, todo=s.get("failed_list", s["todo"]))
@@ -552,6 +558,8 @@ class ParallelCopy:
             "--verify",
             self.config.verify or "none",
         ]
+        if task.new_dst:
+            argv.append("--new")
         launch = dm.backend.launch_program(
             f"copy-shard-{task.index}", argv, blocking=True, exclude_nodes=self.config.exclude_nodes
         )
@@ -559,11 +567,14 @@ class ParallelCopy:
 
     def _fan_out(self, dm: Datamover, state: Dict[str, Any], result: CopyResult) -> None:
         shards = state["shards"]
+        new_dst = bool(state.get("new_dst"))
         queue: List[_Task] = [
-            _Task(s["index"], Path(s["todo"]), s["attempts"]) for s in shards if s["state"] in ("pending", "running")
+            _Task(s["index"], Path(s["todo"]), s["attempts"], new_dst=new_dst and s["attempts"] == 0)
+            for s in shards
+            if s["state"] in ("pending", "running")
         ]
         for s in shards:  # what finished shards did still counts
-            for key in ("files", "bytes", "skipped", "skipped_bytes"):
+            for key in _COUNTERS:
                 s.setdefault("counts", {}).setdefault(key, 0)
         running: Dict[Handle, Tuple[_Task, Path, Path, float]] = {}
         wake = self._wake
@@ -615,11 +626,12 @@ class ParallelCopy:
             result.bytes_copied += counts.get("bytes", 0)
             result.files_skipped += counts.get("skipped", 0)
             result.bytes_skipped += counts.get("skipped_bytes", 0)
+            result.files_verified += counts.get("verified", 0)
+            result.mismatches += counts.get("mismatches", 0)
             if s["state"] == "failed":
                 lines, paths = _failed_entries(s)
                 result.files_failed += len(paths)
                 result.failed_messages.extend(lines)
-                self._failed_paths.update(paths)
         result.retries = state["retries"]
 
     def _finish_shard(
@@ -637,15 +649,13 @@ class ParallelCopy:
         assert rc is not None
         counts = _read_json(status)
         if not counts and rc == 0:
-            # A tool that reports no counters (the site's dtrsync): the shard as planned.
-            planned = ListingStats()
-            for entry, _ in read_entries(task.shard):
-                planned.add(entry.kind, entry.size)
-            counts = {"files": planned.files + planned.links, "bytes": planned.bytes}
+            # A tool that reports no counters and does not verify (the site's dtrsync).
+            counts = self._check_tool_shard(task.shard, status, failed)
+            rc = 1 if counts["failed"] else 0
         totals = s.setdefault("counts", {})
 
         def count() -> None:
-            for key in ("files", "bytes", "skipped", "skipped_bytes"):
+            for key in _COUNTERS:
                 totals[key] = totals.get(key, 0) + int(counts.get(key, 0))
 
         state["results"].append(
@@ -688,68 +698,23 @@ class ParallelCopy:
         s["generic"] = generic
         log.error("shard %d failed for good (exit %s): %s", task.index, rc, generic)
 
-    # ------------------------------------------------------------------ verify
-    def _verify_and_repair(self, dm: Datamover, state: Dict[str, Any], listing: Path, result: CopyResult) -> None:
-        if self.config.verify == "none":
-            return
-        failed_paths = self._failed_paths  # reported already; not mismatches too
-        mismatched = self._mismatches(listing, failed_paths, result)
-        if not mismatched:
-            return
-        result.mismatches = len(mismatched)
-        if self.config.retries > 0:
-            repair = self.work_dir / "shards" / "repair"
-            with open(repair, "wb") as out:
-                for raw in mismatched:
-                    out.write(raw)
-            index = len(state["shards"])
-            state["shards"].append(
-                {"index": index, "path": str(repair), "bytes": 0, "files": len(mismatched), "state": "pending",
-                 "attempts": 0, "todo": str(repair)}
-            )
-            state["retries"] += 1
-            # _fan_out totals every shard again, the repair shard included.
-            listing_messages = list(state["listing"].get("messages", []))
-            result.files_copied = result.bytes_copied = result.files_skipped = result.bytes_skipped = 0
-            result.files_failed = 0
-            result.failed_messages = listing_messages
-            self._fan_out(dm, state, result)
-            mismatched = self._mismatches(listing, failed_paths, result, only=set(mismatched))
-        for raw in mismatched:
-            rel = os.fsdecode(raw.rstrip(b"\0").split(b"\t", 3)[3])
-            result.failed_messages.append(f"{rel}: does not match the source after copying (verify={self.config.verify})")
-            result.files_failed += 1
+    def _check_tool_shard(self, shard: Path, status: Path, failed: Path) -> Dict[str, int]:
+        """Counters for a shard a site tool copied: as planned, then verified here.
 
-    def _mismatches(
-        self, listing: Path, failed_paths: Collection[str], result: CopyResult, only: Optional[set] = None
-    ) -> List[bytes]:
-        bad: List[bytes] = []
-        verified = 0
-        src_root, dst_root = os.fsencode(self.src), os.fsencode(self.dst)
-        for entry, raw in read_entries(listing):
-            if only is not None and raw not in only:
-                continue
-            if entry.kind == "d" or os.fsdecode(entry.path) in failed_paths:
-                continue
-            dst = os.path.join(dst_root, entry.path)
-            try:
-                st = os.lstat(dst)
-            except OSError:
-                bad.append(raw)
-                continue
-            if entry.kind == "l":
-                ok = os.path.islink(dst) and os.readlink(dst) == os.readlink(os.path.join(src_root, entry.path))
-            else:
-                try:
-                    src_st = os.lstat(os.path.join(src_root, entry.path))
-                except OSError:
-                    src_st = None
-                ok = src_st is not None and st.st_size == src_st.st_size
-            verified += 1
-            if not ok:
-                bad.append(raw)
-        result.files_verified = verified if only is None else result.files_verified
-        return bad
+        The driver verifies these itself, with the worker's own check (a site tool runs
+        only its own program); what does not match is written as failed entries, so the
+        usual retry copies just those.
+        """
+        planned = ListingStats()
+        for entry, _ in read_entries(shard):
+            planned.add(entry.kind, entry.size)
+        with open(failed, "wb") as failed_out, open(f"{failed}.messages", "w") as messages:
+            src, dst = os.fsencode(self.src), os.fsencode(self.dst)
+            checker = Worker(src, dst, self.config.verify or "none", str(status), failed_out, messages)
+            checker.counts.update(files=planned.files + planned.links, bytes=planned.bytes)
+            if self.config.verify != "none":
+                checker.verify_shard(str(shard))
+        return checker.counts
 
     # ------------------------------------------------------------------ report
     def _write_report(self, result: CopyResult, state: Dict[str, Any], dm: Datamover, started: float) -> Path:

@@ -25,10 +25,9 @@ from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 from ._records import iter_records, record_blocks
-from typing import IO, BinaryIO, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+from typing import IO, BinaryIO, Iterator, List, NamedTuple, Sequence, Tuple
 
 __all__ = ["Entry", "ListingStats", "list_tree", "list_from_file", "read_entries", "shard", "ShardPlan"]
-
 
 
 class Entry(NamedTuple):

@@ -19,7 +19,7 @@ import sys
 import threading
 import uuid
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from ._backends import StrPath
 from ._errors import (

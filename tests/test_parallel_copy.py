@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -337,6 +338,33 @@ class TestCopy:
         assert complete_files(dst) == inodes, "skipped files were rewritten"
         assert read_report(again.report)["files_skipped"] == again.files_skipped
         assert_same_tree(src, dst)
+
+    def test_skip_checks_left_out_only_into_an_empty_destination(self, tmp_path, dm, monkeypatch):
+        """``--new`` (no lstat per file) only for first attempts into an empty destination."""
+        launched = []
+        real_launch = ParallelCopy._launch
+
+        def launch(self, dm, task):
+            out = real_launch(self, dm, task)
+            launched.append("--new" in out[0].argv)
+            return out
+
+        monkeypatch.setattr(ParallelCopy, "_launch", launch)
+        src = tmp_path / "src"
+        for i in range(6):
+            write(src / f"d{i % 2}" / f"f{i}", b"%d" % i, MTIME0)
+        assert pcopy(src, tmp_path / "new", tmp_path / "w1", dm, shards=3).run().ok
+        assert launched == [True] * 3
+        launched.clear()
+        (tmp_path / "empty").mkdir()
+        assert pcopy(src, tmp_path / "empty", tmp_path / "w2", dm, shards=3).run().ok
+        assert launched == [True] * 3
+        launched.clear()
+        write(tmp_path / "used" / "d0" / "f0", b"old", MTIME0 - 1)
+        result = pcopy(src, tmp_path / "used", tmp_path / "w3", dm, shards=3).run()
+        assert result.ok and launched == [False] * 3
+        assert (tmp_path / "used" / "d0" / "f0").read_bytes() == b"0"
+        assert_same_tree(src, tmp_path / "used")
 
     def test_differing_destination_files_are_overwritten(self, tmp_path, dm):
         src, dst = tmp_path / "src", tmp_path / "dst"
@@ -1114,53 +1142,90 @@ class TestVerify:
         assert result.ok and result.files_verified == 0
         assert read_report(result.report)["verify"] == "none"
 
-    def damage_after_fan_out(self, monkeypatch, victim: Path, times: int):
-        """After the first ``times`` fan-outs, cut the destination file ``victim`` in half."""
-        real = ParallelCopy._fan_out
-        calls = []
+    def damage_before_verify(self, monkeypatch, tmp_path, victims: dict, times: int = 1):
+        """Shard workers that damage files after copying them and before verifying them.
 
-        def fan_out(self, *args, **kwargs):
-            real(self, *args, **kwargs)
-            calls.append(1)
-            if len(calls) <= times:
-                data = victim.read_bytes()
-                victim.write_bytes(data[: len(data) // 2])
+        ``victims`` maps a path relative to the destination to ``"truncate"`` (cut in
+        half), ``"delete"`` or ``"relink"`` (a link pointing elsewhere).  A worker damages
+        the victims of its own shard, ``times`` damages in all; the count is kept in files
+        under ``tmp_path``.
+        Returns a function giving how many damages were done.
+        """
+        wrapper = tmp_path / "damaging_worker.py"
+        marks = tmp_path / "damage-marks"
+        marks.mkdir()
+        wrapper.write_text(
+            "import os, sys\n"
+            f"sys.path.insert(0, {str(Path(copy_worker.__file__).parent)!r})\n"
+            "import _copy_worker as w\n"
+            f"VICTIMS = {{os.fsencode(k): v for k, v in {ascii(victims)}.items()}}\n"
+            f"MARKS, TIMES = {str(marks)!r}, {times}\n"
+            "real = w.Worker.verify_shard\n"
+            "def verify_shard(self, shard, outcome=None):\n"
+            "    with open(shard, 'rb') as fh:\n"
+            "        records = fh.read()\n"
+            "    for rel, how in VICTIMS.items():\n"
+            "        path = self.dst + rel\n"
+            "        done = len(os.listdir(MARKS))\n"
+            "        if done >= TIMES or b'\\t' + rel + b'\\0' not in records:\n"
+            "            continue\n"
+            "        if how == 'truncate':\n"
+            "            os.truncate(path, os.path.getsize(path) // 2)\n"
+            "        else:\n"
+            "            os.unlink(path)\n"
+            "            if how == 'relink':\n"
+            "                os.symlink('wrong', path)\n"
+            "        open(os.path.join(MARKS, str(done)), 'w').close()\n"
+            "    real(self, shard, outcome)\n"
+            "w.Worker.verify_shard = verify_shard\n"
+            "sys.exit(w.main())\n"
+        )
+        real_launch = ParallelCopy._launch
 
-        monkeypatch.setattr(ParallelCopy, "_fan_out", fan_out)
-        return calls
+        def launch(self, dm, task):
+            launch, status, failed = real_launch(self, dm, task)
+            argv = [str(wrapper) if a.endswith("_copy_worker.py") else a for a in launch.argv]
+            return dataclasses.replace(launch, argv=tuple(argv)), status, failed
+
+        monkeypatch.setattr(ParallelCopy, "_launch", launch)
+        return lambda: len(os.listdir(marks))
 
     def test_mismatch_is_repaired(self, tmp_path, dm, monkeypatch):
         src, dst = tmp_path / "src", tmp_path / "dst"
         for i in range(8):
             write(src / f"f{i}", os.urandom(5000), MTIME0)
-        calls = self.damage_after_fan_out(monkeypatch, dst / "f3", times=1)
+        damages = self.damage_before_verify(monkeypatch, tmp_path, {"f3": "truncate"})
         result = pcopy(src, dst, tmp_path / "work", dm, shards=4).run()
-        assert len(calls) == 2, "no repair pass"
+        assert damages() == 1
         assert result.ok, result.failed_messages
         assert result.mismatches == 1
         assert result.retries == 1
         assert result.files_verified == 8
+        assert result.files_copied == 8, "the repaired file counts once"
         assert_same_tree(src, dst)
-        assert read_report(result.report)["mismatches"] == 1
+        report = read_report(result.report)
+        assert report["mismatches"] == 1 and report["files_copied"] == 8
 
     def test_mismatch_that_stays_is_reported(self, tmp_path, dm, monkeypatch):
         src, dst = tmp_path / "src", tmp_path / "dst"
         for i in range(4):
             write(src / f"f{i}", os.urandom(5000), MTIME0)
-        self.damage_after_fan_out(monkeypatch, dst / "f1", times=2)
-        result = pcopy(src, dst, tmp_path / "work", dm).run()
+        damages = self.damage_before_verify(monkeypatch, tmp_path, {"f1": "truncate"}, times=3)
+        result = pcopy(src, dst, tmp_path / "work", dm, retries=2).run()
+        assert damages() == 3
         assert not result.ok
         assert result.failed_messages == [
             "f1: does not match the source after copying (verify=size)"
         ]
-        assert result.files_failed == 1 and result.mismatches == 1
+        assert result.files_failed == 1 and result.mismatches == 3
+        assert result.files_copied == 3 and result.files_verified == 3
 
     def test_no_repair_without_retries(self, tmp_path, dm, monkeypatch):
         src, dst = tmp_path / "src", tmp_path / "dst"
         write(src / "f", os.urandom(5000), MTIME0)
-        calls = self.damage_after_fan_out(monkeypatch, dst / "f", times=1)
+        damages = self.damage_before_verify(monkeypatch, tmp_path, {"f": "truncate"}, times=5)
         result = pcopy(src, dst, tmp_path / "work", dm, retries=0).run()
-        assert len(calls) == 1
+        assert damages() == 1
         assert not result.ok and result.mismatches == 1
         assert result.failed_messages == [
             "f: does not match the source after copying (verify=size)"
@@ -1170,21 +1235,47 @@ class TestVerify:
         src, dst = tmp_path / "src", tmp_path / "dst"
         write(src / "f", b"data", MTIME0)
         os.symlink("f", src / "link")
-        real = ParallelCopy._fan_out
-        calls = []
-
-        def fan_out(self, *args, **kwargs):
-            real(self, *args, **kwargs)
-            calls.append(1)
-            if len(calls) == 1:
-                (dst / "f").unlink()
-                (dst / "link").unlink()
-                os.symlink("wrong", dst / "link")
-
-        monkeypatch.setattr(ParallelCopy, "_fan_out", fan_out)
-        result = pcopy(src, dst, tmp_path / "work", dm).run()
-        assert result.ok and result.mismatches == 2
+        damages = self.damage_before_verify(
+            monkeypatch, tmp_path, {"f": "delete", "link": "relink"}, times=2
+        )
+        result = pcopy(src, dst, tmp_path / "work", dm, shards=1).run()
+        assert damages() == 2
+        assert result.ok and result.mismatches == 2 and result.retries == 1
         assert_same_tree(src, dst)
+
+    def test_verify_none_does_not_notice(self, tmp_path, dm, monkeypatch):
+        """The damage check itself works: without verification the damage stays."""
+        src, dst = tmp_path / "src", tmp_path / "dst"
+        write(src / "f", os.urandom(5000), MTIME0)
+        damages = self.damage_before_verify(monkeypatch, tmp_path, {"f": "truncate"})
+        result = pcopy(src, dst, tmp_path / "work", dm, verify=None).run()
+        assert result.ok and damages() == 0, "verify=none must not even run the verify pass"
+
+    def test_worker_verify_pass_counts(self, tmp_path):
+        """The pass in the worker: what was damaged after the copy fails, the rest verifies."""
+        src, dst = tmp_path / "src", tmp_path / "dst"
+        write(src / "a", b"aaaa", MTIME0)
+        write(src / "b", b"bbbb", MTIME0)
+        os.symlink("a", src / "l")
+        records = b"d\t0\t1\tsub\0f\t4\t%d\ta\0f\t4\t%d\tb\0l\t0\t1\tl\0" % (MTIME0, MTIME0)
+        real = copy_worker.Worker.verify_shard
+
+        def damage_then_verify(self, shard, outcome=None):
+            (dst / "b").write_bytes(b"bb")
+            (dst / "l").unlink()
+            real(self, shard, outcome)
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(copy_worker.Worker, "verify_shard", damage_then_verify)
+            rc, worker, failed, messages = run_worker(tmp_path, src, dst, records)
+        assert rc == 1
+        assert failed == b"f\t4\t%d\tb\0l\t0\t1\tl\0" % MTIME0
+        assert [m["path"] for m in messages] == ["b", "l"]
+        assert {m["error"] for m in messages} == {"does not match the source after copying (verify=size)"}
+        c = worker.counts
+        assert (c["files"], c["bytes"], c["verified"], c["mismatches"], c["failed"]) == (1, 4, 1, 2, 2), "a copied and verified; b and l failed"
+        status = json.loads((tmp_path / "status").read_text())
+        assert status["mismatches"] == 2 and status["verified"] == 1 and status["done"] is True
 
 
 # =============================================================================== background use

@@ -322,3 +322,41 @@ def test_site_backend_copies_with_dtrsync(slurm_cluster, site_tools_dir, tmp_pat
     # Each shard ran as `dtrsync ... --files-from=PATHS SRC/ DST/`: a job named dtrsync.
     assert "dtrsync" in sampler.names, sampler.names
     wait_no_jobs(slurm_cluster, before)
+
+
+def test_site_shards_are_verified_by_the_driver(slurm_cluster, site_tools_dir, tmp_path, monkeypatch):
+    """dtrsync cannot verify: the driver checks its shards and retries only what differs."""
+    import taurus_tools._copy_worker as copy_worker
+
+    monkeypatch.setenv("TAURUS_TEST_DT_LOGDIR", str(tmp_path / "dt-logs"))
+    dm = Datamover(tools_dir=site_tools_dir)
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    for i in range(6):
+        (src / f"f{i}").write_bytes(os.urandom(3000 + i))
+    os.symlink("f0", src / "link")
+    real = copy_worker.Worker.verify_shard
+    damaged: List[str] = []
+
+    def damage_then_verify(self, shard, outcome=None):
+        if not damaged:  # after the first shard's dtrsync: a short file and a wrong link
+            (dst / "f2").write_bytes(b"short")
+            (dst / "link").unlink()
+            os.symlink("elsewhere", dst / "link")
+            damaged.append("f2")
+        real(self, shard, outcome)
+
+    monkeypatch.setattr(copy_worker.Worker, "verify_shard", damage_then_verify)
+    result = ParallelCopy(
+        src, dst, datamover=dm, workers=1, shards=1, retry_delay_s=0.1, progress=False, work_dir=tmp_path / "work"
+    ).run()
+    assert damaged
+    assert result.ok, result.failed_messages
+    assert result.mismatches == 2 and result.retries == 1
+    assert result.files_verified == 7
+    assert (dst / "f2").read_bytes() == (src / "f2").read_bytes()
+    assert os.readlink(dst / "link") == "f0"
+    # The retry gave dtrsync only what differed; each file counts once as copied.
+    chunks = report_of(result)["benchmark_results"]
+    assert [c["total_number_of_files"] for c in chunks] == [5, 2]
+    assert result.files_copied == 7
