@@ -100,7 +100,7 @@ def pcopy(src, dst, work, dm, **options) -> ParallelCopy:
 
 
 def snapshot(root, mtimes: bool = True) -> dict:
-    """Everything under ``root``: files (content hash, mtime), links (target), folders."""
+    """Everything under ``root``: files (content hash, mtime, mode), links (target), folders."""
     out = {}
     top = fs(root)
     for dirpath, dirnames, filenames in os.walk(top):
@@ -117,7 +117,8 @@ def snapshot(root, mtimes: bool = True) -> dict:
                 with open(full, "rb") as fh:
                     for block in iter(lambda: fh.read(1 << 22), b""):
                         digest.update(block)
-                out[rel] = ("f", st.st_size, digest.hexdigest(), st.st_mtime_ns if mtimes else None)
+                mtime = st.st_mtime_ns if mtimes else None
+                out[rel] = ("f", st.st_size, digest.hexdigest(), mtime, stat.S_IMODE(st.st_mode))
     return out
 
 
@@ -365,6 +366,21 @@ class TestCopy:
         assert result.ok and launched == [False] * 3
         assert (tmp_path / "used" / "d0" / "f0").read_bytes() == b"0"
         assert_same_tree(src, tmp_path / "used")
+
+    def test_file_modes_are_kept_whatever_the_umask(self, tmp_path, dm):
+        src, dst = tmp_path / "src", tmp_path / "dst"
+        modes = {"group-writable": 0o664, "script": 0o775, "private": 0o600, "all": 0o777, "read-only": 0o444}
+        for name, mode in modes.items():
+            write(src / name, name.encode(), MTIME0)
+            os.chmod(src / name, mode)
+        old = os.umask(0o027)
+        try:
+            result = pcopy(src, dst, tmp_path / "work", dm, shards=2).run()
+        finally:
+            os.umask(old)
+        assert result.ok, result.failed_messages
+        assert {n: stat.S_IMODE(os.stat(dst / n).st_mode) for n in modes} == modes
+        assert_same_tree(src, dst)
 
     def test_differing_destination_files_are_overwritten(self, tmp_path, dm):
         src, dst = tmp_path / "src", tmp_path / "dst"
