@@ -39,7 +39,7 @@ from ._copy_worker import COUNTERS as _COUNTERS
 from ._copy_worker import Worker
 from ._errors import ConfigurationError, CopyCancelledError, InsufficientSpaceError, SourceNotFoundError
 from ._plan import ListingStats, list_from_file, list_tree, read_entries, shard
-from ._process import Handle, Launch, terminate_tree
+from ._process import Handle, Launch, terminate_trees
 from ._slurm import SlurmClient
 from ._wait import cancel_all
 
@@ -423,7 +423,7 @@ class ParallelCopy:
 
     def _stop_leftovers(self, state: Dict[str, Any]) -> None:
         """Stop shard processes and jobs a killed driver left running (they would race us)."""
-        names = []
+        names, pids = [], []
         for s in state["shards"]:
             if s["state"] != "running":
                 continue
@@ -433,12 +433,14 @@ class ParallelCopy:
                     proc = psutil.Process(pid)
                     if any(str(self.work_dir) in part for part in proc.cmdline()):
                         log.warning("stopping shard %d's process %d left by an earlier run", s["index"], pid)
-                        terminate_tree(pid)
+                        pids.append(pid)
                 except (psutil.Error, OSError):
                     pass
             if s.get("job_name"):
                 names.append(s["job_name"])
             s["state"] = "pending"
+        if pids:
+            terminate_trees(pids)  # all at once, one grace period (stopped ones continued)
         if names:
             client = SlurmClient()
             if client.which("scancel"):

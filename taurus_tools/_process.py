@@ -33,7 +33,7 @@ from ._slurm import SlurmClient, parse_job_id
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Handle", "Launch", "terminate_tree"]
+__all__ = ["Handle", "Launch", "terminate_tree", "terminate_trees"]
 
 _READ_SIZE = 1 << 16
 #: poll(2) needs no kernel object per handle (epoll costs a descriptor and two syscalls).
@@ -105,14 +105,28 @@ def terminate_tree(pid: int, *, grace: float = 5.0) -> Optional[int]:
     Returns the signal that ended the top process last (``SIGTERM`` or ``SIGKILL``), or
     None if it was already gone.
     """
-    try:
-        top = psutil.Process(pid)
-        procs = [top, *top.children(recursive=True)]
-    except psutil.NoSuchProcess:
+    return terminate_trees([pid], grace=grace)
+
+
+def terminate_trees(pids: Sequence[int], *, grace: float = 5.0) -> Optional[int]:
+    """:func:`terminate_tree` for several processes at once: one ``grace`` for all.
+
+    Stopped processes (SIGSTOP, a suspended job) get SIGCONT after the SIGTERM, so they
+    can act on it.  Returns the strongest signal needed, None when all were gone.
+    """
+    procs: List[psutil.Process] = []
+    for pid in pids:
+        try:
+            top = psutil.Process(pid)
+            procs += [top, *top.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            pass
+    if not procs:
         return None
     for p in procs:
         try:
             p.send_signal(signal.SIGTERM)
+            p.send_signal(signal.SIGCONT)
         except psutil.NoSuchProcess:
             pass
     alive = _wait_dead(procs, grace)

@@ -18,7 +18,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 from helpers import NOISE, alive, kill_group, prepend_path, tree, wait_until, write_stub  # noqa: E402
 
-from taurus_tools._process import terminate_tree  # noqa: E402
+from taurus_tools._process import terminate_tree, terminate_trees  # noqa: E402
 from taurus_tools import (  # noqa: E402
     CommandError,
     CommandTimeoutError,
@@ -206,6 +206,22 @@ class TestTerminateTree:
         p = subprocess.Popen(["true"])
         p.wait()
         assert terminate_tree(p.pid) is None
+
+    def test_stopped_processes_all_at_once(self):
+        """SIGSTOPped processes get SIGCONT, so SIGTERM ends them without the grace period."""
+        import subprocess
+
+        procs = [subprocess.Popen(["sleep", "60"], start_new_session=True) for _ in range(3)]
+        try:
+            for p in procs:
+                os.kill(p.pid, signal.SIGSTOP)
+            t0 = time.monotonic()
+            assert terminate_trees([p.pid for p in procs], grace=10) == int(signal.SIGTERM)
+            assert time.monotonic() - t0 < 5, "waited for the grace period: the stopped ones were not continued"
+            assert [p.wait(5) for p in procs] == [-int(signal.SIGTERM)] * 3
+        finally:
+            for p in procs:
+                kill_group(p.pid)
 
 
 class TestCancel:
