@@ -93,7 +93,9 @@ def _copy_parser(sub: Any) -> None:
     )
     p.add_argument("src", help="folder to copy (its contents)")
     p.add_argument("dst", help="folder to copy into (created if missing)")
-    p.add_argument("--workers", type=int, default=8, help="shards copied at once (default 8)")
+    p.add_argument(
+        "--workers", type=int, default=None, help="shards copied at once (default 8; locally at most one per CPU)"
+    )
     p.add_argument("--shards", type=int, help="number of shards (default: one per worker)")
     p.add_argument("--shard-by", choices=("bytes", "count"), default="bytes")
     p.add_argument("--verify", choices=("size", "checksum", "none"), default="size")

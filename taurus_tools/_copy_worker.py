@@ -31,7 +31,8 @@ not match counts as failed, so the retry that follows copies it again.
 
 Failures do not stop the shard: each failed record is appended to ``--failed`` (so a
 retry copies only those) with its message in ``FILE.messages`` (JSON lines).
-``--status`` is rewritten about twice a second with progress counters as JSON.  Exit code:
+``--status`` is rewritten about twice a second with progress counters as JSON, with when
+and where the shard started (epoch ms, host name, ``$SLURM_JOB_ID``).  Exit code:
 0 when everything was copied or skipped and verified, 1 when some entries failed, 2 on
 bad usage.
 """
@@ -99,6 +100,11 @@ def file_hash(path: bytes) -> str:
             digest.update(data)
 
 
+def _safe(name: str) -> str:
+    """Host names and job ids as they may appear in the hand-written JSON status."""
+    return "".join(c for c in name if c.isalnum() or c in ".-_")
+
+
 def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
@@ -126,6 +132,11 @@ class Worker:
         self.failed = failed
         self.messages = messages
         self.counts = dict.fromkeys(COUNTERS, 0)
+        # Where and when this shard really ran (a Slurm job may wait in the queue first).
+        job = _safe(os.environ.get("SLURM_JOB_ID", ""))
+        job_json = f'"{job}"' if job else "null"
+        host = _safe(os.uname().nodename)
+        self._where = f'"started_ms": {int(time.time() * 1000)}, "host": "{host}", "job_id": {job_json}'
         self._umask = _umask()
         self._last_status = 0.0
 
@@ -137,7 +148,7 @@ class Worker:
         tmp = self.status_path + ".tmp"
         fields = ", ".join(f'"{k}": {v}' for k, v in self.counts.items())
         with open(tmp, "w") as fh:
-            fh.write(f'{{{fields}, "done": {"true" if done else "false"}}}')
+            fh.write(f'{{{fields}, {self._where}, "done": {"true" if done else "false"}}}')
         os.replace(tmp, self.status_path)
 
     def fail(self, raw: bytes, rel: bytes, why: str) -> None:

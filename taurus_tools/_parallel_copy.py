@@ -33,7 +33,7 @@ from typing import Any, Collection, Dict, Iterator, List, Optional, Tuple
 
 import psutil
 
-from ._backends import SiteBackend, StrPath
+from ._backends import Backend, LocalBackend, SiteBackend, StrPath
 from ._datamover import Datamover
 from ._copy_worker import COUNTERS as _COUNTERS
 from ._copy_worker import Worker
@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 __all__ = ["CopyConfig", "CopyResult", "ParallelCopy"]
 
 VERIFY_MODES = ("size", "checksum", "none")
+#: Shards copied at once by default (fewer on the local backend of a small machine).
+DEFAULT_WORKERS = 8
 #: What a copy keeps in its work dir besides the report and the lock; all that is cleaned.
 _WORK_FILES = ("state.json", "state.tmp", "listing", "listing.tmp", "shards", "runs")
 STATE_VERSION = 1
@@ -59,8 +61,12 @@ class CopyConfig:
 
     Parameters
     ----------
-    workers : int
-        Shards copied at the same time (processes or Slurm jobs).
+    workers : int, optional
+        Shards copied at the same time (processes or Slurm jobs).  Default: 8 through
+        Slurm or the site's tools; on the local backend 8 or the CPUs this process may
+        use (:func:`os.sched_getaffinity`), whichever is fewer, since there each shard
+        is a process on this machine and more of them than cores only compete.  Raise
+        it for file systems where one stream waits on the network (NFS, Lustre).
     shards : int, optional
         How many parts to cut the tree into; default ``workers``: one byte-balanced
         shard per worker.  Every shard is one more process (or job) to start, and
@@ -105,7 +111,7 @@ class CopyConfig:
         walking ``src``.
     """
 
-    workers: int = 8
+    workers: Optional[int] = None
     shards: Optional[int] = None
     shard_by: str = "bytes"
     retries: int = 2
@@ -128,7 +134,8 @@ class CopyConfig:
             if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
                 raise ConfigurationError(f"{name} must be an int >= {minimum}, got {value!r}")
 
-        positive("workers", self.workers)
+        if self.workers is not None:
+            positive("workers", self.workers)
         if self.shards is not None:
             positive("shards", self.shards)
         positive("retries", self.retries, 0)
@@ -154,7 +161,20 @@ class CopyConfig:
 
     @property
     def shard_count(self) -> int:
-        return self.shards if self.shards is not None else self.workers
+        if self.shards is not None:
+            return self.shards
+        if self.workers is None:
+            raise ConfigurationError("workers is not set yet: see CopyConfig.for_backend")
+        return self.workers
+
+    def for_backend(self, backend: Backend) -> "CopyConfig":
+        """This config with ``workers`` set when it was left to the default (see above)."""
+        if self.workers is not None:
+            return self
+        workers = DEFAULT_WORKERS
+        if isinstance(backend, LocalBackend):
+            workers = min(workers, _usable_cpus())
+        return dataclasses.replace(self, workers=workers)
 
     def replace(self, **changes: Any) -> "CopyConfig":
         valid = {f.name for f in dataclasses.fields(self)}
@@ -287,6 +307,7 @@ class ParallelCopy:
         """Copy, blocking until done; return the result (``ok`` False when anything failed)."""
         started = time.time()
         dm = self.datamover if self.datamover is not None else Datamover()
+        self.config = self.config.for_backend(dm.backend)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         with _lock_dir(self.work_dir):
             state = self._load_state()
@@ -593,9 +614,10 @@ class ParallelCopy:
                     task = ready[0]
                     queue.remove(task)
                     launch, status, failed = self._launch(dm, task)
+                    launched = time.time()
                     handle = Handle(launch)
                     handle.add_waker(wake)
-                    running[handle] = (task, status, failed, time.time())
+                    running[handle] = (task, status, failed, launched)
                     shards[task.index].update(state="running", pid=handle.pid, job_name=launch.job_name)
                     log.debug("shard %d attempt %d: %s", task.index, task.attempt, handle.args)
                 self._save_state(state)
@@ -669,6 +691,9 @@ class ParallelCopy:
                 "bytes": int(counts.get("bytes", 0)),
                 "files": int(counts.get("files", 0)),
                 "exit_code": rc,
+                "worker_start_ms": counts.get("started_ms"),
+                "host": counts.get("host"),
+                "job_id": counts.get("job_id"),
             }
         )
         s["attempts"] = task.attempt + 1
@@ -735,6 +760,13 @@ class ParallelCopy:
                     "chunk_number": r["chunk_number"],
                     "attempt": r["attempt"],
                     "exit_code": r["exit_code"],
+                    # Launch to the shard's first instruction: a job's wait for the queue,
+                    # the node and the interpreter (None for a site tool: it says nothing).
+                    "start_delay_ms": (
+                        max(0, r["worker_start_ms"] - r["start_time_ms"]) if r.get("worker_start_ms") else None
+                    ),
+                    "host": r.get("host"),
+                    "job_id": r.get("job_id"),
                 }
             )
         report = {
@@ -769,6 +801,13 @@ class ParallelCopy:
         tmp.write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8", errors="backslashreplace")
         os.replace(tmp, path)
         return path
+
+
+def _usable_cpus() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))  # honours cpusets, e.g. a Slurm allocation
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 
 
 def _read_json(path: Path) -> Dict[str, Any]:

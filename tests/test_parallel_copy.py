@@ -299,6 +299,8 @@ class TestCopy:
             assert all(isinstance(c[k], int) for k in CHUNK_KEYS - {"average_mbps"})
             assert c["end_time_ms"] >= c["start_time_ms"] > 1_600_000_000_000
             assert c["duration_ms"] == max(1, c["end_time_ms"] - c["start_time_ms"])
+            assert c["job_id"] is None and c["host"] == os.uname().nodename
+            assert 0 <= c["start_delay_ms"] <= c["duration_ms"] + 50
             assert c["average_mbps"] == pytest.approx(
                 c["total_bytes_transferred"] * 8 / 1e6 / (c["duration_ms"] / 1000),
                 rel=1e-3,
@@ -539,6 +541,30 @@ class TestCopy:
         assert pc.run().ok
 
 
+    @pytest.mark.parametrize("cpus, expected", [(1, 1), (3, 3), (64, 8)])
+    def test_default_workers_locally_at_most_one_per_cpu(self, tmp_path, dm, monkeypatch, cpus, expected):
+        monkeypatch.setattr(pc_mod, "_usable_cpus", lambda: cpus)
+        src = tmp_path / "src"
+        for i in range(10):
+            write(src / f"f{i}", b"%d" % i)
+        pc = ParallelCopy(src, tmp_path / "dst", datamover=dm, progress=False, work_dir=tmp_path / "work")
+        assert pc.config.workers is None
+        result = pc.run()
+        assert result.ok and pc.config.workers == expected
+        report = read_report(result.report)
+        assert (report["workers"], report["shards"]) == (expected, expected)
+
+    def test_default_workers_through_jobs_is_8(self, monkeypatch):
+        monkeypatch.setattr(pc_mod, "_usable_cpus", lambda: 2)
+        not_local = object.__new__(pc_mod.SiteBackend)
+        assert CopyConfig().for_backend(not_local).workers == 8
+        assert CopyConfig(workers=3).for_backend(not_local).workers == 3
+        assert CopyConfig(workers=16).for_backend(pc_mod.LocalBackend()).workers == 16
+        with pytest.raises(ConfigurationError, match="workers is not set yet"):
+            CopyConfig().shard_count
+        assert CopyConfig(shards=5).shard_count == 5
+
+
 # =============================================================================== bad input
 class TestBadInput:
     def test_missing_source(self, tmp_path, dm):
@@ -602,7 +628,7 @@ class TestBadInput:
             pcopy(tmp_path / "src", tmp_path / "dst", tmp_path / "work", dm, worker=4)
         message = str(info.value)
         assert "unknown copy option(s) worker" in message
-        for valid in ("workers=8", "verify='size'", "shard_by='bytes'", "check_space=True"):
+        for valid in ("workers=None", "verify='size'", "shard_by='bytes'", "check_space=True"):
             assert valid in message
 
     def test_insufficient_space(self, tmp_path, dm, monkeypatch):

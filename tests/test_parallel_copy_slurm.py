@@ -200,6 +200,10 @@ def test_slurm_copy_runs_shards_as_concurrent_jobs(slurm_cluster, dm_slurm, tmp_
     assert sum(c["total_bytes_transferred"] for c in chunks) == planned_bytes
     assert sum(c["total_number_of_files"] for c in chunks) == planned_files
     assert max_overlap([(c["start_time_ms"], c["end_time_ms"]) for c in chunks]) == 8
+    # Each chunk names its own job (from the job's $SLURM_JOB_ID) and node.
+    assert len({c["job_id"] for c in chunks}) == 8 and all(c["job_id"].isdigit() for c in chunks)
+    assert {c["host"] for c in chunks} == {os.uname().nodename}
+    assert all(c["start_delay_ms"] is not None and c["start_delay_ms"] >= 0 for c in chunks)
     # state.json records every shard as done (also the ones that finished last).
     state = json.loads((tmp_path / "work" / "state.json").read_text())
     assert [s["state"] for s in state["shards"]] == ["done"] * 8
