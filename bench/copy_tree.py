@@ -23,7 +23,8 @@ Contenders (each copies the contents of SRC into an empty, existing DST):
   rclone    rclone copy --transfers 8 SRC DST
   pc-wN     ParallelCopy(SRC, DST, workers=N, datamover=Datamover("local"), verify="size",
             progress=False, work_dir=<fresh>).run()   in this process, for N in --workers
-            (pc-wN-sS: the same with shards=S, from --workers N:S)
+            (pc-wN-sS: the same with shards=S, from --workers N:S;
+            pc-default: no workers or shards given, from --workers default)
 
 One round runs every contender once; the order is reversed from one round to the next.
 Every copy goes to a new, empty DST (and ParallelCopy gets a new work dir); ``sync`` runs
@@ -60,7 +61,7 @@ import tempfile
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
-from taurus_tools import Datamover, ParallelCopy, __version__
+from taurus_tools import CopyConfig, Datamover, ParallelCopy, __version__
 
 #: The issue's goals: ParallelCopy / cp -r and ParallelCopy / fastest(rsync, fpsync, rclone).
 GOAL_CP = 1.15
@@ -184,12 +185,13 @@ def run_command(argv: List[str]) -> None:
 
 
 def run_parallel_copy(
-    src: str, dst: str, work_dir: str, workers: int, shards: Optional[int], expected_files: int
+    src: str, dst: str, work_dir: str, workers: Optional[int], shards: Optional[int], expected_files: int
 ) -> None:
     options = {} if shards is None else {"shards": shards}
+    if workers is not None:
+        options["workers"] = workers
     result = ParallelCopy(
-        src, dst, workers=workers, datamover=Datamover("local"), verify="size", progress=False, work_dir=work_dir,
-        **options,
+        src, dst, datamover=Datamover("local"), verify="size", progress=False, work_dir=work_dir, **options
     ).run()
     if not result.ok or result.files_copied != expected_files:
         raise RuntimeError(f"ParallelCopy: {result.summary()}")
@@ -291,11 +293,16 @@ def run(args: argparse.Namespace) -> Dict[str, object]:
     names = [n for n in ("cp", "rsync", "fpsync", "rclone") if shutil.which(n)]
     missing = [n for n in ("cp", "rsync", "fpsync", "rclone") if n not in names]
     labels = dict(LABELS)
-    pc_config: Dict[str, Tuple[int, Optional[int]]] = {}
+    pc_config: Dict[str, Tuple[Optional[int], Optional[int]]] = {}
     for w, shards in args.workers:
-        name = f"pc-w{w}" if shards is None else f"pc-w{w}-s{shards}"
+        if w is None:  # the defaults
+            name = "pc-default"
+            used = CopyConfig().for_backend(Datamover("local").backend).workers
+            labels[name] = f'ParallelCopy(verify="size"), the defaults (here workers={used})'
+        else:
+            name = f"pc-w{w}" if shards is None else f"pc-w{w}-s{shards}"
+            labels[name] = f'ParallelCopy(workers={w}{"" if shards is None else f", shards={shards}"}, verify="size")'
         pc_config[name] = (w, shards)
-        labels[name] = f'ParallelCopy(workers={w}{"" if shards is None else f", shards={shards}"}, verify="size")'
         names.append(name)
     if args.only:
         names = [n for n in names if n in args.only]
@@ -479,8 +486,9 @@ def main(argv=None) -> int:
     p.add_argument("--base", default=tempfile.gettempdir(),
                    help="where the tree and the copies go (e.g. /dev/shm, /var/tmp); default %(default)s")
     p.add_argument("--rounds", type=int, default=5, help="rounds, order alternating (5)")
-    p.add_argument("--workers", default="2,4,8",
-                   help="ParallelCopy worker counts to try, W or W:SHARDS (default 2,4,8: default shards)")
+    p.add_argument("--workers", default="default,2,8",
+                   help="ParallelCopy worker counts to try, W or W:SHARDS, or 'default' for no options "
+                        "(default: default,2,8; shards default to workers)")
     p.add_argument("--only", help="comma-separated contenders to run (cp,rsync,fpsync,rclone,pc-w2,...)")
     p.add_argument("--files", type=int, default=20000, help="small files (20000)")
     p.add_argument("--median-kib", type=float, default=4.0, help="median small file size (4 KiB)")
@@ -506,12 +514,14 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         args.workers = [
-            (int(w.split(":")[0]), int(w.split(":")[1]) if ":" in w else None) for w in args.workers.split(",") if w
+            (None, None) if w == "default" else (int(w.split(":")[0]), int(w.split(":")[1]) if ":" in w else None)
+            for w in args.workers.split(",")
+            if w
         ]
     except ValueError:
         p.error("--workers takes comma-separated W or W:SHARDS")
     args.only = set(args.only.split(",")) if args.only else None
-    if args.rounds < 1 or any(w < 1 or (s is not None and s < 1) for w, s in args.workers):
+    if args.rounds < 1 or any((w is not None and w < 1) or (s is not None and s < 1) for w, s in args.workers):
         p.error("--rounds and --workers must be >= 1")
     if not os.path.isdir(args.base):
         p.error(f"--base {args.base!r} is not a folder")
