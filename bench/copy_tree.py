@@ -474,7 +474,10 @@ def markdown(result: Dict[str, object]) -> str:
     g = result["goals"]
     for n, v in g["by_contender"].items():
         cp = "–" if v["vs_cp"] is None else f"{v['vs_cp']:.2f} ({'met' if v['cp_ok'] else 'MISSED'})"
-        peer = "–" if v["vs_fastest_peer"] is None else f"{v['vs_fastest_peer']:.2f} ({'met' if v['peer_ok'] else 'MISSED'})"
+        if v["vs_fastest_peer"] is None:
+            peer = "–"
+        else:
+            peer = f"{v['vs_fastest_peer']:.2f} ({'met' if v['peer_ok'] else 'MISSED'})"
         lines.append(f"{n}: × cp -r {cp}, goal ≤ {g['cp_max']}; × fastest peer {peer}, goal ≤ {g['peer_max']}")
     if result["missing"]:
         lines.append(f"not installed, left out: {', '.join(result['missing'])}")

@@ -98,11 +98,11 @@ def write_inputs(folder: str, sizes: List[int]) -> Tuple[str, str]:
     """The "size path" list and our listing, both for the same entries."""
     text = os.path.join(folder, "list.txt")
     listing = os.path.join(folder, "listing")
-    with open(text, "wb") as t, open(listing, "wb") as l:
+    with open(text, "wb") as t, open(listing, "wb") as out:
         for i, size in enumerate(sizes):
             p = path_of(i)
             t.write(b"%d %s\n" % (size, p))
-            l.write(b"f\t%d\t0\t%s\0" % (size, p))
+            out.write(b"f\t%d\t0\t%s\0" % (size, p))
     return text, listing
 
 
@@ -116,7 +116,8 @@ pid = os.fork()
 if pid == 0:
     os.execvp(sys.argv[1], sys.argv[1:])
 _pid, status, ru = os.wait4(pid, 0)
-sys.stderr.write("\nTT-RUSAGE " + json.dumps([os.waitstatus_to_exitcode(status), ru.ru_maxrss, ru.ru_utime + ru.ru_stime]) + "\n")
+usage = [os.waitstatus_to_exitcode(status), ru.ru_maxrss, ru.ru_utime + ru.ru_stime]
+sys.stderr.write("\nTT-RUSAGE " + json.dumps(usage) + "\n")
 """
 
 
@@ -281,7 +282,8 @@ def run(args: argparse.Namespace) -> Dict[str, object]:
                 if r == 0:
                     loads[name] = shard_bytes(name, out, sizes)
             if not args.json:
-                done = ", ".join(f"{n}={samples[n][-1]['wall_s']:.2f} s/{samples[n][-1]['peak_mb']:.0f} MB" for n in names)
+                last = {n: samples[n][-1] for n in names}
+                done = ", ".join(f"{n}={last[n]['wall_s']:.2f} s/{last[n]['peak_mb']:.0f} MB" for n in names)
                 print(f"round {r + 1}/{args.rounds}: {done}", file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(base, ignore_errors=True)
@@ -345,7 +347,8 @@ def markdown(result: Dict[str, object]) -> str:
     lines = [
         f"{result['date']}: `{result['command']}`",
         f"{result['lines']} entries, {lst['total_bytes'] / 2**30:.1f} GiB (median {lst['median']} B, largest "
-        f"{lst['largest'] / 2**20:.0f} MiB), {result['shards']} shards: mean {lst['mean_shard_bytes'] / 2**20:.0f} MiB, "
+        f"{lst['largest'] / 2**20:.0f} MiB), {result['shards']} shards: "
+        f"mean {lst['mean_shard_bytes'] / 2**20:.0f} MiB, "
         f"bound max(mean, largest) {lst['bound'] / 2**20:.0f} MiB",
         f"{result['rounds']} rounds, order alternating; machine: nproc {m['nproc']}, Python {m['python']}, "
         f"kernel {m['kernel']}, {m['fpart']}, files in {m['dir']}; peak memory by {result['peak_measured_by']}",

@@ -265,7 +265,7 @@ class Datamover:
             (exe, *_argv(args)),
             blocking=self.blocking if blocking is None else blocking,
         )
-        return self._start(launch, **options)
+        return self._start(launch, **options)  # type: ignore[misc]  # blocking was popped above
 
     def srun(
         self,

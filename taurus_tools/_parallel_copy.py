@@ -600,6 +600,7 @@ class ParallelCopy:
             for key in _COUNTERS:
                 s.setdefault("counts", {}).setdefault(key, 0)
         running: Dict[Handle, Tuple[_Task, Path, Path, float]] = {}
+        workers = self.config.workers or DEFAULT_WORKERS  # set by CopyConfig.for_backend in run()
         wake = self._wake
         bar = _progress(self.config.progress, result.bytes_planned)
         try:
@@ -607,7 +608,7 @@ class ParallelCopy:
                 if self._stop.is_set():
                     raise KeyboardInterrupt
                 now = time.monotonic()
-                while queue and len(running) < self.config.workers:
+                while queue and len(running) < workers:
                     ready = [t for t in queue if t.not_before <= now]
                     if not ready:
                         break
@@ -854,7 +855,7 @@ def _failed_entries(s: Dict[str, Any]) -> Tuple[List[str], List[str]]:
 
 
 def _bytes_done(state: Dict[str, Any], running: Any) -> int:
-    total = sum(s.get("counts", {}).get("bytes", 0) + s.get("counts", {}).get("skipped_bytes", 0) for s in state["shards"])
+    total = sum(c.get("bytes", 0) + c.get("skipped_bytes", 0) for c in (s.get("counts", {}) for s in state["shards"]))
     for _task, status, _failed, _t0 in running:
         c = _read_json(status)
         total += int(c.get("bytes", 0)) + int(c.get("skipped_bytes", 0))

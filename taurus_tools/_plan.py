@@ -17,6 +17,7 @@ so empty ones are kept; a file is never split.
 
 from __future__ import annotations
 
+import builtins
 import fnmatch
 import heapq
 import os
@@ -59,7 +60,7 @@ class ListingStats:
         else:
             self.dirs += 1
 
-    def error(self, where: bytes, exc: OSError) -> None:
+    def error(self, where: builtins.bytes, exc: OSError) -> None:  # (the field "bytes" hides the type)
         self.errors += 1
         if len(self.messages) < MAX_MESSAGES:
             self.messages.append(f"cannot read {os.fsdecode(where) or '.'}: {exc.strerror or exc}")

@@ -377,7 +377,8 @@ class Handle:
         self._cancel_job(timeout)
         if not self._done.wait(timeout):
             log.warning("%s: output thread did not end within %g s", self.name, timeout)
-            self._finish(self._popen.poll() if self._popen.poll() is not None else -signal.SIGKILL)
+            polled = self._popen.poll()
+            self._finish(polled if polled is not None else -signal.SIGKILL)
         assert self._returncode is not None
         return self._returncode
 
@@ -433,9 +434,8 @@ class Handle:
         except Exception as exc:  # never leave a waiter hanging
             log.exception("%s: output thread failed", self.name)
             self._append_err(f"taurus-tools: internal error while running: {exc}\n".encode())
-            rc = self._popen.poll()
-            if rc is None or rc == 0:
-                rc = 1
+            polled = self._popen.poll()
+            rc = 1 if polled is None or polled == 0 else polled
         self._finish(rc)
 
     def _pump(self) -> int:

@@ -127,7 +127,8 @@ def stage_out(
     if not staged.exists() and not staged.is_symlink():
         message = f"nothing was written to {staged}, so nothing was copied to {dest}"
         if any(cache.path.iterdir()):
-            raise StageError(message + f" (the cache workspace {cache.path} is kept: it holds other files)", str(staged), str(dest))
+            kept = f" (the cache workspace {cache.path} is kept: it holds other files)"
+            raise StageError(message + kept, str(staged), str(dest))
         cache.cleanup()
         raise StageError(message, str(staged), str(dest))
     try:

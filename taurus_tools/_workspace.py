@@ -362,7 +362,9 @@ class Workspace:
                 names.append(token.split()[0])
         return names
 
-    def restore(self, released_name: str, target: str, *, filesystem: Optional[str] = None, timeout: float = 60.0) -> None:
+    def restore(
+        self, released_name: str, target: str, *, filesystem: Optional[str] = None, timeout: float = 60.0
+    ) -> None:
         """Restore a released workspace into existing workspace ``target``.
 
         ``ws_restore`` asks an "are you human" question on a terminal; this answers it
@@ -487,7 +489,9 @@ class CacheWorkspace:
     @property
     def info(self) -> WorkspaceInfo:
         if self._info is None:
-            raise TaurusToolsError(f"cache workspace {self.id!r} was released; use it in a with block or call allocate()")
+            raise TaurusToolsError(
+                f"cache workspace {self.id!r} was released; use it in a with block or call allocate()"
+            )
         return self._info
 
     @property

@@ -35,7 +35,6 @@ BIG = 20 * 1024 * 1024
 STUBBORN = "trap '' TERM\nsleep 60 &\nwait\nwait\n"  # sleep inherits the ignored SIGTERM
 
 
-
 @pytest.fixture
 def dm():
     return Datamover("local")

@@ -19,7 +19,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 from helpers import HOSTILE_NAMES  # noqa: E402
 
-from taurus_tools._plan import Entry, list_from_file, list_tree, read_entries, shard
+from taurus_tools._plan import Entry, list_from_file, list_tree, read_entries, shard  # noqa: E402
 
 pytestmark = pytest.mark.timeout(60)
 

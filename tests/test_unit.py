@@ -49,13 +49,12 @@ from taurus_tools._backends import (  # noqa: E402
     srun_argv,
 )
 from taurus_tools._cli import main, split_pass_through  # noqa: E402
-from taurus_tools._slurm import JobState, SlurmClient, parse_exit_code, parse_job_id  # noqa: E402
+from taurus_tools._slurm import JobState, parse_exit_code, parse_job_id  # noqa: E402
 from taurus_tools._wait import is_noise  # noqa: E402
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("no_slurm_env")]
 
 ALL_TOOLS = {c: f"/site/bin/{c}" for c in (*TRANSFER_COMMANDS, *MANAGEMENT_COMMANDS)}
-
 
 
 # =============================================================================== site backend
@@ -533,7 +532,11 @@ def _error_samples():
         (ConfigurationError("bad value"), ValueError, ()),
         (BackendUnavailableError("no tools"), RuntimeError, ()),
         (SlurmError("sinfo failed"), RuntimeError, ()),
-        (CommandNotFoundError("dtx", ["dtcp", "dtls"], "detail"), FileNotFoundError, ("command", "available", "detail")),
+        (
+            CommandNotFoundError("dtx", ["dtcp", "dtls"], "detail"),
+            FileNotFoundError,
+            ("command", "available", "detail"),
+        ),
         (
             CommandError(3, ["cp", "a b", "c"], "out", "err line\n", job_id="77"),
             subprocess.CalledProcessError,
