@@ -282,10 +282,7 @@ def run(args: argparse.Namespace) -> Dict[str, object]:
     root = os.path.join(base, "tt-bench-copy")
     src = os.path.join(root, "src")
     os.makedirs(root, exist_ok=True)
-    params = {
-        "files": args.files, "median_kib": args.median_kib, "sigma": args.sigma, "cap_mib": args.cap_mib,
-        "big": args.big, "big_mib": args.big_mib, "seed": args.seed,
-    }
+    params = tree_params(args)
     totals = make_tree(src, params, quiet=args.json)
     # The copy workers run as "python -m taurus_tools._copy_worker", which puts the current
     # folder first on sys.path: a checkout there must not shadow the taurus_tools under test.
@@ -484,6 +481,25 @@ def markdown(result: Dict[str, object]) -> str:
     return "\n".join(lines)
 
 
+def add_tree_options(p: argparse.ArgumentParser) -> None:
+    """The options that shape the generated tree (shared with bench/slurm_fanout.py)."""
+    p.add_argument("--files", type=int, default=20000, help="small files (20000)")
+    p.add_argument("--median-kib", type=float, default=4.0, help="median small file size (4 KiB)")
+    p.add_argument("--sigma", type=float, default=1.7, help="lognormal sigma of the small sizes (1.7)")
+    p.add_argument("--cap-mib", type=float, default=8.0, help="largest small file (8 MiB)")
+    p.add_argument("--big", type=int, default=8, help="big files (8)")
+    p.add_argument("--big-mib", type=float, default=64.0, help="size of each big file (64 MiB)")
+    p.add_argument("--seed", type=int, default=4, help="random seed of the tree (4)")
+
+
+def tree_params(args: argparse.Namespace) -> Dict[str, object]:
+    """The tree's parameters for :func:`make_tree`, from the options of :func:`add_tree_options`."""
+    return {
+        "files": args.files, "median_kib": args.median_kib, "sigma": args.sigma, "cap_mib": args.cap_mib,
+        "big": args.big, "big_mib": args.big_mib, "seed": args.seed,
+    }
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--base", default=tempfile.gettempdir(),
@@ -493,13 +509,7 @@ def main(argv=None) -> int:
                    help="ParallelCopy worker counts to try, W or W:SHARDS, or 'default' for no options "
                         "(default: default,2,8; shards default to workers)")
     p.add_argument("--only", help="comma-separated contenders to run (cp,rsync,fpsync,rclone,pc-w2,...)")
-    p.add_argument("--files", type=int, default=20000, help="small files (20000)")
-    p.add_argument("--median-kib", type=float, default=4.0, help="median small file size (4 KiB)")
-    p.add_argument("--sigma", type=float, default=1.7, help="lognormal sigma of the small sizes (1.7)")
-    p.add_argument("--cap-mib", type=float, default=8.0, help="largest small file (8 MiB)")
-    p.add_argument("--big", type=int, default=8, help="big files (8)")
-    p.add_argument("--big-mib", type=float, default=64.0, help="size of each big file (64 MiB)")
-    p.add_argument("--seed", type=int, default=4, help="random seed of the tree (4)")
+    add_tree_options(p)
     p.add_argument("--work-base", help="where ParallelCopy's fresh work dirs go (default: under --base)")
     p.add_argument("--cleanup", choices=("copy", "round", "end"),
                    help="when the copies are deleted (untimed): after each copy (default on tmpfs), after each "

@@ -335,10 +335,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     root = os.path.join(base, ROOT_NAME)
     src = os.path.join(root, "src")
     os.makedirs(root, exist_ok=True)
-    params = {
-        "files": args.files, "median_kib": args.median_kib, "sigma": args.sigma, "cap_mib": args.cap_mib,
-        "big": args.big, "big_mib": args.big_mib, "seed": args.seed,
-    }
+    params = copy_tree.tree_params(args)
     cwd = os.getcwd()
     cluster = None
     made: List[str] = []
@@ -578,13 +575,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--workers", type=int, default=8, help="ParallelCopy workers (8)")
     p.add_argument("--shards", type=int, default=8, help="ParallelCopy shards (8)")
     p.add_argument("--partition", default="datamover", help="Slurm partition of the shard jobs (datamover)")
-    p.add_argument("--files", type=int, default=20000, help="small files (20000)")
-    p.add_argument("--median-kib", type=float, default=4.0, help="median small file size (4 KiB)")
-    p.add_argument("--sigma", type=float, default=1.7, help="lognormal sigma of the small sizes (1.7)")
-    p.add_argument("--cap-mib", type=float, default=8.0, help="largest small file (8 MiB)")
-    p.add_argument("--big", type=int, default=8, help="big files (8)")
-    p.add_argument("--big-mib", type=float, default=64.0, help="size of each big file (64 MiB)")
-    p.add_argument("--seed", type=int, default=4, help="random seed of the tree (4)")
+    copy_tree.add_tree_options(p)
     p.add_argument("--keep", action="store_true", help="keep the generated tree for the next run")
     p.add_argument("--use-running-slurm", action="store_true",
                    help="use the Slurm the environment points at instead of starting a throw-away cluster")

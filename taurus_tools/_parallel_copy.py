@@ -600,7 +600,8 @@ class ParallelCopy:
             for key in _COUNTERS:
                 s.setdefault("counts", {}).setdefault(key, 0)
         running: Dict[Handle, Tuple[_Task, Path, Path, float]] = {}
-        workers = self.config.workers or DEFAULT_WORKERS  # set by CopyConfig.for_backend in run()
+        workers = self.config.workers
+        assert workers is not None, "run() sets it (CopyConfig.for_backend)"
         wake = self._wake
         bar = _progress(self.config.progress, result.bytes_planned)
         try:
