@@ -99,6 +99,11 @@ def _copy_parser(sub: Any) -> None:
     p.add_argument("--shards", type=int, help="number of shards (default: one per worker)")
     p.add_argument("--shard-by", choices=("bytes", "count"), default="bytes")
     p.add_argument("--verify", choices=("size", "checksum", "none"), default="size")
+    p.add_argument(
+        "--atomic",
+        action="store_true",
+        help="write every file under a temporary name and rename it (default: only files that exist already)",
+    )
     p.add_argument("--retries", type=int, default=2, help="retries of failed entries (default 2)")
     p.add_argument("--no-resume", dest="resume", action="store_false", help="start over")
     p.add_argument("--report", help="where to write result_all.json")
@@ -123,6 +128,7 @@ def copy_command(opts: argparse.Namespace) -> int:
         shards=opts.shards,
         shard_by=opts.shard_by,
         verify=opts.verify,
+        atomic=opts.atomic,
         retries=opts.retries,
         resume=opts.resume,
         report=opts.report,

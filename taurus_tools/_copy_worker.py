@@ -1,7 +1,7 @@
 """Copy one shard, then verify it: the process a parallel copy starts per shard (locally or as a job).
 
 ``python -S .../taurus_tools/_copy_worker.py --src SRC --dst DST --shard FILE --status FILE
---failed FILE [--verify size|checksum|none] [--new]`` (``python -m taurus_tools._copy_worker``
+--failed FILE [--verify size|checksum|none] [--new] [--atomic]`` (``python -m taurus_tools._copy_worker``
 works too)
 
 It imports only :mod:`taurus_tools._records` (which imports nothing) and modules that a
@@ -17,11 +17,15 @@ It reads the shard's records (see :mod:`taurus_tools._plan`) and for each one:
   copied to ``.NAME.tt-part`` next to the destination, checked (size, or content hash
   with ``--verify checksum``; the source must not have changed meanwhile), given the
   source's modification time and permission bits, and only then renamed into place.  An
-  interrupted copy therefore never leaves a file that looks complete.
+  interrupted copy therefore never leaves a file that looks complete, and a file that
+  was there keeps its old version.
 
 ``--new`` says the destination held nothing when the copy began, so no file of this shard
 can be there yet unless this copy put it there: the skip check (one ``lstat`` per file)
-is left out.  The parallel copy passes it only to the first attempt of a fresh copy.
+is left out, and files are written under their own name, without the rename (unless
+``--atomic``).  They still get the source's modification time last: a file cut short by
+a crash never matches the source, so the resume, which never passes ``--new``, copies it
+again.  The parallel copy passes ``--new`` only to the first attempt of a fresh copy.
 
 Then, unless ``--verify none``, a second pass over the shard checks every file and link it
 copied or skipped, as it now is on disk: the destination must exist with the size of the
@@ -123,11 +127,13 @@ class Worker:
         failed,  # binary file: the failed records
         messages,  # text file: one JSON line per failed record
         new: bool = False,
+        atomic: bool = False,
     ) -> None:
         self.src = src.rstrip(b"/") + b"/"
         self.dst = dst.rstrip(b"/") + b"/"
         self.verify = verify
         self.new = new
+        self.atomic = atomic
         self.status_path = status
         self.failed = failed
         self.messages = messages
@@ -223,7 +229,14 @@ class Worker:
 
     def copy_link(self, src: bytes, dst: bytes) -> bool:
         target = os.readlink(src)
-        if not self.new:
+        if self.new:  # nothing there yet, and a link is made in one step anyway
+            try:
+                self._symlink(target, dst)
+                self.counts["files"] += 1
+                return True
+            except FileExistsError:  # someone put something there meanwhile
+                pass
+        else:
             try:
                 if os.readlink(dst) == target:
                     self.counts["skipped"] += 1
@@ -235,14 +248,18 @@ class Worker:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
-        try:
-            os.symlink(target, tmp)
-        except FileNotFoundError:
-            os.makedirs(os.path.dirname(dst), exist_ok=True)
-            os.symlink(target, tmp)
+        self._symlink(target, tmp)
         os.replace(tmp, dst)
         self.counts["files"] += 1
         return True
+
+    @staticmethod
+    def _symlink(target: bytes, path: bytes) -> None:
+        try:
+            os.symlink(target, path)
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            os.symlink(target, path)
 
     def copy_file(self, src: bytes, dst: bytes) -> bool:
         if not self.new:
@@ -256,17 +273,26 @@ class Worker:
                     self.counts["skipped"] += 1
                     self.counts["skipped_bytes"] += st.st_size
                     return False
-        tmp = part_name(dst)
         fin = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
         try:
             st = os.fstat(fin)
             mode = st.st_mode & 0o7777
-            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-            try:
-                fout = os.open(tmp, flags, mode)
-            except FileNotFoundError:
-                os.makedirs(os.path.dirname(dst), exist_ok=True)
-                fout = os.open(tmp, flags, mode)
+            # Into a new destination (see --new) a file is written under its own name:
+            # one rename less per file.  Its modification time is set last, so until it
+            # is complete it never matches the source, and a resume (which checks every
+            # file) copies it again.  Otherwise files go through a temporary name: an
+            # existing file keeps its old version if the copy is interrupted, and the
+            # leftover of an interrupted copy is reused.
+            fout = -1
+            if self.new and not self.atomic:
+                try:
+                    fout = self._open_new(dst, os.O_EXCL, mode)
+                except FileExistsError:  # someone put it there meanwhile
+                    pass
+            temporary = fout < 0
+            target = part_name(dst) if temporary else dst
+            if temporary:
+                fout = self._open_new(target, os.O_TRUNC, mode)
             try:
                 try:
                     copied = _copy_data(fin, fout, st.st_size)
@@ -275,17 +301,18 @@ class Worker:
                         raise ValueError("source changed during the copy")
                     if copied != st.st_size:
                         raise ValueError(f"copied {copied} of {st.st_size} bytes")
-                    if self.verify == "checksum" and file_hash(src) != file_hash(tmp):
+                    if self.verify == "checksum" and file_hash(src) != file_hash(target):
                         raise ValueError("content differs after the copy (checksum)")
                     if mode & self._umask:  # the umask took bits the source has
                         os.fchmod(fout, mode)
                     os.utime(fout, ns=(st.st_atime_ns, st.st_mtime_ns))
                 finally:
                     os.close(fout)
-                os.replace(tmp, dst)
+                if temporary:
+                    os.replace(target, dst)
             except BaseException:
                 try:
-                    os.unlink(tmp)
+                    os.unlink(target)  # ours either way: the temporary name or a file we created
                 except OSError:
                     pass
                 raise
@@ -295,22 +322,32 @@ class Worker:
         self.counts["bytes"] += st.st_size
         return True
 
+    @staticmethod
+    def _open_new(path: bytes, flag: int, mode: int) -> int:
+        """Open ``path`` for writing (``flag``: O_EXCL or O_TRUNC), creating its folder if need be."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | flag
+        try:
+            return os.open(path, flags, mode)
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            return os.open(path, flags, mode)
+
 
 _USAGE = (
     "usage: python -S _copy_worker.py --src SRC --dst DST --shard FILE --status FILE "
-    "--failed FILE [--verify size|checksum|none] [--new]"
+    "--failed FILE [--verify size|checksum|none] [--new] [--atomic]"
 )
 
 
 def parse_args(argv: list[str]) -> dict[str, str] | str:
     """The options as a dict, or the reason they are wrong (no argparse: it costs 5 ms to import)."""
-    opts = {"verify": "size", "new": ""}
+    opts = {"verify": "size", "new": "", "atomic": ""}
     names = ("--src", "--dst", "--shard", "--status", "--failed", "--verify")
     i = 0
     while i < len(argv):
         arg = argv[i]
-        if arg == "--new":
-            opts["new"] = "1"
+        if arg in ("--new", "--atomic"):
+            opts[arg[2:]] = "1"
             i += 1
             continue
         name, eq, value = arg.partition("=")
@@ -349,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
             failed,
             messages,
             new=bool(opts["new"]),
+            atomic=bool(opts["atomic"]),
         )
         return worker.run(opts["shard"])
 

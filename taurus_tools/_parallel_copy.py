@@ -89,6 +89,15 @@ class CopyConfig:
     verify : {"size", "checksum", "none"}
         After copying, check every listed file's presence and size; ``checksum`` also
         compares content hashes (BLAKE2) as each file is copied.
+    atomic : bool
+        Write every file under a temporary name (``.NAME.tt-part``) and rename it into
+        place, so that even a copy that is interrupted and never resumed leaves no
+        partial file under a real name.  By default only files already at the
+        destination are replaced that way (their old version survives a crash).  New
+        files are written under their own name, which saves a rename per file (about
+        15 % with small files on ext4), and get the source's modification time last:
+        until a file is complete it never matches the source, so the resume, or any
+        re-run, copies it again.
     exclude : sequence of str
         Glob patterns; an entry is left out when its name or relative path matches.
     exclude_nodes : sequence of str
@@ -119,6 +128,7 @@ class CopyConfig:
     retry_delay_s: float = 1.0
     resume: bool = True
     verify: Optional[str] = "size"
+    atomic: bool = False
     exclude: Tuple[str, ...] = ()
     exclude_nodes: Tuple[str, ...] = ()
     work_dir: Optional[Path] = None
@@ -583,6 +593,8 @@ class ParallelCopy:
         ]
         if task.new_dst:
             argv.append("--new")
+        if self.config.atomic:
+            argv.append("--atomic")
         launch = dm.backend.launch_program(
             f"copy-shard-{task.index}", argv, blocking=True, exclude_nodes=self.config.exclude_nodes
         )
@@ -784,6 +796,7 @@ class ParallelCopy:
             "shards": len(state["shards"]),
             "shard_by": self.config.shard_by,
             "verify": self.config.verify,
+            "atomic": self.config.atomic,
             "files_planned": result.files_planned,
             "bytes_planned": result.bytes_planned,
             "files_copied": result.files_copied,

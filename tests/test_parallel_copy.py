@@ -186,18 +186,35 @@ def big_src(tmp_path_factory) -> Path:
     return root
 
 
-def complete_files(dst: Path) -> dict:
-    """Regular files at the destination that are not temporary: path -> inode."""
+def complete_files(dst: Path, src: Path) -> dict:
+    """Destination files that look complete, path -> inode.
+
+    Complete means what a resume takes as done: the source's size and modification time.
+    A file being copied into a new destination is written under its own name and gets
+    the source's time last, so it never looks complete before it is.
+    """
     out = {}
-    for dirpath, _dirs, filenames in os.walk(fs(dst)):
+    dst_b, src_b = fs(dst), fs(src)
+    for dirpath, _dirs, filenames in os.walk(dst_b):
         for n in filenames:
             if not n.endswith(b".tt-part"):
                 full = os.path.join(dirpath, n)
                 try:
-                    out[full] = os.lstat(full).st_ino
+                    d = os.lstat(full)
+                    s = os.lstat(src_b + full[len(dst_b) :])
                 except FileNotFoundError:
-                    pass
+                    continue
+                if d.st_size == s.st_size and d.st_mtime_ns == s.st_mtime_ns:
+                    out[full] = d.st_ino
     return out
+
+
+def assert_whole(files, dst: Path, src: Path) -> None:
+    """Files that look complete (see complete_files) have the source's content."""
+    dst_b, src_b = fs(dst), fs(src)
+    for full in files:
+        with open(full, "rb") as a, open(src_b + full[len(dst_b) :], "rb") as b:
+            assert a.read() == b.read(), f"{full!r} looks complete but is not"
 
 
 def copy_workers(pid: int) -> list:
@@ -332,13 +349,13 @@ class TestCopy:
         src, dst = tmp_path / "src", tmp_path / "dst"
         counts = make_tree(src, tmp_path / "outside")
         assert pcopy(src, dst, tmp_path / "work", dm).run().ok
-        inodes = complete_files(dst)
+        inodes = complete_files(dst, src)
         again = pcopy(src, dst, tmp_path / "work", dm).run()
         assert again.ok
         assert again.files_copied == 0 and again.bytes_copied == 0
         assert again.files_skipped == counts["files"] + counts["links"]
         assert again.bytes_skipped == counts["bytes"]
-        assert complete_files(dst) == inodes, "skipped files were rewritten"
+        assert complete_files(dst, src) == inodes, "skipped files were rewritten"
         assert read_report(again.report)["files_skipped"] == again.files_skipped
         assert_same_tree(src, dst)
 
@@ -794,7 +811,7 @@ class TestResume:
 
             def progressed():
                 workers.extend(p for p in copy_workers(driver.pid) if p not in workers)
-                return len(complete_files(dst)) >= 40 or driver.poll() is not None
+                return len(complete_files(dst, big_src)) >= 40 or driver.poll() is not None
 
             assert wait_until(progressed, timeout=30, step=0.002)
             assert (
@@ -827,7 +844,8 @@ class TestResume:
         assert workers, "no copy worker was seen"
         if workers_left == "killed":
             assert wait_until(lambda: not alive(p.pid for p in workers), timeout=10)
-        at_kill = complete_files(dst)
+        at_kill = complete_files(dst, big_src)
+        assert_whole(at_kill, dst, big_src)
         assert 0 < len(at_kill) < total, len(at_kill)
         assert (work / "state.json").exists()
         state = json.loads((work / "state.json").read_text())
@@ -850,7 +868,7 @@ class TestResume:
             assert data["files_skipped"] == finished_in_killed_shards
         else:  # the orphaned workers went on copying for a while
             assert data["files_skipped"] >= finished_in_killed_shards
-        now = complete_files(dst)
+        now = complete_files(dst, big_src)
         rewritten = [p for p, ino in at_kill.items() if now.get(p) != ino]
         assert rewritten == [], f"files complete before the kill were copied again: {rewritten[:5]}"
 
@@ -939,7 +957,7 @@ class TestResume:
         dst, work = tmp_path / "dst", tmp_path / "work"
         pc = pcopy(big_src, dst, work, dm, workers=2).start()
         assert wait_until(
-            lambda: pc.done() or len(complete_files(dst)) >= 20, timeout=30, step=0.002
+            lambda: pc.done() or len(complete_files(dst, big_src)) >= 20, timeout=30, step=0.002
         )
         running = copy_workers(os.getpid())
         assert not pc.done() and running, "the copy finished before it could be cancelled"
@@ -951,7 +969,8 @@ class TestResume:
         state = json.loads((work / "state.json").read_text())
         assert any(s["state"] != "done" for s in state["shards"])
         assert not any(s["state"] == "running" for s in state["shards"])
-        at_cancel = complete_files(dst)
+        at_cancel = complete_files(dst, big_src)
+        assert_whole(at_cancel, dst, big_src)
         finished_in_cancelled_shards = len(set(at_cancel) & unfinished_shard_files(work, dst))
         result = pcopy(big_src, dst, work, dm, workers=2).run()
         assert result.ok
@@ -959,7 +978,7 @@ class TestResume:
         assert part_files(dst) == []
         assert result.files_skipped == finished_in_cancelled_shards
         assert result.files_copied + result.files_skipped == result.files_planned
-        now = complete_files(dst)
+        now = complete_files(dst, big_src)
         assert all(
             now.get(p) == ino for p, ino in at_cancel.items()
         ), "files complete at cancel were copied again"
@@ -1028,6 +1047,108 @@ def run_worker(tmp_path, src, dst, records: bytes, verify="size"):
         rc = worker.run(str(shard_file))
     lines = Path(str(failed_path) + ".messages").read_text().splitlines()
     return rc, worker, failed_path.read_bytes(), [json.loads(x) for x in lines]
+
+
+class TestWritePaths:
+    """Where a file is written while it is copied, and what an interruption leaves."""
+
+    @staticmethod
+    def watch_the_copy(monkeypatch, src, dst, name):
+        """Record, while ``name``'s data is being copied, what the destination shows."""
+        seen = {}
+        real = copy_worker._copy_data
+
+        def copy_and_look(fin, fout, size):
+            n = real(fin, fout, size)
+            target = dst / name
+            seen["at its name"] = target.read_bytes() if target.exists() else None
+            seen["looks complete"] = target.exists() and (
+                os.stat(target).st_mtime_ns == os.stat(src / name).st_mtime_ns
+            )
+            seen["parts"] = [os.path.basename(p) for p in part_files(dst)]
+            return n
+
+        monkeypatch.setattr(copy_worker, "_copy_data", copy_and_look)
+        return seen
+
+    def worker(self, tmp_path, src, dst, **options):
+        return copy_worker.Worker(fs(src), fs(dst), "size", str(tmp_path / "st"), None, None, **options)
+
+    def test_new_destination_file_is_written_under_its_name_and_dated_last(self, tmp_path, monkeypatch):
+        src, dst = tmp_path / "src", tmp_path / "dst"
+        write(src / "f.bin", BLOCK, MTIME0)
+        seen = self.watch_the_copy(monkeypatch, src, dst, "f.bin")
+        assert self.worker(tmp_path, src, dst, new=True).copy_file(fs(src / "f.bin"), fs(dst / "f.bin"))
+        assert seen == {"at its name": BLOCK, "looks complete": False, "parts": []}
+        assert os.stat(dst / "f.bin").st_mtime_ns == MTIME0
+        assert (dst / "f.bin").read_bytes() == BLOCK
+
+    @pytest.mark.parametrize("how", ["atomic", "not a new destination"])
+    def test_otherwise_it_goes_through_a_temporary_name(self, tmp_path, monkeypatch, how):
+        src, dst = tmp_path / "src", tmp_path / "dst"
+        write(src / "f.bin", BLOCK, MTIME0)
+        if how == "atomic":
+            options, before = {"new": True, "atomic": True}, None
+        else:
+            options, before = {"new": False}, b"old version"
+            write(dst / "f.bin", before, MTIME0 - 1)
+        seen = self.watch_the_copy(monkeypatch, src, dst, "f.bin")
+        assert self.worker(tmp_path, src, dst, **options).copy_file(fs(src / "f.bin"), fs(dst / "f.bin"))
+        assert seen == {"at its name": before, "looks complete": False, "parts": [b".f.bin.tt-part"]}
+        assert (dst / "f.bin").read_bytes() == BLOCK and part_files(dst) == []
+
+    def test_a_failed_direct_write_leaves_nothing(self, tmp_path, monkeypatch):
+        src, dst = tmp_path / "src", tmp_path / "dst"
+        write(src / "f.bin", BLOCK, MTIME0)
+        monkeypatch.setattr(copy_worker, "_copy_data", lambda fin, fout, size: os.write(fout, b"partial"))
+        with pytest.raises(ValueError, match="copied 7 of"):
+            self.worker(tmp_path, src, dst, new=True).copy_file(fs(src / "f.bin"), fs(dst / "f.bin"))
+        assert not (dst / "f.bin").exists() and part_files(dst) == []
+
+    def test_worker_killed_mid_file_then_the_resume_copies_it_again(self, tmp_path):
+        """kill -9 halfway through a file written under its own name (a real process)."""
+        src, dst, work = tmp_path / "src", tmp_path / "dst", tmp_path / "work"
+        write(src / "a.bin", BLOCK, MTIME0)
+        write(src / "b.bin", BLOCK * 2, MTIME0 + 1)
+        write(src / "c.bin", BLOCK, MTIME0 + 2)
+        work.mkdir()
+        shard = work / "shard"
+        sizes = {"a.bin": len(BLOCK), "b.bin": 2 * len(BLOCK), "c.bin": len(BLOCK)}
+        shard.write_bytes(b"".join(b"f\t%d\t0\t%s\0" % (size, name.encode()) for name, size in sizes.items()))
+        wrapper = work / "dying_worker.py"
+        wrapper.write_text(
+            "import os, signal, sys\n"
+            f"sys.path.insert(0, {str(Path(copy_worker.__file__).parent)!r})\n"
+            "import _copy_worker as w\n"
+            "def half_then_die(fin, fout, size):\n"
+            "    if size > (3 << 20) // 2:\n"
+            "        os.write(fout, os.read(fin, size // 2))\n"
+            "        os.kill(os.getpid(), signal.SIGKILL)\n"
+            "    return os.write(fout, os.read(fin, size))\n"
+            "w._copy_data = half_then_die\n"
+            "sys.exit(w.main())\n"
+        )
+
+        def worker(script, *extra):
+            # fmt: off
+            argv = [sys.executable, "-S", str(script), "--src", str(src), "--dst", str(dst),
+                    "--shard", str(shard), "--status", str(work / "status"),
+                    "--failed", str(work / "failed"), *extra]
+            # fmt: on
+            return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+
+        assert worker(wrapper, "--new").returncode == -signal.SIGKILL
+        assert (dst / "a.bin").read_bytes() == BLOCK
+        assert os.path.getsize(dst / "b.bin") == len(BLOCK), "the half-written file is at its name"
+        assert set(complete_files(dst, src)) == {fs(dst / "a.bin")}, "the half-written file looks complete"
+        assert not (dst / "c.bin").exists()
+        # A resume or retry never passes --new: it checks every file and redoes b.bin.
+        again = worker(copy_worker.__file__)
+        assert again.returncode == 0, again.stderr
+        status = json.loads((work / "status").read_text())
+        assert (status["skipped"], status["files"], status["verified"]) == (1, 2, 3)
+        assert_same_tree(src, dst)
+        assert part_files(dst) == []
 
 
 class TestSourceChanging:
@@ -1410,12 +1531,12 @@ class TestCli:
         # fmt: off
         rc = cli(src, dst, "--workers", 3, "--shards", 5, "--shard-by", "count",
                  "--verify", "checksum", "--retries", 0, "--exclude", "*.tmp",
-                 "--work-dir", work, "--report", report, "--keep-work-dir", "-q")
+                 "--work-dir", work, "--report", report, "--keep-work-dir", "-q", "--atomic")
         # fmt: on
         assert rc == 0, capsys.readouterr().err
         data = read_report(report)
         assert (data["workers"], data["shards"], data["shard_by"]) == (3, 5, "count")
-        assert (data["verify"], data["total_retries"]) == ("checksum", 0)
+        assert (data["verify"], data["total_retries"], data["atomic"]) == ("checksum", 0, True)
         assert sorted(p.name for p in dst.iterdir()) == ["a.txt", "c.txt"]
         assert (work / "state.json").exists()
 
