@@ -1323,7 +1323,7 @@ class TestVerify:
             f"VICTIMS = {{os.fsencode(k): v for k, v in {ascii(victims)}.items()}}\n"
             f"MARKS, TIMES = {str(marks)!r}, {times}\n"
             "real = w.Worker.verify_shard\n"
-            "def verify_shard(self, shard, outcome=None):\n"
+            "def verify_shard(self, shard, *more):\n"
             "    with open(shard, 'rb') as fh:\n"
             "        records = fh.read()\n"
             "    for rel, how in VICTIMS.items():\n"
@@ -1338,7 +1338,7 @@ class TestVerify:
             "            if how == 'relink':\n"
             "                os.symlink('wrong', path)\n"
             "        open(os.path.join(MARKS, str(done)), 'w').close()\n"
-            "    real(self, shard, outcome)\n"
+            "    real(self, shard, *more)\n"
             "w.Worker.verify_shard = verify_shard\n"
             "sys.exit(w.main())\n"
         )
@@ -1422,10 +1422,10 @@ class TestVerify:
         records = b"d\t0\t1\tsub\0f\t4\t%d\ta\0f\t4\t%d\tb\0l\t0\t1\tl\0" % (MTIME0, MTIME0)
         real = copy_worker.Worker.verify_shard
 
-        def damage_then_verify(self, shard, outcome=None):
+        def damage_then_verify(self, shard, *more):
             (dst / "b").write_bytes(b"bb")
             (dst / "l").unlink()
-            real(self, shard, outcome)
+            real(self, shard, *more)
 
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(copy_worker.Worker, "verify_shard", damage_then_verify)
@@ -1440,6 +1440,28 @@ class TestVerify:
         status = json.loads((tmp_path / "status").read_text())
         assert status["mismatches"] == 2 and status["verified"] == 1 and status["done"] is True
 
+
+    def test_worker_verifies_the_size_it_copied_not_the_listed_one(self, tmp_path):
+        """Files that changed between listing and copy: checked against what was copied."""
+        src, dst = tmp_path / "src", tmp_path / "dst"
+        write(src / "grew", b"g" * 10, MTIME0)
+        write(src / "shrank", b"s" * 3, MTIME0)
+        write(src / "damaged", b"d" * 7, MTIME0)
+        records = b"f\t4\t1\tgrew\0f\t9\t1\tshrank\0f\t5\t1\tdamaged\0"
+        real = copy_worker.Worker.verify_shard
+
+        def damage_then_verify(self, shard, *more):
+            (dst / "damaged").write_bytes(b"d" * 5)  # the listed size, not the copied one
+            real(self, shard, *more)
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(copy_worker.Worker, "verify_shard", damage_then_verify)
+            rc, worker, failed, messages = run_worker(tmp_path, src, dst, records)
+        assert rc == 1
+        assert [m["path"] for m in messages] == ["damaged"]
+        c = worker.counts
+        assert (c["files"], c["bytes"], c["verified"], c["mismatches"]) == (2, 13, 2, 1)
+        assert (dst / "grew").read_bytes() == b"g" * 10 and (dst / "shrank").read_bytes() == b"s" * 3
 
 # =============================================================================== background use
 class TestBackground:
