@@ -1440,7 +1440,6 @@ class TestVerify:
         status = json.loads((tmp_path / "status").read_text())
         assert status["mismatches"] == 2 and status["verified"] == 1 and status["done"] is True
 
-
     def test_worker_verifies_the_size_it_copied_not_the_listed_one(self, tmp_path):
         """Files that changed between listing and copy: checked against what was copied."""
         src, dst = tmp_path / "src", tmp_path / "dst"
@@ -1462,6 +1461,7 @@ class TestVerify:
         c = worker.counts
         assert (c["files"], c["bytes"], c["verified"], c["mismatches"]) == (2, 13, 2, 1)
         assert (dst / "grew").read_bytes() == b"g" * 10 and (dst / "shrank").read_bytes() == b"s" * 3
+
 
 # =============================================================================== background use
 class TestBackground:
