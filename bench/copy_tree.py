@@ -24,7 +24,8 @@ Contenders (each copies the contents of SRC into an empty, existing DST):
   pc-wN     ParallelCopy(SRC, DST, workers=N, datamover=Datamover("local"), verify="size",
             progress=False, work_dir=<fresh>).run()   in this process, for N in --workers
             (pc-wN-sS: the same with shards=S, from --workers N:S;
-            pc-default: no workers or shards given, from --workers default)
+            pc-default: no workers or shards given, from --workers default;
+            pc-atomic: the defaults with atomic=True, from --atomic)
 
 One round runs every contender once; the order is reversed from one round to the next.
 Every copy goes to a new, empty DST (and ParallelCopy gets a new work dir); ``sync`` runs
@@ -185,11 +186,19 @@ def run_command(argv: List[str]) -> None:
 
 
 def run_parallel_copy(
-    src: str, dst: str, work_dir: str, workers: Optional[int], shards: Optional[int], expected_files: int
+    src: str,
+    dst: str,
+    work_dir: str,
+    workers: Optional[int],
+    shards: Optional[int],
+    atomic: bool,
+    expected_files: int,
 ) -> None:
-    options = {} if shards is None else {"shards": shards}
+    options: Dict[str, object] = {} if shards is None else {"shards": shards}
     if workers is not None:
         options["workers"] = workers
+    if atomic:
+        options["atomic"] = True
     result = ParallelCopy(
         src, dst, datamover=Datamover("local"), verify="size", progress=False, work_dir=work_dir, **options
     ).run()
@@ -290,7 +299,7 @@ def run(args: argparse.Namespace) -> Dict[str, object]:
     names = [n for n in ("cp", "rsync", "fpsync", "rclone") if shutil.which(n)]
     missing = [n for n in ("cp", "rsync", "fpsync", "rclone") if n not in names]
     labels = dict(LABELS)
-    pc_config: Dict[str, Tuple[Optional[int], Optional[int]]] = {}
+    pc_config: Dict[str, Tuple[Optional[int], Optional[int], bool]] = {}
     for w, shards in args.workers:
         if w is None:  # the defaults
             name = "pc-default"
@@ -299,8 +308,13 @@ def run(args: argparse.Namespace) -> Dict[str, object]:
         else:
             name = f"pc-w{w}" if shards is None else f"pc-w{w}-s{shards}"
             labels[name] = f'ParallelCopy(workers={w}{"" if shards is None else f", shards={shards}"}, verify="size")'
-        pc_config[name] = (w, shards)
+        pc_config[name] = (w, shards, False)
         names.append(name)
+    if args.atomic:
+        used = CopyConfig().for_backend(Datamover("local").backend).workers
+        labels["pc-atomic"] = f'ParallelCopy(verify="size", atomic=True), otherwise the defaults (workers={used})'
+        pc_config["pc-atomic"] = (None, None, True)
+        names.append("pc-atomic")
     if args.only:
         names = [n for n in names if n in args.only]
 
@@ -331,8 +345,9 @@ def run(args: argparse.Namespace) -> Dict[str, object]:
         if name in pc_config:
             work = os.path.join(args.work_base, f"tt-work-{counter[0]:03d}") if args.work_base else fresh("work")
             made.append(work)
-            workers, shards = pc_config[name]
-            return lambda: run_parallel_copy(src, dst, work, workers, shards, totals["files"] + 1)  # + the manifest
+            workers, shards, atomic = pc_config[name]
+            # + 1: the manifest
+            return lambda: run_parallel_copy(src, dst, work, workers, shards, atomic, totals["files"] + 1)
         argv = command_contenders(src, dst, fresh("scratch"))[name]
         return lambda: run_command(argv)
 
@@ -508,6 +523,7 @@ def main(argv=None) -> int:
     p.add_argument("--workers", default="default,2,8",
                    help="ParallelCopy worker counts to try, W or W:SHARDS, or 'default' for no options "
                         "(default: default,2,8; shards default to workers)")
+    p.add_argument("--atomic", action="store_true", help="also ParallelCopy(atomic=True) with the defaults")
     p.add_argument("--only", help="comma-separated contenders to run (cp,rsync,fpsync,rclone,pc-w2,...)")
     add_tree_options(p)
     p.add_argument("--work-base", help="where ParallelCopy's fresh work dirs go (default: under --base)")
