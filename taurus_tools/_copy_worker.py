@@ -242,6 +242,45 @@ class Worker:
                 self.fail(raw, rel, why)
             self.status()
 
+    def set_folders(self, shard: str, root: bool = False) -> int:
+        """Give the shard's folders (and with ``root`` the destination itself) the source's
+        permission bits and times; return how many were set.
+
+        Run once every file is in place: creating a file changes its folder's time, and
+        a read-only folder would refuse the files.  Failures are recorded like a file's.
+        """
+        done = 0
+        src_root, dst_root = self.src, self.dst
+        if root:
+            try:
+                self._set_folder(src_root, dst_root)
+                done += 1
+            except OSError as exc:
+                self.fail(b"", b".", f"cannot set the folder's mode and times: {exc.strerror or exc}")
+        for raw in iter_records(shard):
+            if raw[0] != 0x64:  # b"d"[0]
+                continue
+            rel = raw[:-1].split(b"\t", 3)[3]
+            try:
+                self._set_folder(src_root + rel, dst_root + rel)
+                done += 1
+            except OSError as exc:
+                self.fail(raw, rel, f"cannot set the folder's mode and times: {exc.strerror or exc}")
+        return done
+
+    @staticmethod
+    def _set_folder(src: bytes, dst: bytes) -> None:
+        st = os.lstat(src)
+        if (st.st_mode & 0o170000) != 0o040000:  # no longer a folder: nothing to copy from
+            return
+        # Through a descriptor: never follows a link that took the folder's place.
+        fd = os.open(dst, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            os.fchmod(fd, st.st_mode & 0o7777)
+            os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+        finally:
+            os.close(fd)
+
     def copy_link(self, src: bytes, dst: bytes) -> bool:
         target = os.readlink(src)
         if self.new:  # nothing there yet, and a link is made in one step anyway

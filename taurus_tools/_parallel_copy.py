@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import io
 import json
 import logging
 import os
@@ -345,10 +346,14 @@ class ParallelCopy:
             if fresh:
                 # Nothing there yet: the first attempts need not look for files to skip.
                 state["new_dst"] = not self.dst.exists() or not any(os.scandir(self.dst))
+                # A destination this copy makes gets the source's mode and times, too.
+                state["made_dst"] = not self.dst.exists()
             # Once, before the shards: rsync (the site's dtrsync) creates only the last
             # level of DST/, and several shards racing to create it fail with EEXIST.
             self.dst.mkdir(parents=True, exist_ok=True)
             self._fan_out(dm, state, result)
+            if all(s["state"] == "done" for s in state["shards"]):
+                self._set_folders(state, result)
             result.duration_s = time.time() - started
             result.ok = not result.failed_messages and result.files_failed == 0
             result.report = self._write_report(result, state, dm, started)
@@ -671,6 +676,26 @@ class ParallelCopy:
                 result.files_failed += len(paths)
                 result.failed_messages.extend(lines)
         result.retries = state["retries"]
+
+    def _set_folders(self, state: Dict[str, Any], result: CopyResult) -> None:
+        """Once every file is in place: folders get the source's permission bits and times.
+
+        In the driver, like the listing: a few metadata calls per folder.  Every folder
+        record is in shard 0.  Failures fail the copy; a rerun tries again.
+        """
+        if state.get("folders_done"):
+            return
+        failed, messages = io.BytesIO(), io.StringIO()
+        src, dst = os.fsencode(self.src), os.fsencode(self.dst)
+        setter = Worker(src, dst, "none", str(self.work_dir / "runs" / "folders.status"), failed, messages)
+        done = setter.set_folders(state["shards"][0]["path"], root=bool(state.get("made_dst")))
+        for line in messages.getvalue().splitlines():
+            entry = json.loads(line)
+            result.failed_messages.append(f"{_one_line(entry['path'])}: {entry['error']}")
+        if not setter.counts["failed"]:
+            state["folders_done"] = True
+            self._save_state(state)
+        log.debug("set the mode and times of %d folders", done)
 
     def _finish_shard(
         self,

@@ -100,7 +100,7 @@ def pcopy(src, dst, work, dm, **options) -> ParallelCopy:
 
 
 def snapshot(root, mtimes: bool = True) -> dict:
-    """Everything under ``root``: files (content hash, mtime, mode), links (target), folders."""
+    """Everything under ``root``: files (content hash, mtime, mode), links (target), folders (mtime, mode)."""
     out = {}
     top = fs(root)
     for dirpath, dirnames, filenames in os.walk(top):
@@ -111,7 +111,7 @@ def snapshot(root, mtimes: bool = True) -> dict:
             if stat.S_ISLNK(st.st_mode):
                 out[rel] = ("l", os.readlink(full))
             elif stat.S_ISDIR(st.st_mode):
-                out[rel] = ("d",)
+                out[rel] = ("d", st.st_mtime_ns if mtimes else None, stat.S_IMODE(st.st_mode))
             else:
                 digest = hashlib.blake2b(digest_size=16)
                 with open(full, "rb") as fh:
@@ -266,7 +266,7 @@ class TestCopy:
         assert result.ok, result.failed_messages
         snap = assert_same_tree(src, dst)
         assert snap[b"link-to-outside-folder"] == ("l", fs(tmp_path / "outside"))
-        assert snap[b"empty"] == ("d",) and snap[b"a/empty too/deeper"] == ("d",)
+        assert snap[b"empty"][0] == "d" and snap[b"a/empty too/deeper"][0] == "d"
         assert not (dst / "link-to-outside-folder").resolve().is_relative_to(dst.resolve())
         assert not any(b"outside-only" in p for p in snap), "a link's target was copied"
         assert part_files(dst) == []
@@ -385,6 +385,91 @@ class TestCopy:
         assert result.ok and launched == [False] * 3
         assert (tmp_path / "used" / "d0" / "f0").read_bytes() == b"0"
         assert_same_tree(src, tmp_path / "used")
+
+    @staticmethod
+    def folders_with_modes_and_times(src):
+        """Folders with unusual modes (one read-only, with a file in it) and past times."""
+        modes = {"private": 0o700, "shared": 0o2775, "read-only": 0o555, "a": 0o750, "a/b": 0o711}
+        for name in modes:
+            write(src / name / "f", name.encode(), MTIME0)
+        (src / "a" / "b" / "empty").mkdir()
+        modes["a/b/empty"] = 0o700
+        for i, name in enumerate(sorted(modes, key=len, reverse=True)):  # deepest first
+            os.chmod(src / name, modes[name])
+            os.utime(src / name, ns=(MTIME0 + i, MTIME0 + i))
+        os.chmod(src, 0o751)
+        os.utime(src, ns=(MTIME0 - 7, MTIME0 - 7))
+        return modes
+
+    def test_folders_keep_their_modes_and_times(self, tmp_path, dm):
+        src, dst, work = tmp_path / "src", tmp_path / "dst", tmp_path / "work"
+        modes = self.folders_with_modes_and_times(src)
+        old = os.umask(0o027)
+        try:
+            result = pcopy(src, dst, work, dm, shards=3).run()
+        finally:
+            os.umask(old)
+        assert result.ok, result.failed_messages
+        assert_same_tree(src, dst)  # folders' modes and times included
+        assert {n: stat.S_IMODE(os.stat(dst / n).st_mode) for n in modes} == modes
+        # The destination folder was made by the copy: it is the source's copy too.
+        assert stat.S_IMODE(os.stat(dst).st_mode) == 0o751
+        assert os.stat(dst).st_mtime_ns == MTIME0 - 7
+        again = pcopy(src, dst, work, dm, shards=3).run()
+        assert again.ok and again.files_copied == 0
+        assert_same_tree(src, dst)
+
+    def test_an_existing_destination_folder_keeps_its_own_mode(self, tmp_path, dm):
+        src, dst = tmp_path / "src", tmp_path / "dst"
+        self.folders_with_modes_and_times(src)
+        dst.mkdir()
+        os.chmod(dst, 0o770)
+        result = pcopy(src, dst, tmp_path / "work", dm).run()
+        assert result.ok, result.failed_messages
+        assert stat.S_IMODE(os.stat(dst).st_mode) == 0o770
+        assert_same_tree(src, dst)
+
+    def test_folders_are_set_only_once_every_shard_is_done(self, tmp_path, dm, monkeypatch):
+        """A shard that failed for good leaves the folders as they are (its rerun writes there)."""
+        src, dst, work = tmp_path / "src", tmp_path / "dst", tmp_path / "work"
+        self.folders_with_modes_and_times(src)
+        real_launch = ParallelCopy._launch
+
+        def fail_shard_1(self, dm_, task):
+            launch, status, failed = real_launch(self, dm_, task)
+            if task.index == 1:
+                launch = type(launch)(("sh", "-c", "exit 3"), name=launch.name)
+            return launch, status, failed
+
+        monkeypatch.setattr(ParallelCopy, "_launch", fail_shard_1)
+        result = pcopy(src, dst, work, dm, shards=2, retries=0).run()
+        assert not result.ok
+        assert stat.S_IMODE(os.stat(dst / "read-only").st_mode) != 0o555
+        assert "folders_done" not in json.loads((work / "state.json").read_text())
+        monkeypatch.setattr(ParallelCopy, "_launch", real_launch)
+        result = pcopy(src, dst, work, dm, shards=2).run()
+        assert result.ok, result.failed_messages
+        assert_same_tree(src, dst)
+
+    def test_a_folder_replaced_by_a_link_is_not_followed(self, tmp_path, dm, monkeypatch):
+        src, dst, elsewhere = tmp_path / "src", tmp_path / "dst", tmp_path / "elsewhere"
+        self.folders_with_modes_and_times(src)
+        elsewhere.mkdir()
+        os.chmod(elsewhere, 0o755)
+        real_fan_out = ParallelCopy._fan_out
+
+        def fan_out_then_swap(self, *args):
+            real_fan_out(self, *args)
+            shutil.rmtree(dst / "a" / "b" / "empty")
+            os.symlink(elsewhere, dst / "a" / "b" / "empty")
+
+        monkeypatch.setattr(ParallelCopy, "_fan_out", fan_out_then_swap)
+        result = pcopy(src, dst, tmp_path / "work", dm).run()
+        assert not result.ok
+        assert len(result.failed_messages) == 1
+        assert result.failed_messages[0].startswith("a/b/empty: cannot set the folder's mode and times:")
+        assert stat.S_IMODE(os.stat(elsewhere).st_mode) == 0o755, "the link was followed"
+        assert stat.S_IMODE(os.stat(dst / "private").st_mode) == 0o700, "the other folders were not set"
 
     def test_file_modes_are_kept_whatever_the_umask(self, tmp_path, dm):
         src, dst = tmp_path / "src", tmp_path / "dst"
