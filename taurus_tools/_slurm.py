@@ -125,6 +125,8 @@ class SlurmClient:
     def __init__(self, env: Optional[Mapping[str, str]] = None) -> None:
         self.env = dict(env) if env is not None else None
         self._which: Dict[str, Optional[str]] = {}
+        # What available()'s sinfo said, for the partitions() call that usually follows.
+        self._sinfo_partitions: Optional[str] = None
 
     def which(self, name: str) -> Optional[str]:
         if name not in self._which:
@@ -160,16 +162,24 @@ class SlurmClient:
         if res.returncode != 0:
             first = (res.stderr.strip().splitlines() or ["no message"])[0]
             return False, f"sinfo failed (exit {res.returncode}: {first})"
+        self._sinfo_partitions = res.stdout
         return True, "sinfo answers"
 
     def partitions(self) -> Tuple[List[str], Optional[str]]:
-        """All partition names, and the default one (marked ``*`` by sinfo) or None."""
-        res = self._run(["sinfo", "-h", "-o", "%P"])
-        if res.returncode != 0:
-            raise SlurmError(f"sinfo failed: {res.stderr.strip()}")
+        """All partition names, and the default one (marked ``*`` by sinfo) or None.
+
+        Right after :meth:`available` this reuses its answer (once): choosing the slurm
+        backend then costs one ``sinfo``, not two.
+        """
+        out, self._sinfo_partitions = self._sinfo_partitions, None
+        if out is None:
+            res = self._run(["sinfo", "-h", "-o", "%P"])
+            if res.returncode != 0:
+                raise SlurmError(f"sinfo failed: {res.stderr.strip()}")
+            out = res.stdout
         names: List[str] = []
         default = None
-        for line in res.stdout.split():
+        for line in out.split():
             name = line.rstrip("*")
             if line.endswith("*"):
                 default = name

@@ -351,11 +351,15 @@ class TestSelectBackend:
         # select_backend builds its own client; make srun/sinfo "exist" and answer.
         for name in ("srun", "sinfo"):
             write_stub(tmp_path, name, "exit 99\n")
-        fp.register([str(tmp_path / "sinfo"), "-h", "-o", "%P"], stdout="debug*\ndatamover\n", occurrences=2)
+        sinfo = [str(tmp_path / "sinfo"), "-h", "-o", "%P"]
+        fp.register(sinfo, stdout="debug*\ndatamover\n", occurrences=2)
         b = select_backend("auto", env={"PATH": str(tmp_path)}, job_log_dir=tmp_path / "jobs")
         assert isinstance(b, SlurmBackend)
         assert b.partition == "datamover"
         assert "partition datamover" in b.reason
+        assert fp.call_count(sinfo) == 1, "choosing the backend asked sinfo twice"
+        assert b.client.partitions() == (["debug", "datamover"], "debug")
+        assert fp.call_count(sinfo) == 2, "later calls ask sinfo again"
 
 
 # =============================================================================== defect 1
