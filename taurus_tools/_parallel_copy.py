@@ -95,8 +95,8 @@ class CopyConfig:
         place, so that even a copy that is interrupted and never resumed leaves no
         partial file under a real name.  By default only files already at the
         destination are replaced that way (their old version survives a crash).  New
-        files are written under their own name, which saves a rename per file (about
-        15 % with small files on ext4), and get the source's modification time last:
+        files are written under their own name, which saves a rename per file (15–20 %
+        of the time with small files on ext4), and get the source's modification time last:
         until a file is complete it never matches the source, so the resume, or any
         re-run, copies it again.
     exclude : sequence of str
