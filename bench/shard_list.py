@@ -55,6 +55,9 @@ from typing import Dict, List, Tuple
 
 import taurus_tools
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from copy_tree import busy_seconds  # noqa: E402  (bench/copy_tree.py)
+
 #: The issue's goals.
 GOAL_TIME_VS_FPART = 2.0
 GOAL_PEAK_MB = 250.0
@@ -227,14 +230,6 @@ def machine(folder: str) -> Dict[str, str]:
         "split": version(["split", "--version"]),
         "dir": folder,
     }
-
-
-def busy_seconds() -> float:
-    """CPU seconds the whole machine has been busy (all processes, /proc/stat)."""
-    with open("/proc/stat") as fh:
-        fields = [int(x) for x in fh.readline().split()[1:9]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_quiet(max_wait: float, cores: float = 0.2, window: float = 2.0) -> float:
