@@ -152,12 +152,12 @@ def check_copy(dst: str, totals: Dict[str, int]) -> Optional[str]:
         for name in names:
             if name == MANIFEST and folder == dst:
                 continue
-            if name.endswith(".tt-part"):
+            if name.startswith(".tt-part-"):
                 parts += 1
             files += 1
             size += os.lstat(os.path.join(folder, name)).st_size
     if files != totals["files"] or size != totals["bytes"] or parts:
-        return f"dst has {files} files, {size} bytes, {parts} .tt-part; want {totals['files']}, {totals['bytes']}"
+        return f"dst has {files} files, {size} bytes, {parts} .tt-part-*; want {totals['files']}, {totals['bytes']}"
     return None
 
 

@@ -1,8 +1,8 @@
 """Copy one shard, then verify it: the process a parallel copy starts per shard (locally or as a job).
 
 ``python -S .../taurus_tools/_copy_worker.py --src SRC --dst DST --shard FILE --status FILE
---failed FILE [--verify size|checksum|none] [--new] [--atomic]`` (``python -m taurus_tools._copy_worker``
-works too)
+--failed FILE [--verify size|checksum|none] [--part-tag TAG] [--new] [--atomic]``
+(``python -m taurus_tools._copy_worker`` works too)
 
 It imports only :mod:`taurus_tools._records` (which imports nothing) and modules that a
 bare interpreter has loaded anyway: a parallel copy starts it once per shard, so its
@@ -14,11 +14,15 @@ It reads the shard's records (see :mod:`taurus_tools._plan`) and for each one:
 * directory: created (so empty ones are kept);
 * symlink: recreated as a link with the same target (never followed);
 * file: skipped when the destination has the same size and modification time; else
-  copied to ``.NAME.tt-part`` next to the destination, checked (size, or content hash
-  with ``--verify checksum``; the source must not have changed meanwhile), given the
-  source's modification time and permission bits, and only then renamed into place.  An
-  interrupted copy therefore never leaves a file that looks complete, and a file that
-  was there keeps its old version.
+  copied to a temporary name next to the destination (see :func:`part_name`), checked
+  (size, or content hash with ``--verify checksum``; the source must not have changed
+  meanwhile), given the source's modification time and permission bits, and only then
+  renamed into place.  An interrupted copy therefore never leaves a file that looks
+  complete, and a file that was there keeps its old version.
+
+A record whose path is absolute or climbs out with ``..`` is refused, and (unless
+``--new``) so is a destination folder that is a symbolic link: nothing is ever written
+outside the destination.
 
 ``--new`` says the destination held nothing when the copy began, so no file of this shard
 can be there yet unless this copy put it there: the skip check (one ``lstat`` per file)
@@ -34,7 +38,10 @@ the data and in parallel, rather than as one serial walk in the driver.  A file 
 not match counts as failed, so the retry that follows copies it again.
 
 Failures do not stop the shard: each failed record is appended to ``--failed`` (so a
-retry copies only those) with its message in ``FILE.messages`` (JSON lines).
+retry copies only those) with its message in ``FILE.messages`` (JSON lines).  Failures
+that another try cannot heal (permission denied, a name too long for the destination, a
+refused path: see :data:`PERMANENT_ERRNOS`) go to ``FILE.permanent`` instead, so the
+driver reports them at once rather than retrying them with backoff.
 ``--status`` is rewritten about twice a second with progress counters as JSON, with when
 and where the shard started (epoch ms, host name, ``$SLURM_JOB_ID``).  Exit code:
 0 when everything was copied or skipped and verified, 1 when some entries failed, 2 on
@@ -47,12 +54,16 @@ import os
 import sys
 import time
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # not at run time: importing typing costs the worker 2 ms
+    from typing import BinaryIO
+
 try:
     from ._records import iter_records
 except ImportError:  # run as a script (``python -S .../_copy_worker.py``): no package import
     from _records import iter_records  # type: ignore[no-redef]
 
-PART_SUFFIX = b".tt-part"
+PART_PREFIX = b".tt-part-"
 _CHUNK = 1 << 24
 _STATUS_EVERY_S = 0.5
 COUNTERS = ("files", "bytes", "skipped", "skipped_bytes", "failed", "verified", "mismatches")
@@ -60,11 +71,32 @@ COUNTERS = ("files", "bytes", "skipped", "skipped_bytes", "failed", "verified", 
 # What happened to each record of the shard, one byte per record (for the verify pass).
 _COPIED, _SKIPPED, _FAILED = 0, 1, 2
 
+#: Errors another try cannot heal: reported at once, never retried with backoff.
+#: (EACCES, EPERM, ENOENT, EEXIST, ENOTDIR, EISDIR, EINVAL, EROFS, ELOOP, ENAMETOOLONG,
+#: EFBIG; the numbers are Linux's, spelled out so the worker need not import errno.)
+PERMANENT_ERRNOS = frozenset((13, 1, 2, 17, 20, 21, 22, 30, 40, 36, 27))
 
-def part_name(dst: bytes) -> bytes:
-    """The temporary name a file is written under before it is renamed into place."""
-    head, sep, tail = dst.rpartition(b"/")
-    return head + sep + b"." + tail + PART_SUFFIX
+
+class Refused(Exception):
+    """A record the worker will not copy, whatever happens (e.g. it would leave the destination)."""
+
+
+def part_name(dst: bytes, tag: bytes) -> bytes:
+    """The temporary name a file is written under before it is renamed into place.
+
+    ``.tt-part-TAG`` in the destination file's folder, where ``TAG`` is the copy's random
+    tag and the shard's number: short, whatever the length of the file's own name (a
+    legal 255-byte name still copies), unique to one worker at a time (a worker copies
+    one file at a time), and never the name of a file of the source or destination,
+    which no copy but this one could have named so.  A retry or resume of the shard
+    uses the same name, so it overwrites the leftover of a killed attempt.
+    """
+    return dst[: dst.rfind(b"/") + 1] + PART_PREFIX + tag
+
+
+def escapes(rel: bytes) -> bool:
+    """True when a relative path is absolute or climbs out of its root with ``..``."""
+    return rel[:1] == b"/" or (b".." in rel and b".." in rel.split(b"/"))
 
 
 def _copy_data(fin: int, fout: int, size: int) -> int:
@@ -128,15 +160,21 @@ class Worker:
         messages,  # text file: one JSON line per failed record
         new: bool = False,
         atomic: bool = False,
+        part_tag: bytes | None = None,
+        permanent=None,  # binary file for failures no retry can heal; default: ``failed``
     ) -> None:
         self.src = src.rstrip(b"/") + b"/"
         self.dst = dst.rstrip(b"/") + b"/"
         self.verify = verify
         self.new = new
         self.atomic = atomic
+        self.part_tag = part_tag or b"w%d" % os.getpid()
         self.status_path = status
         self.failed = failed
+        self.permanent = permanent
         self.messages = messages
+        # Destination folders seen to be real folders, not links (see _check_parents).
+        self._real_dirs: set[bytes] = set()
         self.counts = dict.fromkeys(COUNTERS, 0)
         # Where and when this shard really ran (a Slurm job may wait in the queue first).
         job = _safe(os.environ.get("SLURM_JOB_ID", ""))
@@ -157,21 +195,53 @@ class Worker:
             fh.write(f'{{{fields}, {self._where}, "done": {"true" if done else "false"}}}')
         os.replace(tmp, self.status_path)
 
-    def fail(self, raw: bytes, rel: bytes, why: str) -> None:
+    def fail(self, raw: bytes, rel: bytes, why: str, permanent: bool = False) -> None:
         import json  # only when something failed
 
         self.counts["failed"] += 1
-        self.failed.write(raw)
-        self.messages.write(json.dumps({"path": os.fsdecode(rel), "error": why}) + "\n")
+        (self.permanent if permanent and self.permanent is not None else self.failed).write(raw)
+        entry = {"path": os.fsdecode(rel), "error": why, "permanent": permanent}
+        self.messages.write(json.dumps(entry) + "\n")
+
+    def _check_parents(self, rel: bytes) -> None:
+        """Refuse to write under a destination folder that is a symbolic link.
+
+        Into a destination that held something before the copy, a link may stand where
+        the source has a folder; following it would write outside the destination.
+        One ``lstat`` per folder per worker (remembered); not needed with ``--new``,
+        where the only links are the ones this copy made from the source's links, and
+        a listing never holds a path below a link.
+        """
+        unchecked = []
+        end = rel.rfind(b"/")
+        while end > 0 and rel[:end] not in self._real_dirs:
+            unchecked.append(rel[:end])
+            end = rel.rfind(b"/", 0, end)
+        for folder in reversed(unchecked):  # from the top: a link above is found first
+            try:
+                st = os.lstat(self.dst + folder)
+            except FileNotFoundError:
+                return  # it and what is below it are made as real folders
+            if (st.st_mode & 0o170000) == 0o120000:
+                raise Refused(
+                    f"{os.fsdecode(folder)!r} is a symbolic link at the destination where the source has "
+                    "a folder; not writing through it (remove the link, or copy into another destination)"
+                )
+            self._real_dirs.add(folder)
 
     def run(self, shard: str) -> int:
         outcome = bytearray()
         sizes: dict[int, int] = {}  # the files whose size is not the listed one
         counts = self.counts
         src_root, dst_root = self.src, self.dst
+        check_parents = None if self.new else self._check_parents
         for i, raw in enumerate(iter_records(shard)):
             kind, size, _mtime, rel = raw[:-1].split(b"\t", 3)
             try:
+                if escapes(rel):
+                    raise Refused("the path is absolute or leaves the source with '..': refused")
+                if check_parents:
+                    check_parents(rel + b"/" if kind == b"d" else rel)
                 if kind == b"f":
                     before = counts["bytes"] + counts["skipped_bytes"]
                     copied = self.copy_file(src_root + rel, dst_root + rel)
@@ -185,10 +255,13 @@ class Worker:
                     copied = self.copy_link(src_root + rel, dst_root + rel)
                 outcome.append(_COPIED if copied else _SKIPPED)
             except OSError as exc:
-                self.fail(raw, rel, f"{exc.strerror or exc}")
+                self.fail(raw, rel, f"{exc.strerror or exc}", exc.errno in PERMANENT_ERRNOS)
                 outcome.append(_FAILED)
-            except ValueError as exc:
+            except ValueError as exc:  # the source changed, a short copy, a checksum: worth another try
                 self.fail(raw, rel, str(exc))
+                outcome.append(_FAILED)
+            except Refused as exc:
+                self.fail(raw, rel, str(exc), permanent=True)
                 outcome.append(_FAILED)
             self.status()
         if self.verify != "none":
@@ -297,7 +370,7 @@ class Worker:
                     return False
             except OSError:
                 pass
-        tmp = part_name(dst)
+        tmp = part_name(dst, self.part_tag)
         try:
             os.unlink(tmp)
         except FileNotFoundError:
@@ -344,9 +417,10 @@ class Worker:
                 except FileExistsError:  # someone put it there meanwhile
                     pass
             temporary = fout < 0
-            target = part_name(dst) if temporary else dst
+            target = part_name(dst, self.part_tag) if temporary else dst
             if temporary:
-                fout = self._open_new(target, os.O_TRUNC, mode)
+                # Reuses a leftover of this shard's killed attempt; never follows a link.
+                fout = self._open_new(target, os.O_TRUNC | os.O_NOFOLLOW, mode)
             try:
                 try:
                     copied = _copy_data(fin, fout, st.st_size)
@@ -378,7 +452,7 @@ class Worker:
 
     @staticmethod
     def _open_new(path: bytes, flag: int, mode: int) -> int:
-        """Open ``path`` for writing (``flag``: O_EXCL or O_TRUNC), creating its folder if need be."""
+        """Open ``path`` for writing (``flag``: O_EXCL, or O_TRUNC with O_NOFOLLOW), creating its folder."""
         flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | flag
         try:
             return os.open(path, flags, mode)
@@ -389,14 +463,14 @@ class Worker:
 
 _USAGE = (
     "usage: python -S _copy_worker.py --src SRC --dst DST --shard FILE --status FILE "
-    "--failed FILE [--verify size|checksum|none] [--new] [--atomic]"
+    "--failed FILE [--verify size|checksum|none] [--part-tag TAG] [--new] [--atomic]"
 )
 
 
 def parse_args(argv: list[str]) -> dict[str, str] | str:
     """The options as a dict, or the reason they are wrong (no argparse: it costs 5 ms to import)."""
-    opts = {"verify": "size", "new": "", "atomic": ""}
-    names = ("--src", "--dst", "--shard", "--status", "--failed", "--verify")
+    opts = {"verify": "size", "new": "", "atomic": "", "part-tag": ""}
+    names = ("--src", "--dst", "--shard", "--status", "--failed", "--verify", "--part-tag")
     i = 0
     while i < len(argv):
         arg = argv[i]
@@ -414,7 +488,7 @@ def parse_args(argv: list[str]) -> dict[str, str] | str:
             i += 1
         opts[name[2:]] = value
         i += 1
-    missing = [n for n in names[:-1] if n[2:] not in opts]
+    missing = [n for n in names[:-2] if n[2:] not in opts]
     if missing:
         return "missing " + ", ".join(missing)
     if opts["verify"] not in ("size", "checksum", "none"):
@@ -431,7 +505,8 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(opts, str):
         print(f"{_USAGE}\n_copy_worker.py: error: {opts}", file=sys.stderr)
         return 2
-    with open(opts["failed"], "wb") as failed, open(opts["failed"] + ".messages", "w") as messages:
+    with open(opts["failed"], "wb") as failed, open(opts["failed"] + ".messages", "w") as messages, \
+            _Lazy(opts["failed"] + ".permanent") as permanent:
         worker = Worker(
             os.fsencode(opts["src"]),
             os.fsencode(opts["dst"]),
@@ -441,8 +516,30 @@ def main(argv: list[str] | None = None) -> int:
             messages,
             new=bool(opts["new"]),
             atomic=bool(opts["atomic"]),
+            part_tag=os.fsencode(opts["part-tag"]) or None,
+            permanent=permanent,
         )
         return worker.run(opts["shard"])
+
+
+class _Lazy:
+    """A binary file opened for writing on its first write only (most shards never fail)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fh: BinaryIO | None = None
+
+    def write(self, data: bytes) -> None:
+        if self.fh is None:
+            self.fh = open(self.path, "wb")
+        self.fh.write(data)
+
+    def __enter__(self) -> "_Lazy":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fh is not None:
+            self.fh.close()
 
 
 if __name__ == "__main__":

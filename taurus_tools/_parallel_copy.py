@@ -24,6 +24,7 @@ import io
 import json
 import logging
 import os
+import secrets
 import shutil
 import sys
 import threading
@@ -294,6 +295,7 @@ class ParallelCopy:
         self._error: Optional[BaseException] = None
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self._part_tag = ""
 
     # ------------------------------------------------------------------ checks
     def _check_paths(self) -> None:
@@ -322,6 +324,7 @@ class ParallelCopy:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         with _lock_dir(self.work_dir):
             state = self._load_state()
+            self._part_tag = state["part_tag"]
             fresh = state["listing"] is None
             listing, stats = self._listing(state)
             self._plan(state, listing)
@@ -424,6 +427,7 @@ class ParallelCopy:
             "shards": [],
             "retries": 0,
             "results": [],
+            "part_tag": new_part_tag(),
         }
         path = self._state_path()
         if not path.exists():
@@ -449,9 +453,15 @@ class ParallelCopy:
             self.work_dir.mkdir(parents=True, exist_ok=True)
             return fresh
         state["new_dst"] = False  # what the earlier run copied is there now: skip it
+        state.setdefault("part_tag", new_part_tag())
         for s in state["shards"]:
             if s["state"] == "failed":  # a new run is a new chance, for what failed only
                 s.update(state="pending", attempts=0, todo=s.get("failed_list", s["todo"]))
+                # Permission denied may have been fixed since: those entries are tried again too.
+                if s.pop("permanent", None):
+                    with contextlib.suppress(OSError):
+                        os.unlink(self.work_dir / "runs" / f"shard-{s['index']:04d}.permanent")
+                s.pop("permanent_messages", None)
         done = sum(1 for s in state["shards"] if s["state"] == "done")
         log.info("resuming %s: %d of %d shards done", self.work_dir, done, len(state["shards"]))
         self._stop_leftovers(state)
@@ -596,6 +606,7 @@ class ParallelCopy:
             "--verify",
             self.config.verify or "none",
         ]
+        argv += ["--part-tag", f"{self._part_tag}-{task.index}"]
         if task.new_dst:
             argv.append("--new")
         if self.config.atomic:
@@ -736,13 +747,27 @@ class ParallelCopy:
             }
         )
         s["attempts"] = task.attempt + 1
-        if rc == 0:
-            count()
-            s["state"] = "done"
-            return
-        per_file, generic = _failure_info(failed, handle, rc)
-        retry_ok = self.config.retry_on is None or rc in self.config.retry_on
+        per_file, permanent_paths, generic = _failure_info(failed, handle, rc)
+        # Failures no retry can heal (permission denied, ...): kept aside, not retried.
+        permanent = Path(f"{failed}.permanent")
+        if rc == 1 and permanent.exists():
+            kept = self.work_dir / "runs" / f"shard-{task.index:04d}.permanent"
+            with open(kept, "ab") as out, open(permanent, "rb") as new:
+                shutil.copyfileobj(new, out)
+            s["permanent"] = str(kept)
+            s.setdefault("permanent_messages", {}).update({p: per_file[p] for p in permanent_paths})
         has_failed_list = failed.exists() and failed.stat().st_size > 0
+        if rc == 0 or (rc == 1 and not has_failed_list and s.get("permanent")):
+            count()
+            if s.get("permanent"):  # the rest is done; what cannot heal failed for good
+                s["state"] = "failed"
+                s["failed_list"] = str(self._final_list(task, [Path(s["permanent"])]))
+                s["messages"] = dict(s["permanent_messages"])
+                s["generic"] = generic
+            else:
+                s["state"] = "done"
+            return
+        retry_ok = self.config.retry_on is None or rc in self.config.retry_on
         if retry_ok and task.attempt < self.config.retries:
             state["retries"] += 1
             delay = self.config.retry_delay_s * (2**task.attempt)
@@ -758,11 +783,25 @@ class ParallelCopy:
         count()
         s["state"] = "failed"
         # What failed: the worker's list of failed entries, or (when the shard command
-        # itself failed, e.g. srun refused it) every entry it was given.
-        s["failed_list"] = str(failed if has_failed_list and rc == 1 else task.shard)
+        # itself failed, e.g. srun refused it) every entry it was given; and what failed
+        # for good in earlier attempts.
+        failed_list = failed if has_failed_list and rc == 1 else task.shard
+        if s.get("permanent"):
+            failed_list = self._final_list(task, [failed_list, Path(s["permanent"])])
+            per_file = {**s["permanent_messages"], **per_file}
+        s["failed_list"] = str(failed_list)
         s["messages"] = per_file
         s["generic"] = generic
         log.error("shard %d failed for good (exit %s): %s", task.index, rc, generic)
+
+    def _final_list(self, task: _Task, parts: List[Path]) -> Path:
+        """One file with the records of ``parts``: what a shard failed for good."""
+        merged = self.work_dir / "runs" / f"shard-{task.index:04d}.{task.attempt}.final"
+        with open(merged, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as fh:
+                    shutil.copyfileobj(fh, out)
+        return merged
 
     def _check_tool_shard(self, shard: Path, status: Path, failed: Path) -> Dict[str, int]:
         """Counters for a shard a site tool copied: as planned, then verified here.
@@ -843,6 +882,11 @@ class ParallelCopy:
         return path
 
 
+def new_part_tag() -> str:
+    """A copy's random tag: its workers' temporary names (``.tt-part-TAG-SHARD``) hold it."""
+    return secrets.token_hex(6)
+
+
 def _usable_cpus() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))  # honours cpusets, e.g. a Slurm allocation
@@ -857,18 +901,22 @@ def _read_json(path: Path) -> Dict[str, Any]:
         return {}
 
 
-def _failure_info(failed: Path, handle: Handle, rc: int) -> Tuple[Dict[str, str], str]:
-    """Per-entry errors the worker wrote, and one line about the shard command itself."""
+def _failure_info(failed: Path, handle: Handle, rc: int) -> Tuple[Dict[str, str], List[str], str]:
+    """Per-entry errors the worker wrote, the entries among them that failed for good,
+    and one line about the shard command itself."""
     per_file: Dict[str, str] = {}
+    permanent: List[str] = []
     try:
         with open(str(failed) + ".messages", encoding="utf-8", errors="surrogateescape") as fh:
             for line in fh:
                 item = json.loads(line)
                 per_file[item["path"]] = item["error"]
+                if item.get("permanent"):
+                    permanent.append(item["path"])
     except (OSError, ValueError):
         pass
     tail = " | ".join(handle.stderr_text.strip().splitlines()[-3:]) or "no message"
-    return per_file, f"shard command exited with code {rc}: {tail}"
+    return per_file, permanent, f"shard command exited with code {rc}: {tail}"
 
 
 def _one_line(rel: str) -> str:

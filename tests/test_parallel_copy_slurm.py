@@ -20,6 +20,7 @@ from typing import Dict, List, Tuple
 
 import pytest
 
+import taurus_tools._parallel_copy as pc_mod
 from taurus_tools import (
     CopyCancelledError,
     CopyResult,
@@ -185,7 +186,7 @@ def test_slurm_copy_runs_shards_as_concurrent_jobs(slurm_cluster, dm_slurm, tmp_
     assert (result.files_copied, result.bytes_copied) == (planned_files, planned_bytes)
     assert result.files_failed == 0 and result.retries == 0 and result.mismatches == 0
     assert result.files_verified == planned_files
-    assert not [p for p in dst.rglob("*") if p.name.endswith(".tt-part")]
+    assert not [p for p in dst.rglob("*") if p.name.startswith(".tt-part-")]
 
     # Eight shards, eight jobs of ours RUNNING at the same time on the datamover partition.
     assert len(sampler.names) >= 8, sampler.names
@@ -248,13 +249,15 @@ def test_slurm_exclude_nodes_reaches_srun(slurm_cluster, dm_slurm, tmp_path):
     wait_no_jobs(slurm_cluster, before)
 
 
-def test_slurm_cancel_leaves_no_job_and_resumes(slurm_cluster, dm_slurm, tmp_path):
+def test_slurm_cancel_leaves_no_job_and_resumes(slurm_cluster, dm_slurm, tmp_path, monkeypatch):
     src, dst = tmp_path / "src", tmp_path / "dst"
     make_tree(src, big_files=8, big_mib=1)
-    # Hold every shard's job: the worker writes each big file to ".NAME.tt-part" first,
+    # Hold every shard's job: into a destination that is not empty, shard N writes each
+    # file to ".tt-part-TAG-N" in its folder first (every shard has a big file at the top),
     # and opening a FIFO of that name for writing blocks until someone reads it.
+    monkeypatch.setattr(pc_mod, "new_part_tag", lambda: "hold")
     dst.mkdir()
-    fifos = [dst / f".big {i}.bin.tt-part" for i in range(8)]
+    fifos = [dst / f".tt-part-hold-{i}" for i in range(8)]
     for fifo in fifos:
         os.mkfifo(fifo)
     before = set(slurm_cluster.squeue_ids())
