@@ -270,7 +270,9 @@ class SiteBackend(Backend):
             options.append(f"--account={self.account}")
         if self.time:
             options.append(f"--time={self.time}")
-        return Launch((exe, *options, *args), name=command, submits=submits)
+        # Blocking, the tool runs srun, which names the job for us when verbose (the
+        # handle sets SLURM_DEBUG; the tool's srun inherits it).
+        return Launch((exe, *options, *args), name=command, submits=submits, runs_srun=not submits)
 
     def launch_program(
         self, name: str, argv: Sequence[str], *, blocking: bool, exclude_nodes: Sequence[str] = ()
@@ -372,7 +374,7 @@ class SlurmBackend(Backend):
                 ntasks=1,
                 exclude=list(exclude_nodes) or None,
             )
-            return Launch(tuple(full), name=name, job_name=job_name)
+            return Launch(tuple(full), name=name, job_name=job_name, runs_srun=True)
         out = self.job_log_dir / f"{job_name}.out"
         err = self.job_log_dir / f"{job_name}.err"
         full = [self._exe("sbatch"), "--parsable"]

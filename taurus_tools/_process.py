@@ -10,6 +10,14 @@ A :class:`Handle` starts a command at once and behaves like :class:`subprocess.P
   ``--blocking``) the handle keeps running until the job has ended, and its return code is
   the job's, not sbatch's;
 * :meth:`Handle.cancel` stops everything: the local process tree and the Slurm job.
+
+A process that runs ``srun`` (ours, or inside a site's ``dt*`` tool) gets
+``SLURM_DEBUG=1``: verbose srun names its job as soon as the job has its nodes
+(``srun: jobid 12: nodes(1):...``), which a plain srun does only for a job that had to wait.
+The handle takes the id from there and drops the lines the verbosity added, so the
+stderr users see is a plain srun's.  srun passes its environment on to the job: an srun
+inside the job is verbose too (its lines are dropped the same way), and one there with
+``-Q`` refuses to run; a caller's own ``SLURM_DEBUG`` (``env=``) is left as it is.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from typing import IO, Any, List, Mapping, Optional, Sequence, Set, Tuple, Union
 import psutil
 
 from ._errors import CommandNotFoundError
-from ._slurm import SlurmClient, parse_job_id
+from ._slurm import SRUN_VERBOSE_ENV, SlurmClient, SrunVerboseFilter, parse_job_id
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +53,11 @@ _ORPHAN_PIPE_GRACE_S = 0.5
 _JOB_ID_SEARCH_LIMIT = 1 << 16
 #: Slurm job polling: first delay, growth factor, longest delay (seconds).
 _JOB_POLL = (0.1, 1.5, 5.0)
+#: How long cancel() lets the output thread read srun's last lines (a job id among them)
+#: after the process tree is gone, before it falls back to cancelling by job name.
+_LAST_WORDS_S = 2.0
+#: srun programs that refused SLURM_DEBUG=1 (a site tool whose srun has -Q): run plainly.
+_QUIET_SRUNS: Set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -70,6 +83,10 @@ class Launch:
     job_output : tuple of Path or None
         Files the job writes its stdout and stderr to; the handle streams them in and
         removes them when the job has ended.
+    runs_srun : bool or None
+        The process runs ``srun`` in the foreground (itself, or a site tool that execs
+        it): the handle makes srun verbose to learn the job id and filters the verbose
+        lines from stderr.  None: when ``argv[0]`` is named ``srun``.
     """
 
     argv: Tuple[str, ...]
@@ -81,6 +98,14 @@ class Launch:
     #: Absolute program to exec (``argv[0]`` stays as given, so messages read as usual);
     #: spares Popen a PATH search on every call.  Ignored when a call passes ``env``.
     executable: Optional[str] = field(default=None, compare=False)
+    runs_srun: Optional[bool] = field(default=None, compare=False)
+
+    @property
+    def uses_srun(self) -> bool:
+        """Whether the process runs srun in the foreground (see ``runs_srun``)."""
+        if self.runs_srun is not None:
+            return self.runs_srun
+        return not self.submits and os.path.basename(self.argv[0]) == "srun"
 
 
 _DEVNULL_FD: Optional[int] = None
@@ -220,26 +245,46 @@ class Handle:
         if isinstance(input, str):
             input = input.encode(encoding, errors)
         self._input = input
+        self._cwd = cwd
+        self._env = env
+        self._pump_done = threading.Event()  # the pipes are read to their end
+        # srun names an idle cluster's job only when verbose: ask it through the
+        # environment (which a site tool's srun inherits too), unless the caller set
+        # SLURM_DEBUG (then they see srun as they asked) or this srun refuses it.
+        self._srun_filter: Optional[SrunVerboseFilter] = None
+        run_env = env
+        if (
+            launch.uses_srun
+            and SRUN_VERBOSE_ENV not in (os.environ if env is None else env)
+            and self.args[0] not in _QUIET_SRUNS
+        ):
+            run_env = dict(os.environ if env is None else env)
+            run_env[SRUN_VERBOSE_ENV] = "1"
+            self._srun_filter = SrunVerboseFilter()
         log.debug("start %s: %s", self.name, self.args)
-        try:
-            self._popen = subprocess.Popen(
-                self.args,
-                stdin=subprocess.PIPE if input is not None else _devnull(),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                cwd=cwd,
-                env=env,
-                executable=launch.executable if env is None else None,
-                start_new_session=True,
-            )
-        except FileNotFoundError as exc:
-            if cwd is not None and not os.path.isdir(cwd):
-                raise
-            raise CommandNotFoundError(self.args[0], (), "executable not found") from exc
+        self._popen = self._spawn(run_env)
         self._thread = threading.Thread(
             target=self._run, name=f"taurus-tools:{self.name}:{self._popen.pid}", daemon=True
         )
         self._thread.start()
+
+    def _spawn(self, env: Optional[Mapping[str, str]]) -> "subprocess.Popen[bytes]":
+        try:
+            return subprocess.Popen(
+                self.args,
+                stdin=subprocess.PIPE if self._input is not None else _devnull(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=self._cwd,
+                env=env,
+                # The caller's own environment may have another PATH; ours is os.environ's.
+                executable=self.launch.executable if self._env is None else None,
+                start_new_session=True,
+            )
+        except FileNotFoundError as exc:
+            if self._cwd is not None and not os.path.isdir(self._cwd):
+                raise
+            raise CommandNotFoundError(self.args[0], (), "executable not found") from exc
 
     # ------------------------------------------------------------------ Popen API
     @property
@@ -371,9 +416,11 @@ class Handle:
             return self._returncode
         self._interrupted = True
         self._cancel_requested.set()
-        log.info("cancelling %s (pid %s, job %s)", self.name, self.pid, self.job_id)
-        if self._popen.poll() is None:
-            terminate_tree(self._popen.pid, grace=grace)
+        with self._lock:  # the process, not one the output thread is replacing
+            popen = self._popen
+        log.info("cancelling %s (pid %s, job %s)", self.name, popen.pid, self.job_id)
+        if popen.poll() is None:
+            terminate_tree(popen.pid, grace=grace)
         self._cancel_job(timeout)
         if not self._done.wait(timeout):
             log.warning("%s: output thread did not end within %g s", self.name, timeout)
@@ -383,13 +430,19 @@ class Handle:
         return self._returncode
 
     def _cancel_job(self, timeout: float) -> None:
-        if self.job_id is None and self.launch.job_name is None and not self.launch.submits:
+        launch = self.launch
+        if self.job_id is None and launch.job_name is None and not launch.submits and not launch.uses_srun:
             return
         if self._slurm.which("scancel") is None:
             return
-        if self.job_id is None and self.launch.submits:
+        if self.job_id is None and launch.submits:
             # The submission may still be printing its id.
             self._submitted.wait(min(timeout, 10.0))
+        elif self.job_id is None:
+            # srun is gone; its last lines may still name the job (a verbose srun names
+            # it once the job has nodes: before that there is no job to cancel by name
+            # either, unless the controller's answer crossed our SIGTERM).
+            self._pump_done.wait(min(timeout, _LAST_WORDS_S))
         if self.job_id is not None:
             self._slurm.cancel([self.job_id])
             if not self._slurm.wait_gone([self.job_id], timeout):
@@ -413,6 +466,7 @@ class Handle:
             self._returncode = rc
             self.ended = time.time()
             self._submitted.set()
+            self._pump_done.set()
             self._done.set()
             self._notify()
         log.debug("end %s: returncode %s", self.name, rc)
@@ -420,15 +474,34 @@ class Handle:
     def _append_err(self, data: bytes) -> None:
         with self._lock:
             self._err += data
-            if self.job_id is None and not self.launch.submits and len(self._err) < _JOB_ID_SEARCH_LIMIT:
+            if (
+                self.job_id is None
+                and not self.launch.submits
+                and self._srun_filter is None
+                and len(self._err) < _JOB_ID_SEARCH_LIMIT
+            ):
                 job = parse_job_id(self._err.decode("utf-8", "replace"))
                 if job is not None:
                     self.job_id = job
         self._notify()
 
+    def _stderr_in(self, data: bytes, *, end: bool = False) -> None:
+        """The process's own stderr (srun's and the job's): filtered, then appended."""
+        filt = self._srun_filter
+        if filt is not None:
+            data = filt.feed(data) if not end else filt.flush()
+            if self.job_id is None and filt.job_id is not None:
+                self.job_id = filt.job_id
+                log.debug("%s: Slurm job %s", self.name, self.job_id)
+        if data:
+            self._append_err(data)
+
     def _run(self) -> None:
         try:
             rc = self._pump()
+            filt = self._srun_filter
+            if filt is not None and filt.refused and rc != 0 and self.job_id is None:
+                rc = self._run_plain_srun(rc)
             if self.launch.submits and rc == 0:
                 rc = self._follow_job()
         except Exception as exc:  # never leave a waiter hanging
@@ -437,6 +510,27 @@ class Handle:
             polled = self._popen.poll()
             rc = 1 if polled is None or polled == 0 else polled
         self._finish(rc)
+
+    def _run_plain_srun(self, rc: int) -> int:
+        """srun refused SLURM_DEBUG (its command line has -Q): run the command again without.
+
+        srun checks its options before it asks Slurm for anything, so nothing ran.  The
+        srun is remembered: later handles run it plainly at once.
+        """
+        _QUIET_SRUNS.add(self.args[0])
+        log.info(
+            "%s: its srun runs with -Q and refuses %s=1; running it again without (the job id "
+            "is then known only for a job that waits)",
+            self.name,
+            SRUN_VERBOSE_ENV,
+        )
+        with self._lock:
+            if self._cancel_requested.is_set():
+                return rc
+            self._srun_filter = None
+            self._pump_done.clear()
+            self._popen = self._spawn(self._env)
+        return self._pump()
 
     def _pump(self) -> int:
         """Drain stdout/stderr (and feed stdin) until the process is gone; return its code."""
@@ -472,11 +566,13 @@ class Handle:
                     if not data:
                         sel.unregister(fobj)
                         fobj.close()
+                        if key.data == "err":
+                            self._stderr_in(b"", end=True)
                     elif key.data == "out":
                         with self._lock:
                             self._out += data
                     else:
-                        self._append_err(data)
+                        self._stderr_in(data)
                 if not ready and popen.poll() is not None:
                     # The process is gone but something it started keeps our pipes open.
                     now = time.monotonic()
@@ -487,12 +583,16 @@ class Handle:
                         break
         finally:
             for key in list(sel.get_map().values()):
+                if key.data == "err":  # given up on (a grandchild holds it): what was held back
+                    self._stderr_in(b"", end=True)
                 try:
                     key.fileobj.close()  # type: ignore[union-attr]
                 except OSError:
                     pass
             sel.close()
-        return popen.wait()
+        rc = popen.wait()
+        self._pump_done.set()
+        return rc
 
     def _follow_job(self) -> int:
         """After a submission: find the job id, follow the job to its end, return its code."""

@@ -21,13 +21,16 @@ from ._errors import SlurmError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["JobState", "SlurmClient", "parse_job_id", "parse_exit_code"]
+__all__ = ["JobState", "SlurmClient", "SrunVerboseFilter", "parse_job_id", "parse_exit_code"]
 
 #: srun's lines on stderr that name the job: "srun: job 27549105 queued and waiting for resources",
-#: "srun: job 27549105 has been allocated resources"; sbatch's "Submitted batch job 27549105";
-#: and sbatch --parsable's "27549105" or "27549105;cluster".
+#: "srun: job 27549105 has been allocated resources" (only when the job waited), verbose srun's
+#: "srun: jobid 27549105: nodes(1):`n1', cpu counts: 1(x1)" (always, once the job has its
+#: nodes); sbatch's "Submitted batch job 27549105"; and sbatch --parsable's "27549105" or
+#: "27549105;cluster".
 _JOB_ID_PATTERNS = (
     re.compile(r"^srun: job (\d+) (?:queued|has been allocated)", re.M),
+    re.compile(r"^srun: jobid (\d+): nodes\(", re.M),
     re.compile(r"^Submitted batch job (\d+)\s*$", re.M),
 )
 _PARSABLE = re.compile(r"^\s*(\d+)(?:;\S+)?\s*$")
@@ -72,6 +75,164 @@ def parse_job_id(text: str, *, parsable: bool = False) -> Optional[str]:
             if m:
                 return m.group(1)
     return None
+
+
+#: The environment variable that makes srun verbose, like ``--verbose`` (srun(1), INPUT
+#: ENVIRONMENT VARIABLES).  An environment variable also reaches the srun that a site's
+#: ``dt*`` tool runs, whose command line we cannot change.
+SRUN_VERBOSE_ENV = "SLURM_DEBUG"
+#: srun's refusal of SLURM_DEBUG=1 (or -v) together with -Q/--quiet; it exits 1 at once,
+#: before asking Slurm for anything.
+SRUN_QUIET_CONFLICT = b"srun: error: don't specify both --verbose (-v) and --quiet (-Q)"
+
+# What verbose srun prints that it does not print without -v (the verbose() calls of srun,
+# its launch plugin and the step API; the same texts in Slurm 20.11 to 25.05), after
+# "srun: " and, in builds with SLURM_PLUGIN_DEBUG (Debian's), a "plugin/type: function: "
+# prefix.  Each pattern is one whole message; info and error lines ("srun: job N queued
+# ...", "srun: error: ...") never match.
+_PLUGIN_PREFIX = rb"(?:[\w-]+/[\w-]+: \w+: )?"
+_STEP = rb"(?:StepId=)?[\w.+]+"
+_VERBOSE_MESSAGES = (
+    rb"jobid (?P<job>\d+): nodes\(\d+\):`[^'\n]*', cpu counts: [^\n]*",  # srun_job.c
+    rb"launching " + _STEP + rb" on host [^\n,]+, \d+ tasks: [^\n]*",  # step_launch.c
+    rb"CpuBindType=[^\n]*",  # launch/slurm
+    rb"Node [^\n,]+, \d+ tasks started",
+    rb"Received task exit notification for \d+ tasks? of " + _STEP + rb" \(status=0x[0-9a-f]+\)\.",
+    rb"[^\s:]+: tasks? [\d\[\],-]+: (?:Completed|[A-Z][^\n:]*)",  # an error: line never
+    rb"First task exited\. Terminating job in \d+s",
+    rb"Complete (?:" + _STEP + rb"|job \d+) received",  # step_launch.c
+    rb"Nodes \S+ are ready for job",  # allocate.c
+    rb"job time limit to be reached at [^\n]*",
+    rb"Waiting for nodes to boot \(delay looping [^\n]*",
+    rb"Resources allocated for job \d+ and being configured, please wait",  # launch.c
+    rb"Implicitly setting --exact, because -c/--cpus-per-task given\.",
+    rb"Slurm is busy, step creation delayed",  # api/allocate.c
+    rb"Dropped pending I/O for terminated task",  # step_io.c
+    rb"ioserver stream of node \d+ not yet initialized",
+    rb"no active tasks in " + _STEP + rb" to send signal \d+",
+)
+#: One verbose message with its newline.  It may sit in the middle of a line of the job's
+#: own stderr: srun writes its messages and the task's output from different threads, and
+#: "ls: " + "srun: ...\n" + "cannot access ...\n" arrives as observed on 22.05.
+_VERBOSE_RE = re.compile(
+    rb"srun: (?:[\w-]+/[\w-]+: init: [^\n]* loaded|"  # a plugin's init()
+    + _PLUGIN_PREFIX
+    + rb"(?:"
+    + rb"|".join(_VERBOSE_MESSAGES)
+    + rb"))\n"
+)
+#: srun -v first lists the options it was given, one "srun: %-20s: %s" line each, between
+#: these two lines; nothing else runs while it does.
+_OPTIONS_START = b"srun: defined options\n"
+_OPTIONS_END = b"srun: end of defined options\n"
+_OPTIONS_MAX_LINES = 400
+_PREFIX = b"srun: "
+#: srun's own info lines with the id, for a job that had to wait (they stay shown).
+_SRUN_JOB_RE = re.compile(rb"^srun: job (\d+) (?:queued and waiting|has been allocated)", re.M)
+
+
+class SrunVerboseFilter:
+    """Take the job id out of a verbose srun's stderr and drop what the verbosity added.
+
+    srun prints the job id on an idle cluster only when verbose (``srun: jobid 12:
+    nodes(1):...``).  Feed this the stderr of a process that runs srun with
+    :data:`SRUN_VERBOSE_ENV` set; it returns the same bytes without srun's verbose
+    messages (the list of options, the job and task messages of ``-v``), so the user
+    sees what a plain srun prints: the job's own stderr, srun's info and error lines.
+
+    Only whole, known messages are dropped, from wherever they start: a verbose line
+    that srun wrote into the middle of an unfinished line of the job's stderr is taken
+    out and the two halves meet again.  A line is held back only while it might still
+    become one of them (an unfinished tail from ``srun: `` on).
+
+    Attributes
+    ----------
+    job_id : str or None
+        The first job id seen (verbose ``jobid N:`` line, or ``job N queued ...``).
+    dropped : int
+        How many lines were dropped.
+    refused : bool
+        srun refused to be verbose because it was also told ``-Q`` (the line saying so,
+        :data:`SRUN_QUIET_CONFLICT`, is dropped too): run it again without
+        :data:`SRUN_VERBOSE_ENV`.
+    """
+
+    def __init__(self) -> None:
+        self.job_id: Optional[str] = None
+        self.dropped = 0
+        self.refused = False
+        self._pending = b""
+        self._options: Optional[List[bytes]] = None
+        self._at_line_start = True
+
+    def feed(self, data: bytes) -> bytes:
+        """Filter the next bytes of the stream; returns what may be shown now."""
+        data = self._pending + data
+        cut = data.rfind(b"\n") + 1
+        done, tail = data[:cut], data[cut:]
+        out = self._lines(done) if done else b""
+        # Hold back an unfinished line from a "srun: " (or a start of one at its very end) on.
+        hold = tail.find(_PREFIX)
+        if hold < 0:
+            hold = len(tail)
+            for n in range(min(len(_PREFIX) - 1, len(tail)), 0, -1):
+                if tail.endswith(_PREFIX[:n]):
+                    hold = len(tail) - n
+                    break
+        if self._options is not None:
+            hold = 0  # inside the list of options everything waits for its end
+        self._pending = tail[hold:]
+        shown = tail[:hold]
+        if shown:
+            self._at_line_start = False
+        return out + shown
+
+    def flush(self) -> bytes:
+        """The end of the stream: return whatever was held back."""
+        held = b"".join(self._options or ())
+        self._options = None
+        rest, self._pending = self._pending, b""
+        return held + rest
+
+    def _lines(self, done: bytes) -> bytes:
+        done = _VERBOSE_RE.sub(self._drop, done)
+        if self.job_id is None:
+            m = _SRUN_JOB_RE.search(done)
+            if m:
+                self.job_id = m.group(1).decode()
+        if not done:
+            return b""
+        if self._options is None and _OPTIONS_START not in done and SRUN_QUIET_CONFLICT not in done:
+            self._at_line_start = done.endswith(b"\n")
+            return done
+        out: List[bytes] = []
+        # Lines end at "\n" only (a "\r" of a progress display is part of its line).
+        for line in re.findall(rb"[^\n]*\n|[^\n]+$", done):
+            if self._options is not None:
+                self._options.append(line)
+                if line == _OPTIONS_END:
+                    self.dropped += len(self._options)
+                    self._options = None
+                elif len(self._options) > _OPTIONS_MAX_LINES:
+                    out += self._options  # not srun's list after all
+                    self._options = None
+                continue
+            if line == _OPTIONS_START and self._at_line_start:
+                self._options = [line]
+                continue
+            if line.rstrip(b"\n") == SRUN_QUIET_CONFLICT and self._at_line_start:
+                self.refused = True
+                self.dropped += 1
+                continue
+            out.append(line)
+            self._at_line_start = line.endswith(b"\n")
+        return b"".join(out)
+
+    def _drop(self, m: "re.Match[bytes]") -> bytes:
+        if self.job_id is None and m.group("job"):
+            self.job_id = m.group("job").decode()
+        self.dropped += 1
+        return b""
 
 
 def parse_exit_code(state: str, exit_code: str) -> int:

@@ -139,8 +139,10 @@ def test_slurm_job_output_reaches_communicate(dm_slurm, tmp_path):
     for blocking in (True, False):
         handle = dm_slurm.dtls("-1", tmp_path / "src", blocking=blocking)
         assert waitfor(handle, timeout=60, progress=False) == 0
-        out, _ = handle.communicate()
+        out, err = handle.communicate()
         assert "with space" in out and "ünïcødé-名前" in out, (blocking, out)
+        assert handle.job_id is not None and re.fullmatch(r"\d+", handle.job_id), (blocking, err)
+        assert "srun: jobid" not in err and "launch/slurm" not in err, (blocking, err)
     assert not list((tmp_path / "jobs").glob("*.out")), "job output files are removed"
 
 
@@ -152,6 +154,10 @@ def test_site_blocking_drops_pty_noise_but_keeps_it_in_stderr(dm_site, tmp_path)
     assert "cannot access" in shown
     assert "Inappropriate ioctl" not in shown and "pseudo-terminal" not in shown
     assert "Inappropriate ioctl" in handle.stderr_text
+    # The job id came from the verbose srun inside the tool; its verbose lines are gone.
+    assert handle.job_id is not None and re.fullmatch(r"\d+", handle.job_id)
+    for text in (shown, handle.stderr_text):
+        assert "srun: jobid" not in text and "defined options" not in text and "launch/slurm" not in text
 
 
 def test_site_options_are_passed(slurm_cluster, site_tools_dir, tmp_path, monkeypatch):
@@ -185,6 +191,10 @@ def test_cancel_leaves_no_job(dm_any, slurm_cluster, tmp_path, blocking):
     before = set(slurm_cluster.squeue_ids())
     handle = _wait_for_job(slurm_cluster, _fifo_copy(dm_any, tmp_path, blocking))
     time.sleep(0.5)
+    deadline = time.monotonic() + 10
+    while handle.job_id is None:  # cancelling goes by the id, blocking or not
+        assert time.monotonic() < deadline, handle.stderr_text
+        time.sleep(0.05)
     rc = handle.cancel()
     assert rc < 0 and handle.returncode == rc
     deadline = time.monotonic() + 20
