@@ -17,6 +17,7 @@ __all__ = [
     "ConfigurationError",
     "BackendUnavailableError",
     "CommandNotFoundError",
+    "UnknownCommandError",
     "CommandError",
     "CommandTimeoutError",
     "SlurmError",
@@ -25,6 +26,7 @@ __all__ = [
     "SourceNotFoundError",
     "InsufficientSpaceError",
     "CopyCancelledError",
+    "PathNotWritableError",
 ]
 
 #: How many lines of stderr an error message quotes.
@@ -72,12 +74,45 @@ class CommandNotFoundError(TaurusToolsError, FileNotFoundError):
         self.command = command
         self.available = tuple(available)
         self.detail = detail
-        have = ", ".join(self.available) if self.available else "none"
-        msg = f"command {command!r} is not available"
-        if detail:
-            msg += f" ({detail})"
-        msg += f"; available commands: {have}"
-        super().__init__(msg)
+        super().__init__(_not_available(command, self.available, detail))
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        return (type(self), (self.command, self.available, self.detail))
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def _not_available(command: str, available: Tuple[str, ...], detail: str) -> str:
+    have = ", ".join(available) if available else "none"
+    msg = f"command {command!r} is not available"
+    if detail:
+        msg += f" ({detail})"
+    return msg + f"; available commands: {have}"
+
+
+class UnknownCommandError(TaurusToolsError, AttributeError):
+    """``Datamover.dtfoo``: a ``dt*`` attribute that names no command.
+
+    An AttributeError (``hasattr`` and ``getattr(dm, name, default)`` keep working) with
+    :class:`CommandNotFoundError`'s message and attributes.  (It cannot also derive from
+    CommandNotFoundError: Python allows no class that is both an OSError and an
+    AttributeError.)
+
+    Attributes
+    ----------
+    command : str
+        The attribute that was asked for.
+    available : tuple of str
+        The commands the backend does have.
+    """
+
+    def __init__(self, command: str, available: Sequence[str] = (), detail: str = "") -> None:
+        self.command = command
+        self.available = tuple(available)
+        self.detail = detail
+        super().__init__(_not_available(command, self.available, detail))
+        self.name = command  # AttributeError.name (Python >= 3.10 reads it for suggestions)
 
     def __reduce__(self) -> Tuple[Any, ...]:
         return (type(self), (self.command, self.available, self.detail))
@@ -236,3 +271,16 @@ class InsufficientSpaceError(TaurusToolsError, OSError):
 
 class CopyCancelledError(TaurusToolsError, concurrent.futures.CancelledError):
     """A parallel copy was cancelled; running it again resumes it."""
+
+
+class PathNotWritableError(TaurusToolsError, PermissionError):
+    """A folder a copy must write (destination, work dir, report) cannot be made or written.
+
+    Raised before any data moves, with the folder and the reason.
+    """
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        return (type(self), self.args)
+
+    def __str__(self) -> str:
+        return str(self.args[0])

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import io
 import json
@@ -39,7 +40,13 @@ from ._backends import Backend, LocalBackend, SiteBackend, StrPath
 from ._datamover import Datamover
 from ._copy_worker import COUNTERS as _COUNTERS
 from ._copy_worker import Worker
-from ._errors import ConfigurationError, CopyCancelledError, InsufficientSpaceError, SourceNotFoundError
+from ._errors import (
+    ConfigurationError,
+    CopyCancelledError,
+    InsufficientSpaceError,
+    PathNotWritableError,
+    SourceNotFoundError,
+)
 from ._plan import ListingStats, list_from_file, list_tree, read_entries, shard
 from ._process import Handle, Launch, terminate_trees
 from ._slurm import SlurmClient
@@ -108,7 +115,8 @@ class CopyConfig:
         Where the listing, shards and state go; default
         ``~/.cache/taurus-tools/copies/<hash of src and dst>``.
     report : path-like, optional
-        Where ``result_all.json`` is written; default inside the work directory.
+        Where ``result_all.json`` is written (into it, when it is a folder); default
+        inside the work directory.  Checked before anything is copied.
     progress : bool
         Show a progress bar (bytes, with files and ETA).
     dry_run : bool
@@ -119,7 +127,9 @@ class CopyConfig:
         Keep the listing and shards after a successful copy.
     files_from : path-like, optional
         A text file with one path (relative to ``src``) per line to copy instead of
-        walking ``src``.
+        walking ``src``.  Paths that would reach outside ``src`` (absolute paths
+        elsewhere, ``..``, a path below a symbolic link) are refused, each with a
+        message; the rest is copied.
     """
 
     workers: Optional[int] = None
@@ -161,9 +171,20 @@ class CopyConfig:
             raise ConfigurationError(f"retry_delay_s must be >= 0 seconds, got {self.retry_delay_s!r}")
         for name in ("exclude", "exclude_nodes"):
             value = getattr(self, name)
-            if isinstance(value, str):
+            if value is None:
+                value = ()
+            elif isinstance(value, str):
                 value = (value,)
-            object.__setattr__(self, name, tuple(value))
+            try:
+                value = tuple(value)
+            except TypeError:
+                value = (value,)
+            if not all(isinstance(v, str) and v for v in value):
+                raise ConfigurationError(
+                    f"{name} must be a string or a sequence of non-empty strings (glob patterns"
+                    f"{'' if name == 'exclude' else ' or node names'}), got {getattr(self, name)!r}"
+                )
+            object.__setattr__(self, name, value)
         if self.retry_on is not None:
             object.__setattr__(self, "retry_on", frozenset(int(c) for c in self.retry_on))
         for name in ("work_dir", "report", "files_from"):
@@ -217,6 +238,11 @@ class CopyResult:
     retries: int = 0
     files_verified: int = 0
     mismatches: int = 0
+    #: Entries ``exclude`` left out (a folder counts once).
+    files_excluded: int = 0
+    #: Sockets, FIFOs and devices not copied (they are not data), and some of their paths.
+    special_skipped: int = 0
+    special_examples: List[str] = field(default_factory=list)
     duration_s: float = 0.0
     report: Optional[Path] = None
     dry_run: bool = False
@@ -228,11 +254,20 @@ class CopyResult:
 
     def summary(self) -> str:
         state = "dry run" if self.dry_run else "ok" if self.ok else "FAILED"
+        left_out = []
+        if self.files_excluded:
+            left_out.append(f"{self.files_excluded} entries excluded")
+        if self.special_skipped:
+            left_out.append(f"{self.special_skipped} special files (FIFOs, sockets, devices: not data) not copied")
+        nothing = ""
+        if not self.files_planned and self.files_excluded:
+            nothing = f"nothing to copy: every entry of {self.src} was excluded; "
         return (
-            f"{state}: {self.files_copied} files ({_human(self.bytes_copied)}) copied, "
+            f"{state}: {nothing}{self.files_copied} files ({_human(self.bytes_copied)}) copied, "
             f"{self.files_skipped} already there, {self.files_failed} failed, "
             f"of {self.files_planned} planned ({_human(self.bytes_planned)}); "
-            f"{self.retries} retries; {self.duration_s:.1f} s, {self.throughput_mb_s:.0f} MB/s"
+            + "".join(f"{part}; " for part in left_out)
+            + f"{self.retries} retries; {self.duration_s:.1f} s, {self.throughput_mb_s:.0f} MB/s"
             + (f"; report: {self.report}" if self.report else "")
         )
 
@@ -301,6 +336,15 @@ class ParallelCopy:
     def _check_paths(self) -> None:
         src, dst = self.src, self.dst
         if not src.exists():
+            if src.is_symlink():
+                try:
+                    os.stat(src)
+                except OSError as exc:
+                    if exc.errno == errno.ELOOP:
+                        raise SourceNotFoundError(f"source {src} is a symbolic link loop") from None
+                raise SourceNotFoundError(
+                    f"source {src} is a symbolic link to {os.readlink(src)!r}, which does not exist"
+                ) from None
             raise SourceNotFoundError(f"source {src} does not exist")
         if not src.is_dir():
             raise ConfigurationError(f"source {src} is not a folder (ParallelCopy copies a folder's contents)")
@@ -321,7 +365,16 @@ class ParallelCopy:
         started = time.time()
         dm = self.datamover if self.datamover is not None else Datamover()
         self.config = self.config.for_backend(dm.backend)
-        self.work_dir.mkdir(parents=True, exist_ok=True)
+        # Every place the copy writes, checked before any work: no traceback after the data.
+        _make_folder(self.work_dir, "work dir")
+        report_path = self._report_path()
+        dst_existed, dst_empty = self.dst.exists(), not self.dst.exists() or not any(os.scandir(self.dst))
+        if self.config.dry_run:
+            _check_can_create(self.dst, "destination")
+        else:
+            # Once, before the shards: rsync (the site's dtrsync) creates only the last
+            # level of DST/, and several shards racing to create it fail with EEXIST.
+            _make_folder(self.dst, "destination")
         with _lock_dir(self.work_dir):
             state = self._load_state()
             self._part_tag = state["part_tag"]
@@ -337,10 +390,22 @@ class ParallelCopy:
                 dry_run=self.config.dry_run,
             )
             result.failed_messages.extend(stats.get("messages", []))
+            result.files_excluded = stats.get("excluded", 0)
+            result.special_skipped = stats.get("special", 0)
+            result.special_examples = list(stats.get("special_examples", []))
+            if result.special_skipped:
+                log.warning(
+                    "%d special files (FIFOs, sockets, devices) are not copied: %s%s",
+                    result.special_skipped,
+                    ", ".join(result.special_examples),
+                    ", ..." if result.special_skipped > len(result.special_examples) else "",
+                )
+            if not result.files_planned and result.files_excluded:
+                log.warning("nothing to copy: exclude left out all %d entries of %s", result.files_excluded, self.src)
             if self.config.dry_run:
                 result.ok = not result.failed_messages
                 result.duration_s = time.time() - started
-                result.report = self._write_report(result, state, dm, started)
+                result.report = self._write_report(result, state, dm, started, report_path)
                 if fresh:  # nothing to resume: a later copy must list the tree as it is then
                     self._state_path().unlink()
                 return result
@@ -348,18 +413,15 @@ class ParallelCopy:
                 self._check_space(plan_bytes=stats["bytes"])
             if fresh:
                 # Nothing there yet: the first attempts need not look for files to skip.
-                state["new_dst"] = not self.dst.exists() or not any(os.scandir(self.dst))
+                state["new_dst"] = dst_empty
                 # A destination this copy makes gets the source's mode and times, too.
-                state["made_dst"] = not self.dst.exists()
-            # Once, before the shards: rsync (the site's dtrsync) creates only the last
-            # level of DST/, and several shards racing to create it fail with EEXIST.
-            self.dst.mkdir(parents=True, exist_ok=True)
+                state["made_dst"] = not dst_existed
             self._fan_out(dm, state, result)
             if all(s["state"] == "done" for s in state["shards"]):
                 self._set_folders(state, result)
             result.duration_s = time.time() - started
             result.ok = not result.failed_messages and result.files_failed == 0
-            result.report = self._write_report(result, state, dm, started)
+            result.report = self._write_report(result, state, dm, started, report_path)
             if result.ok:
                 state["finished"] = True
                 self._save_state(state)
@@ -822,8 +884,21 @@ class ParallelCopy:
         return checker.counts
 
     # ------------------------------------------------------------------ report
-    def _write_report(self, result: CopyResult, state: Dict[str, Any], dm: Datamover, started: float) -> Path:
+    def _report_path(self) -> Path:
+        """Where the report goes (into ``report`` when that is a folder); checked writable now."""
         path = self.config.report or self.work_dir / "result_all.json"
+        if path.is_dir():
+            path = path / "result_all.json"
+        _make_folder(path.parent, "report's folder")
+        if path.is_dir() or (path.exists() and not os.access(path, os.W_OK)):
+            raise ConfigurationError(f"report {path} cannot be written: it is a folder or read-only")
+        if not os.access(path.parent, os.W_OK | os.X_OK):
+            raise PathNotWritableError(f"cannot write the report into {path.parent}: permission denied")
+        return path
+
+    def _write_report(
+        self, result: CopyResult, state: Dict[str, Any], dm: Datamover, started: float, path: Path
+    ) -> Path:
         chunks = []
         for r in state["results"]:
             duration = max(1, r["end_time_ms"] - r["start_time_ms"])
@@ -870,16 +945,41 @@ class ParallelCopy:
             "files_failed": result.files_failed,
             "files_verified": result.files_verified,
             "mismatches": result.mismatches,
+            "files_excluded": result.files_excluded,
+            "special_skipped": result.special_skipped,
+            "special_examples": result.special_examples,
             "duration_s": round(result.duration_s, 3),
             "dry_run": result.dry_run,
             "start_time_ms": int(started * 1000),
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         # Names that are not UTF-8 (surrogate escapes) become \udcXX escapes: valid JSON.
         tmp.write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8", errors="backslashreplace")
         os.replace(tmp, path)
         return path
+
+
+def _make_folder(path: Path, what: str) -> None:
+    """Create ``path`` (and its parents) or say in one line why it cannot be."""
+    if path.exists() and not path.is_dir():
+        raise ConfigurationError(f"{what} {path} exists and is not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PathNotWritableError(f"cannot create the {what} {path}: {exc.strerror or exc}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise PathNotWritableError(f"cannot write into the {what} {path}: permission denied")
+
+
+def _check_can_create(path: Path, what: str) -> None:
+    """For a dry run: would :func:`_make_folder` succeed?  (Nothing is created.)"""
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigurationError(f"{what} {path}: {probe} is not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise PathNotWritableError(f"cannot create or write the {what} {path}: {probe} is not writable")
 
 
 def new_part_tag() -> str:
@@ -929,14 +1029,18 @@ def _failed_entries(s: Dict[str, Any]) -> Tuple[List[str], List[str]]:
     per_file: Dict[str, str] = s.get("messages") or {}
     lines, paths = [], []
     try:
-        records = [entry for entry, _ in read_entries(Path(s["failed_list"])) if entry.kind != "d"]
+        records = [entry for entry, _ in read_entries(Path(s["failed_list"]))]
     except (OSError, KeyError, ValueError):
         records = []
     for entry in records:
         rel = os.fsdecode(entry.path)
+        if entry.kind == "d":  # a folder counts as no file, but what went wrong is said
+            if rel in per_file:
+                lines.append(f"{_one_line(rel)}/: {per_file[rel]}")
+            continue
         paths.append(rel)
         lines.append(f"{_one_line(rel)}: {per_file.get(rel) or s.get('generic', 'failed')}")
-    if not records:
+    if not lines:
         lines.append(s.get("generic", "a shard failed"))
     return lines, paths
 

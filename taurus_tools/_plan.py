@@ -8,7 +8,9 @@ are not UTF-8) survives::
 
 ``KIND`` is ``f`` (file), ``l`` (symlink, copied as a link) or ``d`` (directory).
 Entries that cannot be read while listing are not recorded; their messages are kept in
-:class:`ListingStats` and end up in the report's ``failed_messages``.
+:class:`ListingStats` and end up in the report's ``failed_messages``.  Sockets, FIFOs and
+devices are not data: they are left out and counted (``special``), as are the entries
+``exclude`` patterns leave out (``excluded``).
 
 Sharding reads that file back: by bytes with fpart's method (largest file first, onto the
 currently lightest shard), or by count (``split -n l/N``).  Directories ride with shard 0,
@@ -21,6 +23,7 @@ import builtins
 import fnmatch
 import heapq
 import os
+import posixpath
 import stat
 from array import array
 from dataclasses import dataclass, field
@@ -50,6 +53,11 @@ class ListingStats:
     bytes: int = 0
     errors: int = 0
     messages: List[str] = field(default_factory=list)
+    #: Sockets, FIFOs and devices left out (not data), and the first few of their paths.
+    special: int = 0
+    special_examples: List[str] = field(default_factory=list)
+    #: Entries left out by ``exclude`` patterns (a folder counts once, with what it holds).
+    excluded: int = 0
 
     def add(self, kind: str, size: int) -> None:
         if kind == "f":
@@ -64,6 +72,27 @@ class ListingStats:
         self.errors += 1
         if len(self.messages) < MAX_MESSAGES:
             self.messages.append(f"cannot read {os.fsdecode(where) or '.'}: {exc.strerror or exc}")
+
+    def refuse(self, entry: str, why: str) -> None:
+        self.errors += 1
+        if len(self.messages) < MAX_MESSAGES:
+            self.messages.append(f"{entry!r}: refused: {why}")
+
+    def skip_special(self, rel: builtins.bytes, mode: int) -> None:
+        self.special += 1
+        if len(self.special_examples) < MAX_SPECIAL_EXAMPLES:
+            what = _SPECIAL_KINDS.get(stat.S_IFMT(mode), "special file")
+            self.special_examples.append(f"{os.fsdecode(rel)} ({what})")
+
+
+#: How many paths of special files the stats keep (the count is always right).
+MAX_SPECIAL_EXAMPLES = 20
+_SPECIAL_KINDS = {
+    stat.S_IFIFO: "FIFO",
+    stat.S_IFSOCK: "socket",
+    stat.S_IFCHR: "character device",
+    stat.S_IFBLK: "block device",
+}
 
 
 def _record(kind: str, size: int, mtime_ns: int, rel: bytes) -> bytes:
@@ -83,13 +112,14 @@ def list_tree(src: Path, out: BinaryIO, exclude: Sequence[str] = ()) -> ListingS
 
     Symlinks are recorded as links, never followed.  Folders and entries that cannot be
     read are left out, with a message in the returned stats (the copy reports them as
-    failed); the walk goes on.  Sockets, FIFOs and devices are not data: left out.
+    failed); the walk goes on.  Sockets, FIFOs and devices are not data: left out and
+    counted, as are excluded entries.
     """
     stats = ListingStats()
     root = os.fsencode(src)
     stack: List[bytes] = [b""]
     write = out.write
-    files = links = dirs = nbytes = 0
+    files = links = dirs = nbytes = excluded = 0
     ifmt, ifreg, ifdir, iflnk = 0o170000, stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK
     # Hot loop (a million entries take seconds): counters in locals, one write per folder.
     while stack:
@@ -106,6 +136,7 @@ def list_tree(src: Path, out: BinaryIO, exclude: Sequence[str] = ()) -> ListingS
         for entry in entries:
             rel = prefix + entry.name
             if exclude and _excluded(rel, entry.name, exclude):
+                excluded += 1
                 continue
             try:
                 st = entry.stat(follow_symlinks=False)
@@ -125,30 +156,83 @@ def list_tree(src: Path, out: BinaryIO, exclude: Sequence[str] = ()) -> ListingS
             elif fmt == iflnk:
                 add(b"l\t0\t%d\t%s\0" % (st.st_mtime_ns, rel))
                 links += 1
+            else:
+                stats.skip_special(rel, st.st_mode)
         write(b"".join(records))
-    stats.files, stats.links, stats.dirs, stats.bytes = files, links, dirs, nbytes
+    stats.files, stats.links, stats.dirs, stats.bytes, stats.excluded = files, links, dirs, nbytes, excluded
     return stats
 
 
 def list_from_file(src: Path, names: IO[str], out: BinaryIO) -> ListingStats:
-    """Like :func:`list_tree`, for a precomputed list: one path relative to ``src`` per line."""
+    """Like :func:`list_tree`, for a precomputed list: one path relative to ``src`` per line.
+
+    An absolute path inside ``src`` is taken relative to it.  Entries that would reach
+    outside ``src`` are refused (a message each, nothing recorded): absolute paths
+    elsewhere, paths that climb out with ``..``, and paths below a symbolic link (the
+    copy would make the link at the destination and then write through it).  A folder
+    entry stands for the folder itself, not its contents.
+    """
     stats = ListingStats()
     root = os.fsencode(src)
+    root_s = os.fsdecode(root).rstrip("/") + "/"
+    real_dirs = {b""}  # folders of the source seen to be real folders, not links
     for line in names:
         name = line.rstrip("\n")
         if not name:
             continue
-        rel = os.fsencode(name.lstrip("/"))
+        rel_s = name
+        if name.startswith("/"):
+            if not name.startswith(root_s):
+                stats.refuse(name, f"an absolute path outside the source {root_s}")
+                continue
+            rel_s = name[len(root_s):]
+        rel_s = posixpath.normpath(rel_s)
+        if rel_s == ".." or rel_s.startswith("../"):
+            stats.refuse(name, "it leaves the source with '..'")
+            continue
+        if rel_s == ".":
+            continue  # the source itself: its contents are what the copy is about
+        rel = os.fsencode(rel_s)
+        link = _link_above(root, rel, real_dirs)
+        if link is not None:
+            stats.refuse(name, f"{os.fsdecode(link)!r} on its path is not a folder (a symbolic link?)")
+            continue
         try:
             st = os.lstat(os.path.join(root, rel))
         except OSError as exc:
             stats.error(os.path.join(root, rel), exc)
             continue
-        kind = "d" if stat.S_ISDIR(st.st_mode) else "l" if stat.S_ISLNK(st.st_mode) else "f"
+        fmt = stat.S_IFMT(st.st_mode)
+        kind = {stat.S_IFDIR: "d", stat.S_IFLNK: "l", stat.S_IFREG: "f"}.get(fmt)
+        if kind is None:
+            stats.skip_special(rel, st.st_mode)
+            continue
         size = st.st_size if kind == "f" else 0
         out.write(_record(kind, size, st.st_mtime_ns, rel))
         stats.add(kind, size)
     return stats
+
+
+def _link_above(root: bytes, rel: bytes, real_dirs: set) -> "bytes | None":
+    """The first folder on ``rel``'s path that is not a real folder of ``root``, or None.
+
+    Remembers real folders in ``real_dirs``; a missing one is not reported here (the
+    entry's own ``lstat`` then says it does not exist).
+    """
+    parts = rel.split(b"/")[:-1]
+    folder = b""
+    for part in parts:
+        folder = folder + b"/" + part if folder else part
+        if folder in real_dirs:
+            continue
+        try:
+            st = os.lstat(os.path.join(root, folder))
+        except OSError:
+            return None
+        if not stat.S_ISDIR(st.st_mode):
+            return folder
+        real_dirs.add(folder)
+    return None
 
 
 def read_entries(path: Path) -> Iterator[Tuple[Entry, bytes]]:

@@ -748,7 +748,7 @@ class TestBadInput:
             pcopy(src, dst, tmp_path / "work", dm).run()
         assert isinstance(info.value, OSError)
         assert "1000 B free" in str(info.value) and "1.0 MiB" in str(info.value)
-        assert asked == [str(tmp_path)], "the nearest existing folder of dst is probed"
+        assert asked == [str(dst)], "the destination (made before any work) is probed"
         assert not dst.exists() or list(dst.iterdir()) == []
         result = pcopy(src, dst, tmp_path / "work", dm, check_space=False).run()
         assert result.ok and (dst / "f").read_bytes() == BLOCK
@@ -1274,7 +1274,7 @@ class TestSourceChanging:
         assert (
             failed == b"f\t1000\t%d\tsame.bin\0" % MTIME0
         ), "the failed record goes to the retry list as is"
-        assert messages == [{"path": "same.bin", "error": "source changed during the copy"}]
+        assert messages == [{"path": "same.bin", "error": "source changed during the copy", "permanent": False}]
         assert worker.counts["failed"] == 1 and worker.counts["files"] == 0
         assert (
             dst / "same.bin"

@@ -178,7 +178,8 @@ class TestListFromFile:
         write(fs(src / "not listed"), b"zzz")
         os.symlink("a.txt", src / "link")
         (src / "emptydir").mkdir()
-        names = io.StringIO("a.txt\n/with space/b.txt\n\n-dash\nlink\nemptydir\nmissing.txt\n")
+        # An absolute path inside the source is taken relative to it.
+        names = io.StringIO(f"a.txt\n{src}/with space/b.txt\n\n-dash\n./link\nemptydir/\nmissing.txt\n")
         out = tmp_path / "listing"
         with open(out, "wb") as fh:
             stats = list_from_file(src, names, fh)
@@ -196,6 +197,29 @@ class TestListFromFile:
         assert (
             "missing.txt" in stats.messages[0] and "No such file or directory" in stats.messages[0]
         )
+
+    def test_entries_reaching_outside_the_source_are_refused(self, tmp_path):
+        """Absolute paths elsewhere, '..' out of the source and paths below a link: refused, each said."""
+        src = tmp_path / "src"
+        write(fs(src / "in.txt"), b"in")
+        write(fs(src / "d" / "f.txt"), b"f")
+        write(fs(tmp_path / "victim.txt"), b"victim")
+        write(fs(tmp_path / "outside" / "secret"), b"secret")
+        os.symlink(tmp_path / "outside", src / "link-dir")
+        os.mkfifo(src / "pipe")
+        bad = ["../victim.txt", "d/../../victim.txt", "..", str(tmp_path / "victim.txt"), "/etc/passwd",
+               "link-dir/secret", "d/../link-dir/secret"]
+        names = io.StringIO("\n".join(["in.txt", "d/../d/f.txt", "link-dir", "pipe", *bad]) + "\n")
+        out = tmp_path / "listing"
+        with open(out, "wb") as fh:
+            stats = list_from_file(src, names, fh)
+        table = by_path([e for e, _ in read_entries(out)])
+        assert sorted(table) == [b"d/f.txt", b"in.txt", b"link-dir"]
+        assert table[b"link-dir"].kind == "l"
+        assert stats.errors == len(bad) == len(stats.messages)
+        for name, message in zip(bad, stats.messages):
+            assert repr(name) in message and "refused" in message, (name, message)
+        assert stats.special == 1 and stats.special_examples == ["pipe (FIFO)"]
 
     def test_non_utf8_name_in_list(self, tmp_path):
         src = tmp_path / "src"
