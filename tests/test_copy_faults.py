@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import threading
-import time
 
 import pytest
 
@@ -24,6 +22,7 @@ from test_parallel_copy import (  # noqa: E402
     cli,
     cli_copy_argv,
     fs,
+    growing_until_a_copy_fails,
     part_files,
     pcopy,
     read_report,
@@ -56,6 +55,20 @@ def tree_bytes(root) -> dict:
     return out
 
 
+def run_worker_sorting(tmp_path, src, dst, records: bytes):
+    """Run a worker on ``records`` (it must fail some); return what it wrote to retry, what
+    it kept aside as permanent, and its messages."""
+    (tmp_path / "shard").write_bytes(records)
+    with open(tmp_path / "failed", "wb") as failed, open(tmp_path / "permanent", "wb") as permanent, open(
+        tmp_path / "messages", "w"
+    ) as messages:
+        status = str(tmp_path / "st")
+        worker = copy_worker.Worker(fs(src), fs(dst), "size", status, failed, messages, permanent=permanent)
+        assert worker.run(str(tmp_path / "shard")) == 1
+    lines = [json.loads(x) for x in (tmp_path / "messages").read_text().splitlines()]
+    return (tmp_path / "failed").read_bytes(), (tmp_path / "permanent").read_bytes(), lines
+
+
 # ======================================================================= outside the destination
 class TestNothingWrittenOutside:
     def test_files_from_entries_that_leave_the_source_are_refused(self, tmp_path):
@@ -82,19 +95,11 @@ class TestNothingWrittenOutside:
         records = b"".join(
             b"f\t2\t%d\t%s\0" % (MTIME0, rel) for rel in (b"ok", b"../victim.txt", b"a/../../victim.txt", b"/tmp/x")
         )
-        (tmp_path / "shard").write_bytes(records)
-        with open(tmp_path / "failed", "wb") as failed, open(tmp_path / "permanent", "wb") as permanent, open(
-            tmp_path / "messages", "w"
-        ) as messages:
-            worker = copy_worker.Worker(
-                fs(src), fs(dst), "size", str(tmp_path / "st"), failed, messages, permanent=permanent
-            )
-            assert worker.run(str(tmp_path / "shard")) == 1
+        failed, permanent, lines = run_worker_sorting(tmp_path, src, dst, records)
         assert (tmp_path / "victim.txt").read_bytes() == b"precious"
         assert (dst / "ok").read_bytes() == b"ok"
-        assert (tmp_path / "failed").read_bytes() == b"", "a refused path is retried"
-        assert (tmp_path / "permanent").read_bytes() == records[records.index(b"f\t2", 1):]
-        lines = [json.loads(x) for x in (tmp_path / "messages").read_text().splitlines()]
+        assert failed == b"", "a refused path is retried"
+        assert permanent == records[records.index(b"f\t2", 1):]
         assert [m["permanent"] for m in lines] == [True, True, True]
         assert all("refused" in m["error"] for m in lines)
 
@@ -175,17 +180,9 @@ class TestErrorClasses:
         monkeypatch.setattr(copy_worker, "_copy_data", copy_then_touch)
         missing = b"f\t5\t%d\tvanished.bin\0" % MTIME0
         changes = b"f\t1000\t%d\tchanges.bin\0" % MTIME0
-        (tmp_path / "shard").write_bytes(missing + changes)
-        with open(tmp_path / "failed", "wb") as failed, open(tmp_path / "permanent", "wb") as permanent, open(
-            tmp_path / "messages", "w"
-        ) as messages:
-            worker = copy_worker.Worker(
-                fs(src), fs(dst), "size", str(tmp_path / "st"), failed, messages, permanent=permanent
-            )
-            assert worker.run(str(tmp_path / "shard")) == 1
-        assert (tmp_path / "failed").read_bytes() == changes, "worth another try"
-        assert (tmp_path / "permanent").read_bytes() == missing, "no retry can bring it back"
-        lines = [json.loads(x) for x in (tmp_path / "messages").read_text().splitlines()]
+        failed, permanent, lines = run_worker_sorting(tmp_path, src, dst, missing + changes)
+        assert failed == changes, "worth another try"
+        assert permanent == missing, "no retry can bring it back"
         assert [(m["path"], m["permanent"]) for m in lines] == [("vanished.bin", True), ("changes.bin", False)]
 
     def test_permanent_failures_reported_at_once_transient_ones_retried(self, tmp_path, dm):
@@ -198,25 +195,8 @@ class TestErrorClasses:
         outside.mkdir()
         dst.mkdir()
         os.symlink(outside, dst / "sub")
-        stop = threading.Event()
-
-        def failed_once():
-            runs = work / "runs"
-            return runs.exists() and any("source changed" in p.read_text() for p in runs.glob("*.messages"))
-
-        def append():
-            with open(src / "grows.log", "ab", buffering=0) as fh:
-                while not stop.is_set() and not failed_once():
-                    fh.write(b"log line\n")
-                    time.sleep(0.0005)
-
-        writer = threading.Thread(target=append, daemon=True)
-        writer.start()
-        try:
+        with growing_until_a_copy_fails(src / "grows.log", work):
             result = pcopy(src, dst, work, dm, workers=1, shards=1, retries=3, keep_work_dir=True).run()
-        finally:
-            stop.set()
-            writer.join(10)
         assert not result.ok
         assert result.retries >= 1
         assert (dst / "grows.log").read_bytes() == (src / "grows.log").read_bytes()

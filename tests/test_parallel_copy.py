@@ -1333,30 +1333,10 @@ class TestSourceChanging:
         write(src / "grow: ing.log", BLOCK * 96, MTIME0)
         for i in range(10):
             write(src / f"small-{i}", b"%d" % i, MTIME0)
-        stop = threading.Event()
-
-        def failed_once():
-            return (
-                any("source changed" in p.read_text() for p in (work / "runs").glob("*.messages"))
-                if (work / "runs").exists()
-                else False
-            )
-
-        def append():
-            with open(src / "grow: ing.log", "ab", buffering=0) as fh:
-                while not stop.is_set() and not failed_once():
-                    fh.write(b"log line\n")
-                    time.sleep(0.0005)
-
-        writer = threading.Thread(target=append, daemon=True)
-        writer.start()
-        try:
+        with growing_until_a_copy_fails(src / "grow: ing.log", work):
             result = pcopy(
                 src, dst, work, dm, workers=2, shards=2, retries=retries, retry_delay_s=0.5, keep_work_dir=True
             ).run()
-        finally:
-            stop.set()
-            writer.join(10)
         assert part_files(dst) == []
         if retries:
             assert result.ok, result.failed_messages
@@ -1373,6 +1353,31 @@ class TestSourceChanging:
             assert result.files_failed == 1
             assert not (dst / "grow: ing.log").exists(), "a half copy is at the destination"
             assert all((dst / f"small-{i}").exists() for i in range(10))
+
+
+@contextlib.contextmanager
+def growing_until_a_copy_fails(path: Path, work: Path):
+    """Append to ``path`` in the background until a worker of the copy in ``work`` has
+    failed with "source changed" (so that its retry can succeed)."""
+    stop = threading.Event()
+
+    def failed_once():
+        runs = work / "runs"
+        return runs.exists() and any("source changed" in p.read_text() for p in runs.glob("*.messages"))
+
+    def append():
+        with open(path, "ab", buffering=0) as fh:
+            while not stop.is_set() and not failed_once():
+                fh.write(b"log line\n")
+                time.sleep(0.0005)
+
+    writer = threading.Thread(target=append, daemon=True)
+    writer.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        writer.join(10)
 
 
 # =============================================================================== verify
