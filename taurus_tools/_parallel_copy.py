@@ -99,7 +99,7 @@ class CopyConfig:
         After copying, check every listed file's presence and size; ``checksum`` also
         compares content hashes (BLAKE2) as each file is copied.
     atomic : bool
-        Write every file under a temporary name (``.NAME.tt-part``) and rename it into
+        Write every file under a temporary name (``.tt-part-TAG-N``) and rename it into
         place, so that even a copy that is interrupted and never resumed leaves no
         partial file under a real name.  By default only files already at the
         destination are replaced that way (their old version survives a crash).  New
