@@ -12,6 +12,12 @@ slurm_cluster
 site_tools_dir
     :class:`pathlib.Path` of ``tests/site_tools``, the ``dt*`` emulation of the
     ZIH datamover tools (see ``tests/site_tools/_dtcommon.sh``).
+
+After every test that used ``slurm_cluster``, the jobs it started must be gone and
+the node idle again within :data:`JOBS_END_TIMEOUT` seconds (a job stays COMPLETING
+for a moment after its processes ended).  So every Slurm test starts on a quiet
+cluster, whatever ran before it, and a test that leaves a job running gets the error
+(its leftovers are cancelled) instead of a later test that sees a busy node.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ _TESTS_DIR = Path(__file__).resolve().parent
 if str(_TESTS_DIR) not in sys.path:  # e.g. with --import-mode=importlib
     sys.path.insert(0, str(_TESTS_DIR))
 
+from helpers import WaitTimeout, wait_for  # noqa: E402
 from slurm_cluster import (  # noqa: E402
     SLURM_ENV_PREFIXES,
     SlurmCluster,
@@ -35,6 +42,12 @@ from slurm_cluster import (  # noqa: E402
 )
 
 SITE_TOOLS_DIR = _TESTS_DIR / "site_tools"
+
+#: Seconds a Slurm test's jobs get to end after the test (KillWait is 5 s).
+JOBS_END_TIMEOUT = 60.0
+
+#: The session's cluster while it is up (for the check after each test).
+_session_cluster: SlurmCluster | None = None
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -69,6 +82,7 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmClu
         if os.environ.get("CI"):
             pytest.fail(f"{msg}. CI is set, so the Slurm tests must not be skipped.", pytrace=False)
         pytest.skip(msg)
+    global _session_cluster
     cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"))
     cluster.start()  # SlurmClusterError (with the daemon logs) makes the tests error
     try:
@@ -77,9 +91,55 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmClu
                 if name.startswith(SLURM_ENV_PREFIXES):
                     mp.delenv(name)
             mp.setenv("SLURM_CONF", str(cluster.conf_path))
+            _session_cluster = cluster
             yield cluster
     finally:
+        _session_cluster = None
         cluster.stop()
+
+
+def _quiet(observed: tuple[list[int], dict[str, str]]) -> bool:
+    ids, states = observed
+    return not ids and bool(states) and all(state == "idle" for state in states.values())
+
+
+@pytest.fixture(autouse=True)
+def _slurm_jobs_end_with_their_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a test that used ``slurm_cluster``: wait until no job is left and the node is idle.
+
+    Fails the test (in teardown) if that does not happen within
+    :data:`JOBS_END_TIMEOUT` seconds, after cancelling what is left, so that the
+    next test starts on a quiet cluster.
+    """
+    yield
+    cluster = _session_cluster
+    if cluster is None or "slurm_cluster" not in request.fixturenames or not cluster.running:
+        return
+
+    def observe() -> tuple[list[int], dict[str, str]]:
+        return cluster.squeue_ids(), cluster.partition_states()
+
+    try:
+        wait_for(
+            observe,
+            _quiet,
+            timeout=JOBS_END_TIMEOUT,
+            interval=0.1,
+            what="no job in squeue and every partition idle after the test (job ids, states)",
+        )
+        return
+    except WaitTimeout as exc:
+        problem = str(exc)
+    leftover = cluster.run(["squeue", "--all"], check=False).stdout
+    ids = cluster.squeue_ids()
+    if ids:
+        cluster.run(["scancel", *map(str, ids)], check=False)
+        try:
+            wait_for(observe, _quiet, timeout=JOBS_END_TIMEOUT, interval=0.2, what="the cancelled jobs to end")
+        except WaitTimeout:
+            pass  # the next Slurm test's own check reports it
+    message = f"the test left Slurm busy (its jobs are cancelled now): {problem}\nsqueue --all:\n{leftover}"
+    pytest.fail(message, pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import signal
 import stat
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterable, List, Optional, Sequence
+from typing import Callable, Iterable, List, Optional, Sequence, TypeVar
 
 import psutil
 
 from taurus_tools._slurm import JobState, SlurmClient
+
+T = TypeVar("T")
 
 FAKE_BIN = "/fake/slurm/bin"
 #: File names a careless tool gets wrong: separators of line- and tab-based formats, shell
@@ -51,13 +54,74 @@ def prepend_path(monkeypatch, folder: Path) -> None:
     monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ.get('PATH', '')}")
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0, step: float = 0.02) -> bool:
+class WaitTimeout(AssertionError):
+    """A state a test waited for did not come in time (see :func:`wait_for`)."""
+
+
+def wait_for(
+    observe: Callable[[], T],
+    accept: Callable[[T], object] = bool,
+    *,
+    timeout: float = 30.0,
+    interval: float = 0.1,
+    what: Optional[str] = None,
+) -> T:
+    """Observe a state again and again until it is acceptable; return the accepted value.
+
+    For any check of process, job, file or cluster state that another process changes:
+    such a state is reached some time after the action that causes it (a job stays
+    COMPLETING after its processes ended, a child process is forked a little later),
+    so one sample after a fixed sleep passes or fails by chance.
+
+    ``observe()`` is called at once and then every ``interval`` seconds until
+    ``accept(value)`` is true or ``timeout`` seconds have passed; the last observation is
+    made after the deadline, so a slow machine gets a last chance.  On timeout
+    :class:`WaitTimeout` (an AssertionError, so the test fails) says what was awaited
+    and shows the last value observed.  Exceptions of ``observe`` propagate.
+    """
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
+    while True:
+        value = observe()
+        if accept(value):
+            return value
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(interval)
+    name = what or _describe(accept)
+    raise WaitTimeout(f"timed out after {timeout:g} s waiting for {name}; last observed: {value!r}")
+
+
+def wait_until(
+    predicate: Callable[[], T],
+    timeout: float = 5.0,
+    interval: float = 0.02,
+    *,
+    step: Optional[float] = None,
+    what: Optional[str] = None,
+) -> T:
+    """Call ``predicate()`` until it returns something true; return that value.
+
+    On timeout raise :class:`WaitTimeout` naming ``what`` (default: the predicate's
+    name) and the last value returned.  A predicate that returns the observed state
+    itself when it is acceptable (and a false value otherwise) gives a clearer message
+    with :func:`wait_for`.  ``step`` is the old name of ``interval``.  Old callers write
+    ``assert wait_until(...)``: that still works (the value returned is true).
+    """
+    if step is not None:
+        interval = step
+    return wait_for(predicate, bool, timeout=timeout, interval=interval, what=what or _describe(predicate))
+
+
+def _describe(function: Callable) -> str:
+    """A function's name, or for a lambda its source line (for timeout messages)."""
+    name = getattr(function, "__qualname__", None) or repr(function)
+    if name.endswith("<lambda>"):
+        try:
+            source = " ".join(inspect.getsource(function).split())
+        except (OSError, TypeError):
+            return name
+        return source if len(source) <= 200 else source[:197] + "..."
+    return name
 
 
 def alive(pids: Iterable[int]) -> List[int]:

@@ -40,6 +40,7 @@ from typing import IO
 import psutil
 
 __all__ = [
+    "NODE_UP_STATES",
     "SLURM_ENV_PREFIXES",
     "SlurmCluster",
     "SlurmClusterError",
@@ -63,6 +64,13 @@ _MAX_SPOOL_DIR_LEN = 60
 
 _NODE_NAME = "localhost"
 _PARTITIONS = ("debug", "datamover")
+
+#: Node states (``sinfo``'s ``%t`` abbreviations) of a node that is up and takes jobs:
+#: idle, partly or fully allocated, finishing jobs (``comp``: a job stays COMPLETING
+#: until its processes are gone, for a moment after every job), or holding a spot for
+#: a pending job (``plnd``).  A suffix such as ``*`` (not responding) or a state such
+#: as ``down``, ``drain`` or ``unk`` means the node is not usable.
+NODE_UP_STATES = frozenset({"idle", "mix", "alloc", "comp", "plnd"})
 
 
 class SlurmClusterError(RuntimeError):
@@ -296,6 +304,33 @@ class SlurmCluster:
         """
         out = self.run(["squeue", "--all", "--noheader", "--format=%A"], timeout=timeout).stdout
         return [int(word) for word in out.split()]
+
+    def partition_states(self, *, timeout: float = 30) -> dict[str, str]:
+        """Map every partition to the state of its node, as ``sinfo`` abbreviates it.
+
+        The state changes behind the caller's back (``comp`` for a moment after
+        every job), so tests wait for the state they need instead of sampling it
+        once.
+
+        Parameters
+        ----------
+        timeout : float, optional
+            Seconds before ``sinfo`` is given up
+            (:class:`subprocess.TimeoutExpired`).
+
+        Returns
+        -------
+        dict of str to str
+            E.g. ``{"debug": "idle", "datamover": "idle"}``; see
+            :data:`NODE_UP_STATES`.
+
+        Raises
+        ------
+        subprocess.CalledProcessError
+            If ``sinfo`` fails (e.g. the controller does not answer).
+        """
+        out = self.run(["sinfo", "--noheader", "--format=%R %t"], timeout=timeout).stdout
+        return _parse_states(out)
 
     def start(self, timeout: float = 30) -> SlurmCluster:
         """Write the configuration, start both daemons and wait for an idle node.
@@ -535,9 +570,8 @@ class SlurmCluster:
                         f"{name} exited with code {proc.returncode} during start-up\n"
                         + self.log_tails()
                     )
-            # One line per partition ("%R" is the name without the default's "*").
             res = self.run(["sinfo", "--noheader", "--format=%R %t"], timeout=10, check=False)
-            states = dict(line.split(None, 1) for line in res.stdout.splitlines() if " " in line)
+            states = _parse_states(res.stdout)
             last = (res.stdout + res.stderr).strip()
             if res.returncode == 0 and all(states.get(p) == "idle" for p in _PARTITIONS):
                 return
@@ -603,6 +637,14 @@ class SlurmCluster:
             p for p in psutil.process_iter() if p.pid not in spared and self._belongs_here(p)
         ]
         _kill_processes(victims)
+
+
+def _parse_states(sinfo_out: str) -> dict[str, str]:
+    """Parse ``sinfo --noheader --format='%R %t'``: one line per partition.
+
+    ``%R`` is the partition name without the ``*`` that marks the default one.
+    """
+    return dict(line.split(None, 1) for line in sinfo_out.splitlines() if " " in line.strip())
 
 
 def _kill_processes(procs: Sequence[psutil.Process], timeout: float = 3) -> None:

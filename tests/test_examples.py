@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from taurus_tools import Workspace
+sys.path.insert(0, os.path.dirname(__file__))
+from helpers import wait_for  # noqa: E402
+
+from taurus_tools import Workspace  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -24,6 +27,21 @@ def run_example(name: str, env: dict) -> subprocess.CompletedProcess:
     )
     assert res.returncode == 0, f"{name} failed:\n{res.stdout}\n{res.stderr}"
     return res
+
+
+def wait_jobs_gone(cluster, before: set) -> None:
+    """Wait until no job but those of ``before`` is in squeue.
+
+    A job stays in squeue (COMPLETING) for a moment after its last process ended, so
+    right after an example has finished its jobs may still be listed.
+    """
+    wait_for(
+        cluster.squeue_ids,
+        lambda ids: set(ids) <= before,
+        timeout=60,
+        interval=0.2,
+        what=f"the example's jobs to leave squeue (jobs from before: {sorted(before)})",
+    )
 
 
 def local_env() -> dict:
@@ -136,7 +154,7 @@ def test_parallel_copy_on_slurm(slurm_cluster):
     res = run_example("parallel_copy.py", env)
     check_parallel_copy(res, "slurm")
     assert "jobs go to partition datamover" in res.stdout
-    assert set(slurm_cluster.squeue_ids()) <= before  # srun jobs end with their shards
+    wait_jobs_gone(slurm_cluster, before)  # srun jobs end with their shards
 
 
 def test_parallel_copy_slurm(slurm_cluster):
@@ -154,4 +172,4 @@ def test_parallel_copy_slurm(slurm_cluster):
     )
     assert "shard jobs: 16, at most 8 at once" in res.stdout
     assert "parallel copy through Slurm finished" in res.stdout
-    assert set(slurm_cluster.squeue_ids()) <= before
+    wait_jobs_gone(slurm_cluster, before)

@@ -5,6 +5,7 @@ No Slurm needed.  Stub executables are small ``/bin/sh`` scripts in a tmp folder
 
 from __future__ import annotations
 
+import inspect
 import io
 import os
 import signal
@@ -16,7 +17,7 @@ import psutil
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from helpers import NOISE, alive, kill_group, prepend_path, tree, wait_until, write_stub  # noqa: E402
+from helpers import NOISE, alive, kill_group, prepend_path, tree, wait_for, wait_until, write_stub  # noqa: E402
 
 from taurus_tools._process import terminate_tree, terminate_trees  # noqa: E402
 from taurus_tools import (  # noqa: E402
@@ -73,9 +74,45 @@ def poll_until_done(h, timeout=30.0):
     return h.returncode
 
 
-def children_appear(h, n, timeout=5.0):
-    assert wait_until(lambda: len(tree(h.pid)) >= n, timeout), f"expected {n} processes, have {tree(h.pid)}"
-    return tree(h.pid)
+def children_appear(h, n, timeout=10.0):
+    """Wait until the handle's process tree has at least ``n`` processes; return their pids."""
+    return wait_for(lambda: tree(h.pid), lambda pids: len(pids) >= n, timeout=timeout, what=f"{n} processes")
+
+
+def interrupt_main_thread_once_waiting(timeout=20.0):
+    """SIGINT the main thread from another thread once it is blocked inside ``waitfor``.
+
+    A timer fired after a fixed delay could hit the main thread before it has reached
+    ``waitfor`` (on a loaded machine), and then nothing cancels the commands.  If the
+    main thread is not seen waiting within ``timeout`` s, no signal is sent (it could
+    hit pytest itself) and the thread's ``failure`` list holds the reason.  Returns the
+    thread, to join.
+    """
+    main = threading.main_thread()
+    waitfor_code = inspect.unwrap(waitfor).__code__
+    failure = []
+
+    def blocked_in_waitfor():
+        frame = sys._current_frames().get(main.ident)
+        codes = []
+        while frame is not None:
+            codes.append(frame.f_code)
+            frame = frame.f_back
+        # Innermost: threading's Event.wait / Condition.wait, called from waitfor's loop.
+        return bool(codes) and codes[0].co_filename == threading.__file__ and waitfor_code in codes
+
+    def interrupt():
+        try:
+            wait_until(blocked_in_waitfor, timeout, interval=0.01, what="the main thread to wait in waitfor")
+        except AssertionError as exc:
+            failure.append(exc)
+            return
+        signal.pthread_kill(main.ident, signal.SIGINT)
+
+    thread = threading.Thread(target=interrupt, daemon=True)
+    thread.failure = failure
+    thread.start()
+    return thread
 
 
 # =============================================================================== big output
@@ -133,7 +170,7 @@ class TestTimeout:
         assert "sleep 60" in str(info.value)
         assert info.value.commands == [["sleep", "60"]]
         assert info.value.timeout == 0.5
-        assert 0.4 <= elapsed < 4
+        assert 0.4 <= elapsed < 15  # not the 60 s of the sleep (generous: a loaded machine)
         assert h.done() and h.returncode is not None and h.returncode < 0
         assert not psutil.pid_exists(pid) or alive([pid]) == []
 
@@ -146,7 +183,7 @@ class TestTimeout:
             waitfor(h, timeout=0.3, progress=False)
         elapsed = time.monotonic() - t0
         assert "stubborn" in str(info.value)
-        assert elapsed < 8  # SIGTERM ignored: SIGKILL after the 5 s grace period
+        assert elapsed < 20  # SIGTERM ignored: SIGKILL after the 5 s grace, not the 60 s sleep
         assert alive(pids) == []
         assert h.returncode == -int(signal.SIGKILL)
 
@@ -189,11 +226,10 @@ class TestTerminateTree:
         write_stub(stubs, "stubborn", STUBBORN)
         p = subprocess.Popen(["stubborn"], start_new_session=True)
         try:
-            assert wait_until(lambda: len(tree(p.pid)) >= 2)
-            pids = tree(p.pid)
+            pids = wait_for(lambda: tree(p.pid), lambda pids: len(pids) >= 2, timeout=10, what="sh and its sleep")
             t0 = time.monotonic()
             assert terminate_tree(p.pid, grace=0.5) == int(signal.SIGKILL)
-            assert time.monotonic() - t0 < 3
+            assert time.monotonic() - t0 < 15  # the 0.5 s grace, not the 60 s sleep
             assert p.wait(5) == -int(signal.SIGKILL)
             assert alive(pids) == []
         finally:
@@ -216,7 +252,7 @@ class TestTerminateTree:
                 os.kill(p.pid, signal.SIGSTOP)
             t0 = time.monotonic()
             assert terminate_trees([p.pid for p in procs], grace=10) == int(signal.SIGTERM)
-            assert time.monotonic() - t0 < 5, "waited for the grace period: the stopped ones were not continued"
+            assert time.monotonic() - t0 < 8, "waited for the 10 s grace: the stopped ones were not continued"
             assert [p.wait(5) for p in procs] == [-int(signal.SIGTERM)] * 3
         finally:
             for p in procs:
@@ -258,8 +294,8 @@ class TestCancel:
         t0 = time.monotonic()
         h = start(handles, "sh", "-c", "sleep 30 & echo hi")
         try:
-            assert h.wait(timeout=5) == 0
-            assert time.monotonic() - t0 < 2.0
+            assert h.wait(timeout=15) == 0
+            assert time.monotonic() - t0 < 15  # not the 30 s of the grandchild
             assert h.communicate()[0] == "hi\n"
         finally:
             kill_group(h.pid)
@@ -340,7 +376,7 @@ class TestWaitfor:
         t = threading.Thread(target=wait)
         t.start()
         try:
-            assert wait_until(lambda: "first line" in buf.getvalue(), timeout=5)
+            wait_for(buf.getvalue, lambda text: "first line" in text, timeout=15, what="the first stderr line")
             assert not h.done()
         finally:
             h.cancel()
@@ -371,15 +407,14 @@ class TestWaitfor:
     def test_keyboard_interrupt_cancels(self, handles):
         hs = [start(handles, "sh", "-c", "sleep 30 & wait"), start(handles, "sleep", "30")]
         pids = children_appear(hs[0], 2) + tree(hs[1].pid)
-        main_ident = threading.main_thread().ident
-        assert threading.get_ident() == main_ident
-        timer = threading.Timer(0.5, signal.pthread_kill, args=(main_ident, signal.SIGINT))
-        timer.start()
+        assert threading.current_thread() is threading.main_thread()
+        interrupter = interrupt_main_thread_once_waiting()
         try:
             with pytest.raises(KeyboardInterrupt):
-                waitfor(hs, progress=False, file=io.StringIO())
+                waitfor(hs, progress=False, file=io.StringIO())  # without the signal: 30 s
         finally:
-            timer.cancel()
+            interrupter.join(30)
+            assert not interrupter.failure, interrupter.failure
         for h in hs:
             assert h.done() and h.returncode < 0
         assert alive(pids) == []

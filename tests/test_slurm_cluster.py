@@ -6,13 +6,13 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import psutil
 import pytest
-from slurm_cluster import SlurmCluster, SlurmClusterError
+from helpers import wait_for
+from slurm_cluster import NODE_UP_STATES, SlurmCluster, SlurmClusterError
 
 #: The lines srun prints when ``--pty`` is used without a terminal (REFERENCE §1).
 NOISE = (
@@ -79,23 +79,58 @@ def job_info(job_id: int) -> dict[str, str]:
 
 def wait_job(job_id: int, timeout: float = 60) -> dict[str, str]:
     """Poll until the job is in a final state; return :func:`job_info`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        info = job_info(job_id)
-        if info["JobState"] in FINAL_STATES:
-            return info
-        assert time.monotonic() < deadline, f"job {job_id} not finished: {info}"
-        time.sleep(0.2)
+    return wait_for(
+        lambda: job_info(job_id),
+        lambda info: info["JobState"] in FINAL_STATES,
+        timeout=timeout,
+        interval=0.2,
+        what=f"job {job_id} to finish",
+    )
+
+
+def wait_job_state(job_id: int, state: str, timeout: float = 30) -> dict[str, str]:
+    """Poll until the job is in ``state`` (e.g. ``RUNNING``); return :func:`job_info`."""
+    return wait_for(
+        lambda: job_info(job_id),
+        lambda info: info["JobState"] == state,
+        timeout=timeout,
+        what=f"job {job_id} to be {state}",
+    )
+
+
+def sinfo_states(args: Sequence[str | os.PathLike[str]]) -> dict[str, str]:
+    """Run an ``sinfo``-like command printing ``PARTITION STATE`` lines; map them.
+
+    A partition listed twice would be lost in the mapping, so that is an error.
+    """
+    res = run(args, check=True)
+    rows = [line.split() for line in res.stdout.splitlines()]
+    assert all(len(row) == 2 for row in rows), repr(res.stdout)
+    states = dict(rows)
+    assert len(states) == len(rows), repr(res.stdout)
+    return states
+
+
+def wait_nodes_up(
+    args: Sequence[str | os.PathLike[str]], partitions: set[str], timeout: float = 30
+) -> dict[str, str]:
+    """Wait until ``args`` lists exactly ``partitions``, each with its node up.
+
+    "Up" is any state of :data:`slurm_cluster.NODE_UP_STATES`: a node is ``comp``
+    for a moment after every job and ``mix`` or ``alloc`` while one runs, so a test
+    that means "the cluster works" must not insist on ``idle``.
+    """
+    return wait_for(
+        lambda: sinfo_states(args),
+        lambda states: set(states) == partitions and set(states.values()) <= NODE_UP_STATES,
+        timeout=timeout,
+        what=f"partitions {sorted(partitions)} with their node up ({sorted(NODE_UP_STATES)})",
+    )
 
 
 def wait_queue_empty(cluster: SlurmCluster, timeout: float = 30) -> list[int]:
     """Poll until ``squeue`` is empty (jobs may be COMPLETING briefly); return the last ids."""
-    deadline = time.monotonic() + timeout
-    ids = cluster.squeue_ids()
-    while ids and time.monotonic() < deadline:
-        time.sleep(0.2)
-        ids = cluster.squeue_ids()
-    return ids
+    return wait_for(cluster.squeue_ids, lambda ids: not ids, timeout=timeout, interval=0.2, what="an empty squeue")
 
 
 def stderr_lines(res: subprocess.CompletedProcess[str]) -> list[str]:
@@ -109,8 +144,17 @@ def test_fixture_points_environment_at_cluster(slurm_cluster: SlurmCluster) -> N
     assert os.environ["SLURM_CONF"] == str(slurm_cluster.conf_path)
     assert slurm_cluster.env == {"SLURM_CONF": str(slurm_cluster.conf_path)}
     assert slurm_cluster.running
-    res = run(["sinfo", "--noheader", "--format=%R %t"], check=True)
-    assert sorted(res.stdout.split("\n")[:-1]) == ["datamover idle", "debug idle"]
+    # sinfo through the environment reaches this cluster: its two partitions, node up.
+    # Not necessarily idle: a job of an earlier test may still be COMPLETING ("comp").
+    wait_nodes_up(["sinfo", "--noheader", "--format=%R %t"], {"datamover", "debug"})
+    # Idle once no job is left (the check after every Slurm test waits for that too).
+    states = wait_for(
+        lambda: sinfo_states(["sinfo", "--noheader", "--format=%R %t"]),
+        lambda states: set(states.values()) == {"idle"},
+        timeout=60,
+        what="both partitions idle",
+    )
+    assert states == {"datamover": "idle", "debug": "idle"}
 
 
 @pytest.mark.parametrize("partition", ["debug", "datamover"])
@@ -128,11 +172,12 @@ def test_srun_passes_exit_code(slurm_cluster: SlurmCluster) -> None:
 
 def test_eight_sbatch_jobs_run_concurrently(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
     # Every job waits (up to 60 s) until all eight have started: they can only
-    # all complete if they run at the same time.
+    # all complete if they run at the same time.  They also wait for the file "go",
+    # so none can have ended (and left squeue) before squeue is asked below.
     script = (
         'touch "$1/started.$SLURM_JOB_ID"; '
-        'for i in $(seq 600); do [ "$(ls "$1" | wc -l)" -ge 8 ] && exit 0; sleep 0.1; done; '
-        "exit 1"
+        'for i in $(seq 600); do [ "$(ls "$1" | wc -l)" -ge 8 ] && [ -e "$1.go" ] && exit 0; '
+        "sleep 0.1; done; exit 1"
     )
     (tmp_path / "started").mkdir()
     job_ids = [
@@ -140,7 +185,9 @@ def test_eight_sbatch_jobs_run_concurrently(slurm_cluster: SlurmCluster, tmp_pat
                 "--wrap", f"sh -c '{script}' job {tmp_path}/started"])
         for _ in range(8)
     ]  # fmt: skip
-    assert set(job_ids) <= set(slurm_cluster.squeue_ids())
+    queued = slurm_cluster.squeue_ids()
+    (tmp_path / "started.go").touch()
+    assert set(job_ids) <= set(queued), queued
     infos = [wait_job(j, timeout=90) for j in job_ids]
     assert [i["JobState"] for i in infos] == ["COMPLETED"] * 8, infos
     assert [i["ExitCode"] for i in infos] == ["0:0"] * 8
@@ -152,15 +199,16 @@ def test_cancelled_job_states(slurm_cluster: SlurmCluster, site_tools_dir: Path)
     job = submit(
         ["sbatch", "-p", "datamover", "-J", "sleeper", "-o", "/dev/null", "--wrap", "sleep 300"]
     )
-    deadline = time.monotonic() + 30
-    while job_info(job)["JobState"] != "RUNNING":
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    wait_job_state(job, "RUNNING")
     res = run([site_tools_dir / "dtq"])
     assert res.returncode == 0, res.stderr
     assert str(job) in res.stdout.split()
     res = run([site_tools_dir / "dtqueue", "-h", "-o", "%i %j %P"])
-    assert res.stdout == f"{job} sleeper datamover\n"
+    assert res.returncode == 0, res.stderr
+    # Our job, and only jobs of the datamover partition (an earlier test's may linger).
+    lines = res.stdout.splitlines()
+    assert f"{job} sleeper datamover" in lines, res.stdout
+    assert all(line.endswith(" datamover") for line in lines), res.stdout
     res = run([site_tools_dir / "dtcancel", str(job)])
     assert res.returncode == 0, res.stderr
     info = wait_job(job)
@@ -178,9 +226,8 @@ def test_cancelled_job_states(slurm_cluster: SlurmCluster, site_tools_dir: Path)
 def test_dtinfo_shows_datamover_partition(
     slurm_cluster: SlurmCluster, site_tools_dir: Path
 ) -> None:
-    res = run([site_tools_dir / "dtinfo", "-h", "-o", "%P %t"])
-    assert res.returncode == 0, res.stderr
-    assert res.stdout == "datamover idle\n"
+    # Only the datamover partition ("%P" of the default one would end in "*"), node up.
+    assert wait_nodes_up([site_tools_dir / "dtinfo", "-h", "-o", "%P %t"], {"datamover"})
 
 
 # --------------------------------------------------------- datamover emulation
@@ -209,7 +256,10 @@ def test_dtcp_blocking_nasty_name(
     res = run([dtcp, "--blocking", "--", "missing " + NASTY, "x"], cwd=tmp_path)
     assert res.returncode == 1
     assert NOISE[0] in stderr_lines(res) and NOISE[1] in stderr_lines(res)
-    assert "cp: cannot stat" in res.stderr
+    # cp writes "cp: " and "cannot stat ..." with separate write()s, and srun's own
+    # "srun: error: localhost: task 0: Exited with exit code 1" line (another thread)
+    # can land between the two: look for the parts, not for "cp: cannot stat".
+    assert "cp: " in res.stderr and "cannot stat 'missing " in res.stderr, res.stderr
 
 
 def test_dtcp_non_blocking_nasty_name(
@@ -273,10 +323,7 @@ def _has_stepd(cluster: SlurmCluster) -> bool:
 
 
 def _wait_stepd(cluster: SlurmCluster, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not _has_stepd(cluster):
-        assert time.monotonic() < deadline, "the batch job never started"
-        time.sleep(0.1)
+    wait_for(lambda: _has_stepd(cluster), timeout=timeout, what="a slurmstepd (the batch job to start)")
 
 
 def _processes_of(cluster: SlurmCluster) -> list[psutil.Process]:
@@ -304,6 +351,13 @@ def test_second_cluster_start_stop_leaves_nothing(
         job = submit(["sbatch", "-o", "/dev/null", "--wrap", "sleep 300"], env=env)
         res = run(["srun", "true"], env=env)
         assert res.returncode == 0, res.stderr
+        # The batch job runs (its slurmstepd, not just a lingering one of srun's step).
+        wait_for(
+            lambda: other.run(["squeue", "--noheader", "--jobs", str(job), "--format=%T"]).stdout.strip(),
+            lambda state: state == "RUNNING",
+            timeout=30,
+            what=f"job {job} of the second cluster to run",
+        )
         _wait_stepd(other)
         assert job in other.squeue_ids()
     assert not other.running
