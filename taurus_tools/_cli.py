@@ -6,6 +6,11 @@
 ``taurus-tools [OPTIONS] dtcp -r A B`` (and every other datamover command, and ``rclone``)
 runs the command through that backend, waits with progress and live errors, prints its
 output and exits with its exit code.
+
+Global options (``--backend``, ``-v``, ...) go anywhere for ``copy``, ``ws`` and ``info``;
+for the pass-through commands they must come before the command's name, since
+everything after it belongs to the wrapped tool.  SIGTERM and SIGHUP cancel like Ctrl-C:
+running processes and Slurm jobs are stopped, and the exit status is 128 + the signal.
 """
 
 from __future__ import annotations
@@ -13,9 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
+import os
 import signal
 import sys
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+import threading
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ._backends import BACKENDS, find_site_tools
 from ._datamover import COMMANDS, Datamover
@@ -35,37 +43,139 @@ from ._ws_format import WorkspaceInfo
 
 __all__ = ["main"]
 
+log = logging.getLogger(__name__)
+
 PASS_THROUGH = (*COMMANDS, "rclone")
-#: Global options that take a value (so the value is not mistaken for a command).
-_VALUED = ("--backend", "--partition", "--account", "--time", "--timeout", "--tools-dir")
 #: Exit code for a command that ran out of time (as GNU timeout).
 EXIT_TIMEOUT = 124
 #: Exit code for bad usage or a library error before anything ran.
 EXIT_USAGE = 2
 #: Exit code for an operation that was tried and failed.
 EXIT_FAILED = 1
+#: Signals that cancel like Ctrl-C (SIGINT is Python's KeyboardInterrupt already).
+CANCEL_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
-def _global_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--version", action="version", version=f"taurus-tools {__version__}")
-    parser.add_argument(
-        "--backend", choices=BACKENDS, default="auto", help="where commands run (default: auto)"
-    )
-    parser.add_argument("--tools-dir", help="folder with the site's dt* tools")
-    parser.add_argument(
-        "--partition", default="datamover", help="Slurm partition for the slurm backend"
-    )
-    parser.add_argument("--account", help="Slurm account (--account)")
-    parser.add_argument("--time", help="job time limit, e.g. 90 or 1-00:00:00")
-    parser.add_argument(
-        "--no-blocking",
-        dest="blocking",
-        action="store_false",
-        help="submit batch jobs instead of keeping srun attached (the wait is the same)",
-    )
-    parser.add_argument("--timeout", type=float, help="cancel the command after this many seconds")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv: debug)")
+# ---------------------------------------------------------------------- option values
+def _number(text: str, convert: Callable[[str], Any], what: str) -> Any:
+    try:
+        value = convert(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """argparse type: a finite number of seconds > 0."""
+    value = _number(text, float, "a number of seconds > 0")
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+    return float(value)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    value = _number(text, int, "a whole number >= 1")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return int(value)
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: a whole number >= 0."""
+    value = _number(text, int, "a whole number >= 0")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return int(value)
+
+
+# ---------------------------------------------------------------------- global options
+#: The global options: names and argparse keywords.  Each parser (the top one, and every
+#: subcommand's) gets them from :func:`_global_parent`.
+_GLOBALS: Tuple[Tuple[Tuple[str, ...], Dict[str, Any]], ...] = (
+    (("--backend",), dict(choices=BACKENDS, default="auto", help="where commands run (default: auto)")),
+    (("--tools-dir",), dict(default=None, metavar="DIR", help="folder with the site's dt* tools")),
+    (
+        ("--partition",),
+        dict(default="datamover", help="Slurm partition for the slurm backend (default: datamover)"),
+    ),
+    (("--account",), dict(default=None, help="Slurm account (--account)")),
+    (("--time",), dict(default=None, help="job time limit, e.g. 90 or 1-00:00:00")),
+    (
+        ("--no-blocking",),
+        dict(
+            dest="blocking",
+            action="store_false",
+            default=True,
+            help="submit batch jobs instead of keeping srun attached (the wait is the same)",
+        ),
+    ),
+    (
+        ("--timeout",),
+        dict(
+            type=positive_seconds,
+            default=None,
+            metavar="SECONDS",
+            help="cancel a pass-through command after this many seconds (> 0); exit code 124",
+        ),
+    ),
+    (("-q", "--quiet"), dict(action="store_true", default=False, help="no progress bar")),
+    (("-v", "--verbose"), dict(action="count", default=0, help="log more (-vv: debug)")),
+)
+#: Global options that take a value (so the value is not mistaken for a command).
+_VALUED = tuple(name for names, kw in _GLOBALS if "action" not in kw for name in names)
+
+
+def _global_parent(tag: Optional[str] = None) -> argparse.ArgumentParser:
+    """The global options in a parent parser (``parents=[...]``).
+
+    ``tag=None`` is the top-level copy, with the real defaults.  A subcommand's copy
+    (``tag`` names the subcommand) has ``argparse.SUPPRESS`` for every default: argparse
+    parses a subcommand into a namespace of its own and copies what is set there over
+    the top-level one, so an option absent after the command keeps the value given
+    before it (or the default), and one given after it wins.  ``-v`` counts into a
+    ``verbose_<tag>`` of its own, summed by :func:`_merge_verbose`: ``-v copy -v`` is ``-vv``.
+    """
+    parent = argparse.ArgumentParser(add_help=False)
+    if tag is None:
+        group = parent.add_argument_group("global options")
+    else:
+        group = parent.add_argument_group(
+            "global options", "also accepted before the command (taurus-tools [global options] COMMAND ...)"
+        )
+    for names, keywords in _GLOBALS:
+        kw = dict(keywords)
+        if tag is not None:
+            kw["default"] = argparse.SUPPRESS
+            if kw.get("action") == "count":
+                kw["dest"] = f"verbose_{tag}"
+        group.add_argument(*names, **kw)
+    return parent
+
+
+def _merge_verbose(opts: argparse.Namespace) -> argparse.Namespace:
+    extra = [name for name in vars(opts) if name.startswith("verbose_")]
+    for name in extra:
+        opts.verbose += getattr(opts, name)
+        delattr(opts, name)
+    return opts
+
+
+def parse_args(argv: Sequence[str], parser: Optional[argparse.ArgumentParser] = None) -> argparse.Namespace:
+    """Parse a ``copy``/``ws``/``info`` command line (or a pass-through's global options).
+
+    Usage errors exit 2 (argparse's ``SystemExit``), before anything runs.
+    """
+    return _merge_verbose((parser or build_parser()).parse_args(list(argv)))
+
+
+_EPILOG = """Global options go anywhere for copy, ws and info: before or after the command, e.g.
+  taurus-tools copy SRC DST --workers 4 --backend local
+For the pass-through commands (dt*, rclone) they must come before the command's name,
+since everything after it goes to the tool:
+  taurus-tools --backend local --timeout 60 dtcp -r SRC DST
+SIGTERM and SIGHUP cancel like Ctrl-C (processes and Slurm jobs are stopped; exit 128+N).
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,12 +184,20 @@ def build_parser() -> argparse.ArgumentParser:
         description="Move data on HPC clusters. Datamover commands ("
         + ", ".join(PASS_THROUGH)
         + ") run through the chosen backend: taurus-tools [OPTIONS] dtcp -r SRC DST",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[_global_parent()],
     )
-    _global_options(parser)
+    parser.add_argument("--version", action="version", version=f"taurus-tools {__version__}")
     sub = parser.add_subparsers(
         dest="subcommand", metavar="{copy,info,ws," + ",".join(PASS_THROUGH) + "}"
     )
-    info = sub.add_parser("info", help="backend chosen and why, tools found, Slurm partitions")
+    info = sub.add_parser(
+        "info",
+        help="backend chosen and why, tools found, Slurm partitions",
+        description="Which backend runs commands and why, the site tools found, Slurm's partitions.",
+        parents=[_global_parent("info")],
+    )
     info.add_argument("--json", action="store_true", help="machine-readable output")
     _ws_parser(sub)
     _copy_parser(sub)
@@ -90,13 +208,19 @@ def _copy_parser(sub: Any) -> None:
     p = sub.add_parser(
         "copy",
         help="parallel copy of a folder's contents (list once, shard by bytes, retry, resume, verify)",
+        description="Parallel copy of SRC's contents into DST: list once, shard by bytes, retry, "
+        "resume, verify. Run the same command again after a crash, Ctrl-C or SIGTERM to resume.",
+        parents=[_global_parent("copy")],
     )
     p.add_argument("src", help="folder to copy (its contents)")
     p.add_argument("dst", help="folder to copy into (created if missing)")
     p.add_argument(
-        "--workers", type=int, default=None, help="shards copied at once (default 8; locally at most one per CPU)"
+        "--workers",
+        type=positive_int,
+        default=None,
+        help="shards copied at once, >= 1 (default 8; locally at most one per CPU)",
     )
-    p.add_argument("--shards", type=int, help="number of shards (default: one per worker)")
+    p.add_argument("--shards", type=positive_int, help="number of shards, >= 1 (default: one per worker)")
     p.add_argument("--shard-by", choices=("bytes", "count"), default="bytes")
     p.add_argument("--verify", choices=("size", "checksum", "none"), default="size")
     p.add_argument(
@@ -104,7 +228,7 @@ def _copy_parser(sub: Any) -> None:
         action="store_true",
         help="write every file under a temporary name and rename it (default: only files that exist already)",
     )
-    p.add_argument("--retries", type=int, default=2, help="retries of failed entries (default 2)")
+    p.add_argument("--retries", type=non_negative_int, default=2, help="retries of failed entries, >= 0 (default 2)")
     p.add_argument("--no-resume", dest="resume", action="store_false", help="start over")
     p.add_argument("--report", help="where to write result_all.json")
     p.add_argument("--work-dir", help="listing, shards and state (default ~/.cache/taurus-tools/copies/...)")
@@ -114,7 +238,6 @@ def _copy_parser(sub: Any) -> None:
     p.add_argument("--dry-run", action="store_true", help="list and shard, copy nothing")
     p.add_argument("--no-space-check", dest="check_space", action="store_false")
     p.add_argument("--keep-work-dir", action="store_true")
-    p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bar")
 
 
 def copy_command(opts: argparse.Namespace) -> int:
@@ -141,7 +264,15 @@ def copy_command(opts: argparse.Namespace) -> int:
         keep_work_dir=opts.keep_work_dir,
         progress=not opts.quiet,
     )
-    result = pc.run()
+    try:
+        result = pc.run()
+    except KeyboardInterrupt as exc:
+        print(
+            f"taurus-tools: copy stopped by {_signal_name(exc)}; its shards were cancelled. "
+            f"Run the same command again to resume it (work dir: {os.path.abspath(pc.work_dir)})",
+            file=sys.stderr,
+        )
+        return _signal_exit(exc)
     print(result.summary())
     for message in result.failed_messages[:20]:
         print(f"  failed: {message}", file=sys.stderr)
@@ -151,7 +282,9 @@ def copy_command(opts: argparse.Namespace) -> int:
 
 
 def _ws_parser(sub: Any) -> None:
-    ws = sub.add_parser("ws", help="workspaces: allocate, list, extend, release, find")
+    ws = sub.add_parser(
+        "ws", help="workspaces: allocate, list, extend, release, find", parents=[_global_parent("ws")]
+    )
     ws.add_argument(
         "--ws-backend", choices=("auto", "site", "local"), default="auto", help="ws_* tools to use"
     )
@@ -159,7 +292,7 @@ def _ws_parser(sub: Any) -> None:
     ws_sub.required = True
 
     def add(name: str, help: str) -> argparse.ArgumentParser:
-        p = ws_sub.add_parser(name, help=help)
+        p = ws_sub.add_parser(name, help=help, description=help, parents=[_global_parent(f"ws_{name}")])
         p.add_argument("-F", "--filesystem", help="workspace filesystem (ws_list -l shows them)")
         p.add_argument("--json", action="store_true", help="machine-readable output")
         return p
@@ -327,23 +460,124 @@ def run_command(opts: argparse.Namespace, command: str, args: List[str]) -> int:
     except CommandTimeoutError as exc:
         print(f"taurus-tools: {exc}", file=sys.stderr)
         return EXIT_TIMEOUT
+    except KeyboardInterrupt as exc:
+        if not handle.done():  # waitfor cancels; this covers a signal before it started
+            handle.cancel()
+        print(
+            f"taurus-tools: {command} cancelled by {_signal_name(exc)} (its processes and any Slurm job stopped)",
+            file=sys.stderr,
+        )
+        return _signal_exit(exc)
     sys.stdout.buffer.write(handle.stdout_text)
     sys.stdout.flush()
     return rc if rc >= 0 else 128 - rc
 
 
+# ---------------------------------------------------------------------- signals
+class Cancelled(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised in the main thread so that it takes Ctrl-C's path.
+
+    ``waitfor`` and ``ParallelCopy.run`` catch KeyboardInterrupt, cancel what runs (local
+    process trees and Slurm jobs), and re-raise; :func:`main` then exits 128 + ``signum``.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _signum(exc: BaseException) -> int:
+    return exc.signum if isinstance(exc, Cancelled) else int(signal.SIGINT)
+
+
+def _signal_name(exc: BaseException) -> str:
+    return signal.Signals(_signum(exc)).name
+
+
+def _signal_exit(exc: BaseException) -> int:
+    return 128 + _signum(exc)
+
+
+class _CancelOnSignals:
+    """Turn SIGTERM and SIGHUP into :class:`Cancelled` while :func:`main` runs.
+
+    Installed only in the main thread (Python runs signal handlers there and nowhere
+    else) and never over a signal that is ignored (``nohup`` keeps working).  Only the
+    first signal raises: later ones, while the cancellation runs, are logged and
+    dropped, so that they do not cut the clean-up short (SIGKILL still ends everything).
+    """
+
+    def __init__(self) -> None:
+        self._previous: Dict[int, Any] = {}
+        self._armed = False
+        self._fired = False
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if self._fired:
+            log.warning("%s received while cancelling: ignored, the cancellation goes on", name)
+            return
+        if not self._armed:
+            log.warning("%s received while exiting: ignored", name)
+            return
+        self._fired = True
+        raise Cancelled(signum)
+
+    def __enter__(self) -> "_CancelOnSignals":
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        for sig in CANCEL_SIGNALS:
+            if signal.getsignal(sig) == signal.SIG_IGN:
+                continue
+            self._previous[sig] = signal.signal(sig, self._handler)
+        self._armed = True
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self._armed = False  # from here a signal only logs: nothing is left to cancel
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
+        self._previous.clear()
+
+
+# ---------------------------------------------------------------------- entry point
+def _os_error(exc: OSError) -> str:
+    """An OSError as one line: ``Permission denied: '/projects/x'``."""
+    if not exc.strerror:
+        return " ".join(str(exc).split()) or type(exc).__name__
+
+    def quoted(name: Any) -> str:  # repr: quotes, and a newline in a name stays on the line
+        return repr(os.fsdecode(name) if isinstance(name, (str, bytes)) else name)
+
+    text = exc.strerror
+    if exc.filename is not None:
+        text += f": {quoted(exc.filename)}"
+        if exc.filename2 is not None:
+            text += f" -> {quoted(exc.filename2)}"
+    return text
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``taurus-tools`` console script; returns the exit code."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    with _CancelOnSignals():
+        try:
+            return _main(args)
+        except KeyboardInterrupt as exc:
+            print(f"taurus-tools: stopped by {_signal_name(exc)}", file=sys.stderr)
+            return _signal_exit(exc)
+
+
+def _main(argv: List[str]) -> int:
     parser = build_parser()
     split = split_pass_through(argv)
     try:
         if split is not None:
             globals_, command, args = split
-            opts = parser.parse_args(globals_)
+            opts = parse_args(globals_, parser)
             _setup_logging(opts.verbose)
             return run_command(opts, command, args)
-        opts = parser.parse_args(argv)
+        opts = parse_args(argv, parser)
         _setup_logging(opts.verbose)
         if opts.subcommand == "info":
             return info(opts)
@@ -359,9 +593,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except TaurusToolsError as exc:
         print(f"taurus-tools: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    except KeyboardInterrupt:
-        print("taurus-tools: interrupted; running commands were cancelled", file=sys.stderr)
-        return 128 + int(signal.SIGINT)
+    except OSError as exc:
+        log.debug("%s", type(exc).__name__, exc_info=True)
+        print(f"taurus-tools: error: {_os_error(exc)}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,7 +6,7 @@ import datetime as _dt
 import logging
 import os
 import sys
-from typing import TYPE_CHECKING, Iterable, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Sequence, Tuple, Union
 
 from ._backends import (
     Backend,
@@ -17,7 +17,7 @@ from ._backends import (
     slurm_time,
     srun_argv,
 )
-from ._errors import CommandNotFoundError, ConfigurationError
+from ._errors import CommandNotFoundError, ConfigurationError, UnknownCommandError
 from ._process import Handle, Launch, unique_job_name
 from ._slurm import SlurmClient
 
@@ -141,6 +141,18 @@ class Datamover:
 
     def __repr__(self) -> str:
         return f"<Datamover backend={self.backend.name!r}>"
+
+    if not TYPE_CHECKING:  # type checkers keep reporting misspelt attributes
+
+        def __getattr__(self, name: str) -> Any:
+            """Only for attributes that do not exist: ``dm.dtfoo`` lists the commands there are."""
+            if name.startswith("dt"):
+                backend = self.__dict__.get("backend")
+                available = backend.commands() if backend is not None else COMMANDS
+                raise UnknownCommandError(name, available, "not a datamover command")
+            error = AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+            error.name, error.obj = name, self  # what Python >= 3.10 sets (for "Did you mean")
+            raise error
 
     def commands(self) -> Tuple[str, ...]:
         """The ``dt*`` commands this backend can run."""
