@@ -23,6 +23,7 @@ from ._errors import (
     SourceNotFoundError,
     StageError,
     TaurusToolsError,
+    UnknownCommandError,
     WorkspaceError,
 )
 from ._parallel_copy import CopyConfig, CopyResult, ParallelCopy
@@ -60,6 +61,7 @@ __all__ = [
     "SlurmError",
     "StageError",
     "TaurusToolsError",
+    "UnknownCommandError",
     "Workspace",
     "WorkspaceError",
     "WorkspaceInfo",

@@ -592,8 +592,8 @@ class TestOSErrorsAreMessages:
         (tmp_path / "not-a-folder").write_text("")
         proc = cli("copy", str(src), str(tmp_path / "dst"), "--backend", "local", "-q",
                    "--work-dir", str(tmp_path / "not-a-folder"))
-        # Exit 1 (an OSError) today; 2 once ParallelCopy checks it first (ConfigurationError).
-        assert proc.returncode in (1, 2), proc.stderr
+        # ParallelCopy checks it before any work: a usage error.
+        assert proc.returncode == 2, proc.stderr
         assert_one_line_error(proc, "not-a-folder")
         assert not (tmp_path / "dst").exists()
 
