@@ -404,6 +404,18 @@ class TestWaitfor:
         with pytest.raises(ValueError):
             waitfor(h, poll_interval=0)
 
+    @pytest.fixture
+    def sigint_raises(self):
+        """SIGINT raises KeyboardInterrupt here even if pytest was started with it ignored.
+
+        A background job of a non-interactive shell, or one started by nohup, ignores
+        SIGINT, and Python then installs no handler of its own.
+        """
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        yield
+        signal.signal(signal.SIGINT, previous)
+
+    @pytest.mark.usefixtures("sigint_raises")
     def test_keyboard_interrupt_cancels(self, handles):
         hs = [start(handles, "sh", "-c", "sleep 30 & wait"), start(handles, "sleep", "30")]
         pids = children_appear(hs[0], 2) + tree(hs[1].pid)
