@@ -50,6 +50,7 @@ bad usage.
 
 from __future__ import annotations
 
+import errno  # built in: no import cost
 import os
 import sys
 import time
@@ -59,9 +60,9 @@ if TYPE_CHECKING:  # not at run time: importing typing costs the worker 2 ms
     from typing import BinaryIO
 
 try:
-    from ._records import iter_records
+    from ._records import iter_records, link_above
 except ImportError:  # run as a script (``python -S .../_copy_worker.py``): no package import
-    from _records import iter_records  # type: ignore[no-redef]
+    from _records import iter_records, link_above  # type: ignore[no-redef]
 
 PART_PREFIX = b".tt-part-"
 _CHUNK = 1 << 24
@@ -71,10 +72,23 @@ COUNTERS = ("files", "bytes", "skipped", "skipped_bytes", "failed", "verified", 
 # What happened to each record of the shard, one byte per record (for the verify pass).
 _COPIED, _SKIPPED, _FAILED = 0, 1, 2
 
-#: Errors another try cannot heal: reported at once, never retried with backoff.
-#: (EACCES, EPERM, ENOENT, EEXIST, ENOTDIR, EISDIR, EINVAL, EROFS, ELOOP, ENAMETOOLONG,
-#: EFBIG; the numbers are Linux's, spelled out so the worker need not import errno.)
-PERMANENT_ERRNOS = frozenset((13, 1, 2, 17, 20, 21, 22, 30, 40, 36, 27))
+#: Errors another try cannot heal: reported at once, never retried with backoff.  (Out
+#: of space, I/O errors, stale handles and the like may heal: they are retried.)
+PERMANENT_ERRNOS = frozenset(
+    (
+        errno.EACCES,
+        errno.EPERM,
+        errno.ENOENT,
+        errno.EEXIST,
+        errno.ENOTDIR,
+        errno.EISDIR,
+        errno.EINVAL,
+        errno.EROFS,
+        errno.ELOOP,
+        errno.ENAMETOOLONG,
+        errno.EFBIG,
+    )
+)
 
 
 class Refused(Exception):
@@ -212,22 +226,12 @@ class Worker:
         where the only links are the ones this copy made from the source's links, and
         a listing never holds a path below a link.
         """
-        unchecked = []
-        end = rel.rfind(b"/")
-        while end > 0 and rel[:end] not in self._real_dirs:
-            unchecked.append(rel[:end])
-            end = rel.rfind(b"/", 0, end)
-        for folder in reversed(unchecked):  # from the top: a link above is found first
-            try:
-                st = os.lstat(self.dst + folder)
-            except FileNotFoundError:
-                return  # it and what is below it are made as real folders
-            if (st.st_mode & 0o170000) == 0o120000:
-                raise Refused(
-                    f"{os.fsdecode(folder)!r} is a symbolic link at the destination where the source has "
-                    "a folder; not writing through it (remove the link, or copy into another destination)"
-                )
-            self._real_dirs.add(folder)
+        link = link_above(self.dst, rel, self._real_dirs)
+        if link is not None:
+            raise Refused(
+                f"{os.fsdecode(link)!r} is a symbolic link at the destination where the source has "
+                "a folder; not writing through it (remove the link, or copy into another destination)"
+            )
 
     def run(self, shard: str) -> int:
         outcome = bytearray()
@@ -376,7 +380,14 @@ class Worker:
         except FileNotFoundError:
             pass
         self._symlink(target, tmp)
-        os.replace(tmp, dst)
+        try:
+            os.replace(tmp, dst)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
         self.counts["files"] += 1
         return True
 
@@ -400,9 +411,13 @@ class Worker:
                     self.counts["skipped"] += 1
                     self.counts["skipped_bytes"] += st.st_size
                     return False
-        fin = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+        # Never follow a link, never block on a FIFO: the source may have changed since
+        # it was listed (a file replaced by a link would copy what it points to).
+        fin = os.open(src, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
         try:
             st = os.fstat(fin)
+            if (st.st_mode & 0o170000) != 0o100000:
+                raise Refused("the source is no longer a regular file (it changed since it was listed)")
             mode = st.st_mode & 0o7777
             # Into a new destination (see --new) a file is written under its own name:
             # one rename less per file.  Its modification time is set last, so until it

@@ -25,7 +25,6 @@ import io
 import json
 import logging
 import os
-import secrets
 import shutil
 import sys
 import threading
@@ -377,7 +376,7 @@ class ParallelCopy:
             _make_folder(self.dst, "destination")
         with _lock_dir(self.work_dir):
             state = self._load_state()
-            self._part_tag = state["part_tag"]
+            self._part_tag = part_tag_of(self.src, self.dst, self.work_dir)
             fresh = state["listing"] is None
             listing, stats = self._listing(state)
             self._plan(state, listing)
@@ -489,11 +488,13 @@ class ParallelCopy:
             "shards": [],
             "retries": 0,
             "results": [],
-            "part_tag": new_part_tag(),
         }
         path = self._state_path()
         if not path.exists():
             return fresh
+        # An unfinished earlier run may have left temporary files (a killed worker's) that
+        # this run, with another plan, would not overwrite: remove them at the end.
+        fresh["sweep_parts"] = True
         if not self.config.resume:
             log.info("resume=False: starting over in %s", self.work_dir)
             self._clean_work_dir(everything=True)
@@ -509,13 +510,13 @@ class ParallelCopy:
             self._clean_work_dir(everything=True)
             self.work_dir.mkdir(parents=True, exist_ok=True)
             return fresh
+        fresh["sweep_parts"] = False
         if state.get("finished"):
             # A finished copy kept with keep_work_dir: the tree may have changed; list anew.
             self._clean_work_dir(everything=True)
             self.work_dir.mkdir(parents=True, exist_ok=True)
             return fresh
         state["new_dst"] = False  # what the earlier run copied is there now: skip it
-        state.setdefault("part_tag", new_part_tag())
         for s in state["shards"]:
             if s["state"] == "failed":  # a new run is a new chance, for what failed only
                 s.update(state="pending", attempts=0, todo=s.get("failed_list", s["todo"]))
@@ -641,6 +642,10 @@ class ParallelCopy:
         tag = f"shard-{task.index:04d}.{task.attempt}"
         status = run_dir / f"{tag}.status"
         failed = run_dir / f"{tag}.failed"
+        # An earlier run's files of this attempt number must not pass for this attempt's.
+        for stale in (status, failed, Path(f"{failed}.messages"), Path(f"{failed}.permanent")):
+            with contextlib.suppress(FileNotFoundError):
+                stale.unlink()
         if isinstance(dm.backend, SiteBackend):
             # Site tools run only their own tool: rsync reads the shard's paths.
             paths = run_dir / f"{tag}.paths"
@@ -756,6 +761,8 @@ class ParallelCopy:
         In the driver, like the listing: a few metadata calls per folder.  Every folder
         record is in shard 0.  Failures fail the copy; a rerun tries again.
         """
+        if state.get("sweep_parts"):
+            self._sweep_parts(state)
         if state.get("folders_done"):
             return
         failed, messages = io.BytesIO(), io.StringIO()
@@ -769,6 +776,26 @@ class ParallelCopy:
             state["folders_done"] = True
             self._save_state(state)
         log.debug("set the mode and times of %d folders", done)
+
+    def _sweep_parts(self, state: Dict[str, Any]) -> None:
+        """Remove the temporary files an unfinished earlier run of this copy left (a killed
+        worker's), which this run's plan did not overwrite: one ``scandir`` per folder."""
+        prefix = os.fsencode(f".tt-part-{self._part_tag}-")
+        dst = os.fsencode(self.dst)
+        records = read_entries(Path(state["shards"][0]["path"]))
+        folders = [dst] + [dst + b"/" + entry.path for entry, _ in records if entry.kind == "d"]
+        removed = 0
+        for folder in folders:
+            with contextlib.suppress(OSError), os.scandir(folder) as it:
+                for item in it:
+                    if item.name.startswith(prefix) and item.is_file(follow_symlinks=False):
+                        with contextlib.suppress(OSError):
+                            os.unlink(item.path)
+                            removed += 1
+        if removed:
+            log.info("removed %d temporary files an interrupted earlier run left in %s", removed, self.dst)
+        state["sweep_parts"] = False
+        self._save_state(state)
 
     def _finish_shard(
         self,
@@ -784,10 +811,12 @@ class ParallelCopy:
         rc = handle.returncode
         assert rc is not None
         counts = _read_json(status)
+        tool_checked = False
         if not counts and rc == 0:
             # A tool that reports no counters and does not verify (the site's dtrsync).
             counts = self._check_tool_shard(task.shard, status, failed)
             rc = 1 if counts["failed"] else 0
+            tool_checked = True
         totals = s.setdefault("counts", {})
 
         def count() -> None:
@@ -810,16 +839,19 @@ class ParallelCopy:
         )
         s["attempts"] = task.attempt + 1
         per_file, permanent_paths, generic = _failure_info(failed, handle, rc)
+        # The worker's lists of failed entries are complete only when it got to its end
+        # (status "done"); exit 1 may also be a crash, or srun refusing the job.
+        listed = rc == 1 and (counts.get("done") is True or tool_checked)
         # Failures no retry can heal (permission denied, ...): kept aside, not retried.
         permanent = Path(f"{failed}.permanent")
-        if rc == 1 and permanent.exists():
+        if listed and permanent.exists():
             kept = self.work_dir / "runs" / f"shard-{task.index:04d}.permanent"
             with open(kept, "ab") as out, open(permanent, "rb") as new:
                 shutil.copyfileobj(new, out)
             s["permanent"] = str(kept)
             s.setdefault("permanent_messages", {}).update({p: per_file[p] for p in permanent_paths})
         has_failed_list = failed.exists() and failed.stat().st_size > 0
-        if rc == 0 or (rc == 1 and not has_failed_list and s.get("permanent")):
+        if rc == 0 or (listed and not has_failed_list and s.get("permanent")):
             count()
             if s.get("permanent"):  # the rest is done; what cannot heal failed for good
                 s["state"] = "failed"
@@ -834,7 +866,7 @@ class ParallelCopy:
             state["retries"] += 1
             delay = self.config.retry_delay_s * (2**task.attempt)
             # Retry only what failed when the worker said what that was.
-            todo = failed if has_failed_list and rc == 1 else task.shard
+            todo = failed if has_failed_list and listed else task.shard
             if todo != task.shard:
                 count()  # else the retry sees this attempt's files again (as skipped)
             s["todo"] = str(todo)
@@ -847,7 +879,7 @@ class ParallelCopy:
         # What failed: the worker's list of failed entries, or (when the shard command
         # itself failed, e.g. srun refused it) every entry it was given; and what failed
         # for good in earlier attempts.
-        failed_list = failed if has_failed_list and rc == 1 else task.shard
+        failed_list = failed if has_failed_list and listed else task.shard
         if s.get("permanent"):
             failed_list = self._final_list(task, [failed_list, Path(s["permanent"])])
             per_file = {**s["permanent_messages"], **per_file}
@@ -859,10 +891,12 @@ class ParallelCopy:
     def _final_list(self, task: _Task, parts: List[Path]) -> Path:
         """One file with the records of ``parts``: what a shard failed for good."""
         merged = self.work_dir / "runs" / f"shard-{task.index:04d}.{task.attempt}.final"
-        with open(merged, "wb") as out:
+        tmp = merged.with_name(merged.name + ".tmp")  # a part may be an earlier run's file of that name
+        with open(tmp, "wb") as out:
             for part in parts:
                 with open(part, "rb") as fh:
                     shutil.copyfileobj(fh, out)
+        os.replace(tmp, merged)
         return merged
 
     def _check_tool_shard(self, shard: Path, status: Path, failed: Path) -> Dict[str, int]:
@@ -890,8 +924,8 @@ class ParallelCopy:
         if path.is_dir():
             path = path / "result_all.json"
         _make_folder(path.parent, "report's folder")
-        if path.is_dir() or (path.exists() and not os.access(path, os.W_OK)):
-            raise ConfigurationError(f"report {path} cannot be written: it is a folder or read-only")
+        if path.is_dir():
+            raise ConfigurationError(f"report {path} is a folder")
         if not os.access(path.parent, os.W_OK | os.X_OK):
             raise PathNotWritableError(f"cannot write the report into {path.parent}: permission denied")
         return path
@@ -982,9 +1016,15 @@ def _check_can_create(path: Path, what: str) -> None:
         raise PathNotWritableError(f"cannot create or write the {what} {path}: {probe} is not writable")
 
 
-def new_part_tag() -> str:
-    """A copy's random tag: its workers' temporary names (``.tt-part-TAG-SHARD``) hold it."""
-    return secrets.token_hex(6)
+def part_tag_of(src: Path, dst: Path, work_dir: Path) -> str:
+    """A copy's tag, which its workers' temporary names (``.tt-part-TAG-SHARD``) hold.
+
+    The same for every run of one copy (source, destination, work dir), so a rerun, even
+    with another plan, knows the names an earlier run may have left; 48 bits of a hash,
+    so no other copy, and no file of the user's, has them.
+    """
+    key = f"{src}\0{dst}\0{work_dir}".encode("utf-8", "surrogateescape")
+    return hashlib.sha256(key).hexdigest()[:12]
 
 
 def _usable_cpus() -> int:

@@ -28,7 +28,7 @@ import stat
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
-from ._records import iter_records, record_blocks
+from ._records import iter_records, link_above, record_blocks
 from typing import IO, BinaryIO, Iterator, List, NamedTuple, Sequence, Tuple
 
 __all__ = ["Entry", "ListingStats", "list_tree", "list_from_file", "read_entries", "shard", "ShardPlan"]
@@ -175,17 +175,20 @@ def list_from_file(src: Path, names: IO[str], out: BinaryIO) -> ListingStats:
     stats = ListingStats()
     root = os.fsencode(src)
     root_s = os.fsdecode(root).rstrip("/") + "/"
-    real_dirs = {b""}  # folders of the source seen to be real folders, not links
+    # An absolute entry may name the source as given or by its real path.
+    roots = sorted({root_s, os.path.realpath(root_s).rstrip("/") + "/"}, key=len, reverse=True)
+    real_dirs: set = set()  # folders of the source seen to be real folders, not links
     for line in names:
         name = line.rstrip("\n")
         if not name:
             continue
         rel_s = name
         if name.startswith("/"):
-            if not name.startswith(root_s):
+            inside = [r for r in roots if (name + "/").startswith(r)]
+            if not inside:
                 stats.refuse(name, f"an absolute path outside the source {root_s}")
                 continue
-            rel_s = name[len(root_s):]
+            rel_s = name[len(inside[0]):] or "."
         rel_s = posixpath.normpath(rel_s)
         if rel_s == ".." or rel_s.startswith("../"):
             stats.refuse(name, "it leaves the source with '..'")
@@ -193,7 +196,7 @@ def list_from_file(src: Path, names: IO[str], out: BinaryIO) -> ListingStats:
         if rel_s == ".":
             continue  # the source itself: its contents are what the copy is about
         rel = os.fsencode(rel_s)
-        link = _link_above(root, rel, real_dirs)
+        link = link_above(root, rel, real_dirs)
         if link is not None:
             stats.refuse(name, f"{os.fsdecode(link)!r} on its path is not a folder (a symbolic link?)")
             continue
@@ -211,28 +214,6 @@ def list_from_file(src: Path, names: IO[str], out: BinaryIO) -> ListingStats:
         out.write(_record(kind, size, st.st_mtime_ns, rel))
         stats.add(kind, size)
     return stats
-
-
-def _link_above(root: bytes, rel: bytes, real_dirs: set) -> "bytes | None":
-    """The first folder on ``rel``'s path that is not a real folder of ``root``, or None.
-
-    Remembers real folders in ``real_dirs``; a missing one is not reported here (the
-    entry's own ``lstat`` then says it does not exist).
-    """
-    parts = rel.split(b"/")[:-1]
-    folder = b""
-    for part in parts:
-        folder = folder + b"/" + part if folder else part
-        if folder in real_dirs:
-            continue
-        try:
-            st = os.lstat(os.path.join(root, folder))
-        except OSError:
-            return None
-        if not stat.S_ISDIR(st.st_mode):
-            return folder
-        real_dirs.add(folder)
-    return None
 
 
 def read_entries(path: Path) -> Iterator[Tuple[Entry, bytes]]:

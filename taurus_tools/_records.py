@@ -1,11 +1,14 @@
-"""Reading the listing and shard files: NUL-terminated records, a few MB at a time.
+"""Reading the listing and shard files: NUL-terminated records, a few MB at a time; and
+the check that a record's path runs through real folders only.
 
 The format (written by :mod:`taurus_tools._plan`) is ``KIND\\tSIZE\\tMTIME_NS\\tPATH\\0``.
-This module imports nothing, so the copy worker (started once per shard) can use it
-without paying for the package's imports.
+This module imports only :mod:`os` (loaded by every interpreter anyway), so the copy
+worker (started once per shard) can use it without paying for the package's imports.
 """
 
 from __future__ import annotations
+
+import os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # not at run time: importing typing costs the worker 2 ms
@@ -41,3 +44,28 @@ def iter_records(path: "str | bytes | object") -> Iterator[bytes]:
                 break
             yield block[start : end + 1]
             start = end + 1
+
+
+def link_above(root: bytes, rel: bytes, real_dirs: set) -> "bytes | None":
+    """The first folder on ``rel``'s path below ``root`` that is a symbolic link (or no
+    folder at all), or None.
+
+    Folders seen to be real are remembered in ``real_dirs`` (only once the whole path
+    above them is known to be real); a folder that does not exist ends the check (it and
+    what is below it are yet to be made).  Planning checks the source with it, the copy
+    worker the destination.
+    """
+    unchecked = []
+    end = rel.rfind(b"/")
+    while end > 0 and rel[:end] not in real_dirs:
+        unchecked.append(rel[:end])
+        end = rel.rfind(b"/", 0, end)
+    for folder in reversed(unchecked):  # from the top: a link above is found first
+        try:
+            st = os.lstat(os.path.join(root, folder))
+        except FileNotFoundError:
+            return None
+        if (st.st_mode & 0o170000) != 0o040000:
+            return folder
+        real_dirs.add(folder)
+    return None

@@ -31,6 +31,7 @@ from test_parallel_copy import (  # noqa: E402
 )
 
 import taurus_tools._copy_worker as copy_worker  # noqa: E402
+import taurus_tools._parallel_copy as pc_mod  # noqa: E402
 from taurus_tools import (  # noqa: E402
     ConfigurationError,
     CopyConfig,
@@ -67,6 +68,18 @@ def run_worker_sorting(tmp_path, src, dst, records: bytes):
         assert worker.run(str(tmp_path / "shard")) == 1
     lines = [json.loads(x) for x in (tmp_path / "messages").read_text().splitlines()]
     return (tmp_path / "failed").read_bytes(), (tmp_path / "permanent").read_bytes(), lines
+
+
+def growing_file_and_a_link_in_the_way(tmp_path):
+    """``src`` with a big ``grows.log`` and ``sub/f.txt``; ``dst`` with a link ``sub`` to a
+    folder outside: a transient and a permanent failure.  Returns src, dst, work."""
+    src, dst, outside = tmp_path / "src", tmp_path / "dst", tmp_path / "outside"
+    write(src / "grows.log", BLOCK * 64, MTIME0)
+    write(src / "sub" / "f.txt", b"f", MTIME0)
+    outside.mkdir()
+    dst.mkdir()
+    os.symlink(outside, dst / "sub")
+    return src, dst, tmp_path / "work"
 
 
 # ======================================================================= outside the destination
@@ -206,6 +219,82 @@ class TestErrorClasses:
         assert all("symbolic link at the destination" in m for m in result.failed_messages)
         retry = json.loads((work / "runs" / "shard-0000.1.status").read_text())
         assert retry["files"] + retry["failed"] == 1 and retry["skipped"] == 0, "the retry was not only grows.log"
+
+    def test_an_attempt_that_dies_after_permanent_failures_loses_nothing(self, tmp_path, dm):
+        """Exit 1 without the worker's end (a crash, srun refusing) is no list of failures:
+        the whole attempt is retried, and what failed for good is still reported."""
+        src, dst, work = growing_file_and_a_link_in_the_way(tmp_path)
+        pc = pcopy(src, dst, work, dm, workers=1, shards=1, retries=3, keep_work_dir=True)
+        real_launch = pc._launch
+        attempts = []
+
+        def launch(dm_, task):
+            launch_, status, failed = real_launch(dm_, task)
+            attempts.append(task.attempt)
+            if task.attempt == 1:  # dies before it could say anything
+                return type(launch_)(("sh", "-c", "exit 1"), name=launch_.name), status, failed
+            return launch_, status, failed
+
+        pc._launch = launch
+        with growing_until_a_copy_fails(src / "grows.log", work):
+            result = pc.run()
+        assert attempts[:3] == [0, 1, 2]
+        assert not result.ok
+        assert [m.split(": ")[0] for m in result.failed_messages] == ["sub/", "sub/f.txt"]
+        assert (dst / "grows.log").read_bytes() == (src / "grows.log").read_bytes()
+        os.unlink(dst / "sub")
+        again = pcopy(src, dst, work, dm, workers=1, shards=1).run()
+        assert again.ok, again.failed_messages
+        assert_same_tree(src, dst)
+
+    def test_a_resume_never_takes_an_earlier_runs_files_for_its_own(self, tmp_path, dm):
+        """Attempt numbers start again at 0 on a resume: run 1's lists must not count."""
+        src, dst, work = growing_file_and_a_link_in_the_way(tmp_path)
+        options = dict(workers=1, shards=1, keep_work_dir=True)
+        with growing_until_a_copy_fails(src / "grows.log", work):
+            first = pcopy(src, dst, work, dm, retries=0, **options).run()
+        assert not first.ok and first.files_failed == 2, first.failed_messages
+        assert (work / "runs" / "shard-0000.0.failed.permanent").exists()
+        for old in (work / "runs").glob("*.messages"):  # so that the writer below grows again
+            old.unlink()
+        os.unlink(dst / "sub")
+        with growing_until_a_copy_fails(src / "grows.log", work):
+            second = pcopy(src, dst, work, dm, retries=3, **options).run()
+        assert second.ok, second.failed_messages
+        assert second.retries >= 1, "the growing file did not fail once: the case was not exercised"
+        assert_same_tree(src, dst)
+
+
+# ======================================================================= temporary files left behind
+class TestLeftovers:
+    def test_a_rerun_with_another_plan_removes_a_killed_runs_temporary_files(self, tmp_path, dm, monkeypatch):
+        src, dst, work = tmp_path / "src", tmp_path / "dst", tmp_path / "work"
+        for i in range(6):
+            write(src / "d" / f"f{i}", b"%d" % i, MTIME0)
+        write(dst / "d" / "f0", b"old", MTIME0 - 1)
+        # What a run with 4 shards, killed mid-file, leaves: its state and a temporary file.
+        killed = pcopy(src, dst, work, dm, shards=4, keep_work_dir=True, dry_run=False)
+        monkeypatch.setattr(killed, "_fan_out", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+        with pytest.raises(KeyboardInterrupt):
+            killed.run()
+        tag = pc_mod.part_tag_of(killed.src, killed.dst, killed.work_dir)
+        write(dst / "d" / f".tt-part-{tag}-3", b"half a file")
+        write(dst / f".tt-part-{tag}-2", b"half another")
+        write(dst / "d" / ".tt-part-0123456789ab-1", b"not ours: another copy's")
+        result = pcopy(src, dst, work, dm, shards=2).run()  # another plan: starts over
+        assert result.ok, result.failed_messages
+        assert sorted(os.listdir(dst / "d")) == [".tt-part-0123456789ab-1"] + [f"f{i}" for i in range(6)]
+        assert sorted(os.listdir(dst)) == ["d"]
+
+    def test_a_link_that_cannot_replace_a_folder_leaves_no_temporary_link(self, tmp_path):
+        src, dst = tmp_path / "src", tmp_path / "dst"
+        src.mkdir()
+        os.symlink("target", src / "l")
+        (dst / "l").mkdir(parents=True)
+        write(dst / "l" / "inside", b"x")
+        failed, permanent, lines = run_worker_sorting(tmp_path, src, dst, b"l\t0\t%d\tl\0" % MTIME0)
+        assert sorted(os.listdir(dst)) == ["l"] and os.listdir(dst / "l") == ["inside"]
+        assert lines and lines[0]["path"] == "l"
 
 
 # ======================================================================= user errors: messages

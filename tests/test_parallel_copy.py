@@ -526,7 +526,7 @@ class TestCopy:
         write(src / "a" / "parted.bin", data, MTIME0)
         write(src / "truncated same mtime.bin", data, MTIME0)
         write(dst / "a" / "half.bin", data[: len(data) // 2], MTIME0 + 1)
-        monkeypatch.setattr(pc_mod, "new_part_tag", lambda: "feed")
+        monkeypatch.setattr(pc_mod, "part_tag_of", lambda *paths: "feed")
         write(dst / "a" / ".tt-part-feed-0", data[:1000])  # shard 0 of this copy, killed mid-file
         write(dst / "truncated same mtime.bin", data[:-1], MTIME0)
         result = pcopy(src, dst, tmp_path / "work", dm, shards=1).run()

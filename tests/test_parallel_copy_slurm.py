@@ -255,7 +255,7 @@ def test_slurm_cancel_leaves_no_job_and_resumes(slurm_cluster, dm_slurm, tmp_pat
     # Hold every shard's job: into a destination that is not empty, shard N writes each
     # file to ".tt-part-TAG-N" in its folder first (every shard has a big file at the top),
     # and opening a FIFO of that name for writing blocks until someone reads it.
-    monkeypatch.setattr(pc_mod, "new_part_tag", lambda: "hold")
+    monkeypatch.setattr(pc_mod, "part_tag_of", lambda *paths: "hold")
     dst.mkdir()
     fifos = [dst / f".tt-part-hold-{i}" for i in range(8)]
     for fifo in fifos:
