@@ -11,17 +11,22 @@ A :class:`Handle` starts a command at once and behaves like :class:`subprocess.P
   the job's, not sbatch's;
 * :meth:`Handle.cancel` stops everything: the local process tree and the Slurm job.
 
-A process that runs ``srun`` (ours, or inside a site's ``dt*`` tool) gets
-``SLURM_DEBUG=1``: verbose srun names its job as soon as the job has its nodes
-(``srun: jobid 12: nodes(1):...``), which a plain srun does only for a job that had to wait.
-The handle takes the id from there and drops the lines the verbosity added, so the
-stderr users see is a plain srun's.  srun passes its environment on to the job: an srun
-inside the job is verbose too (its lines are dropped the same way), and one there with
-``-Q`` refuses to run; a caller's own ``SLURM_DEBUG`` (``env=``) is left as it is.
+The handle makes ``srun`` verbose: verbose srun names its job as soon as the job has its
+nodes (``srun: jobid 12: nodes(1):...``), which a plain srun does only for a job that had
+to wait.  The handle takes the id from there and drops the lines the verbosity added, so
+the stderr users see is a plain srun's.  When the handle runs srun itself (``argv[0]``
+is srun: the slurm backend, ``dm.srun``) it adds ``--verbose`` to srun's command line;
+the job's environment stays as it was.  A site's ``dt*`` tool runs srun with a command
+line we cannot change: it gets ``SLURM_DEBUG=1``, which srun hands on to the job (every
+``SLURM_*`` variable is, whatever ``--export`` says), so an srun inside such a job is
+verbose too (its lines are dropped the same way) and one there with ``-Q`` refuses to
+run; its error line stays in stderr.  A caller's own ``SLURM_DEBUG`` (``env=``, or the
+environment) is left as it is, and srun is then not made verbose.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import selectors
@@ -32,16 +37,16 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, List, Mapping, Optional, Sequence, Set, Tuple, Union
+from typing import IO, Any, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 import psutil
 
 from ._errors import CommandNotFoundError
-from ._slurm import SRUN_VERBOSE_ENV, SlurmClient, SrunVerboseFilter, parse_job_id
+from ._slurm import SRUN_VERBOSE_ENV, SRUN_VERBOSE_OPTION, SlurmClient, SrunVerboseFilter, parse_job_id
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Handle", "Launch", "terminate_tree", "terminate_trees"]
+__all__ = ["Handle", "Launch", "signals_deferred", "terminate_tree", "terminate_trees"]
 
 _READ_SIZE = 1 << 16
 #: poll(2) needs no kernel object per handle (epoll costs a descriptor and two syscalls).
@@ -56,8 +61,57 @@ _JOB_POLL = (0.1, 1.5, 5.0)
 #: How long cancel() lets the output thread read srun's last lines (a job id among them)
 #: after the process tree is gone, before it falls back to cancelling by job name.
 _LAST_WORDS_S = 2.0
-#: srun programs that refused SLURM_DEBUG=1 (a site tool whose srun has -Q): run plainly.
+#: Programs whose srun refused SLURM_DEBUG=1 (a site tool whose srun has -Q): run plainly.
 _QUIET_SRUNS: Set[str] = set()
+#: Signals that :func:`signals_deferred` holds back.
+DEFERRED_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
+@contextlib.contextmanager
+def signals_deferred(signums: Sequence[int] = DEFERRED_SIGNALS) -> Iterator[None]:
+    """Hold back Python's handlers of ``signums`` (Ctrl-C, SIGTERM, SIGHUP) for the block.
+
+    A signal that arrives inside the block is recorded and handed to its handler when the
+    block ends, so a handler that raises (``KeyboardInterrupt``) raises there, not in
+    the middle of the block.  Start a process and record its handle inside the block,
+    and end the block inside the ``try`` that cancels the handle::
+
+        handle = None
+        try:
+            with signals_deferred():
+                handle = Handle(launch)   # no signal between the start and this name
+            handle.wait()
+        except KeyboardInterrupt:
+            if handle is not None:
+                handle.cancel()
+
+    The process mask is not touched (a child would inherit blocked signals): only Python
+    handlers are swapped, in the main thread (elsewhere the block just runs, as Python
+    runs handlers only there); a signal that is ignored or left to the system's default
+    action stays so.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: List[int] = []
+    previous: Dict[int, Any] = {}
+
+    def record(signum: int, frame: Any) -> None:
+        pending.append(signum)
+
+    try:
+        for sig in signums:
+            handler = signal.getsignal(sig)
+            if callable(handler):
+                previous[sig] = signal.signal(sig, record)
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for signum in pending:  # in order; a handler that raises ends the block with it
+            previous[signum](signum, None)
 
 
 @dataclass(frozen=True)
@@ -86,7 +140,8 @@ class Launch:
     runs_srun : bool or None
         The process runs ``srun`` in the foreground (itself, or a site tool that execs
         it): the handle makes srun verbose to learn the job id and filters the verbose
-        lines from stderr.  None: when ``argv[0]`` is named ``srun``.
+        lines from stderr (``--verbose`` when ``argv[0]`` is srun, else
+        ``SLURM_DEBUG=1`` in the environment).  None: when ``argv[0]`` is named ``srun``.
     """
 
     argv: Tuple[str, ...]
@@ -105,7 +160,12 @@ class Launch:
         """Whether the process runs srun in the foreground (see ``runs_srun``)."""
         if self.runs_srun is not None:
             return self.runs_srun
-        return not self.submits and os.path.basename(self.argv[0]) == "srun"
+        return not self.submits and self.is_srun
+
+    @property
+    def is_srun(self) -> bool:
+        """Whether the process is srun itself (``argv[0]`` named ``srun``)."""
+        return os.path.basename(self.argv[0]) == "srun"
 
 
 _DEVNULL_FD: Optional[int] = None
@@ -248,30 +308,34 @@ class Handle:
         self._cwd = cwd
         self._env = env
         self._pump_done = threading.Event()  # the pipes are read to their end
-        # srun names an idle cluster's job only when verbose: ask it through the
-        # environment (which a site tool's srun inherits too), unless the caller set
-        # SLURM_DEBUG (then they see srun as they asked) or this srun refuses it.
+        # srun names an idle cluster's job only when verbose: ask srun itself on its
+        # command line (the job's environment stays clean), a site tool's srun through
+        # the environment, unless the caller set SLURM_DEBUG (then they see srun as
+        # they asked) or this tool's srun refuses it.
         self._srun_filter: Optional[SrunVerboseFilter] = None
-        run_env = env
+        run_env, run_args = env, self.args
         if (
             launch.uses_srun
             and SRUN_VERBOSE_ENV not in (os.environ if env is None else env)
             and self.args[0] not in _QUIET_SRUNS
         ):
-            run_env = dict(os.environ if env is None else env)
-            run_env[SRUN_VERBOSE_ENV] = "1"
+            if launch.is_srun:
+                run_args = [self.args[0], SRUN_VERBOSE_OPTION, *self.args[1:]]
+            else:
+                run_env = dict(os.environ if env is None else env)
+                run_env[SRUN_VERBOSE_ENV] = "1"
             self._srun_filter = SrunVerboseFilter()
-        log.debug("start %s: %s", self.name, self.args)
-        self._popen = self._spawn(run_env)
+        log.debug("start %s: %s", self.name, run_args)
+        self._popen = self._spawn(run_env, run_args)
         self._thread = threading.Thread(
             target=self._run, name=f"taurus-tools:{self.name}:{self._popen.pid}", daemon=True
         )
         self._thread.start()
 
-    def _spawn(self, env: Optional[Mapping[str, str]]) -> "subprocess.Popen[bytes]":
+    def _spawn(self, env: Optional[Mapping[str, str]], args: Sequence[str]) -> "subprocess.Popen[bytes]":
         try:
             return subprocess.Popen(
-                self.args,
+                list(args),
                 stdin=subprocess.PIPE if self._input is not None else _devnull(),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -500,8 +564,8 @@ class Handle:
         try:
             rc = self._pump()
             filt = self._srun_filter
-            if filt is not None and filt.refused and rc != 0 and self.job_id is None:
-                rc = self._run_plain_srun(rc)
+            if filt is not None and filt.refused:
+                rc = self._after_refusal(filt, rc)
             if self.launch.submits and rc == 0:
                 rc = self._follow_job()
         except Exception as exc:  # never leave a waiter hanging
@@ -511,26 +575,54 @@ class Handle:
             rc = 1 if polled is None or polled == 0 else polled
         self._finish(rc)
 
-    def _run_plain_srun(self, rc: int) -> int:
-        """srun refused SLURM_DEBUG (its command line has -Q): run the command again without.
+    def _after_refusal(self, filt: SrunVerboseFilter, rc: int) -> int:
+        """srun refused the verbosity (its command line has -Q): run it plainly, or say so.
 
-        srun checks its options before it asks Slurm for anything, so nothing ran.  The
-        srun is remembered: later handles run it plainly at once.
+        The command runs again, without the verbosity, only when the refusal was the
+        first thing it printed (on stderr; stdout empty): srun checks its options
+        before it asks Slurm for anything, so nothing of the command has run.  A tool
+        that printed something first may have done more: it is not run twice, its
+        output and srun's error stay as they were, with a note.  A site tool is
+        remembered either way: later handles run its srun plainly at once.  (srun itself
+        is not: the -Q is in that call's argv, not in the program.)
         """
-        _QUIET_SRUNS.add(self.args[0])
-        log.info(
-            "%s: its srun runs with -Q and refuses %s=1; running it again without (the job id "
-            "is then known only for a job that waits)",
-            self.name,
-            SRUN_VERBOSE_ENV,
-        )
+        if not self.launch.is_srun:
+            _QUIET_SRUNS.add(self.args[0])
         with self._lock:
-            if self._cancel_requested.is_set():
-                return rc
-            self._srun_filter = None
-            self._pump_done.clear()
-            self._popen = self._spawn(self._env)
-        return self._pump()
+            rerun = (
+                filt.refused_at_start
+                and rc != 0
+                and self.job_id is None
+                and not self._out
+                and not self._cancel_requested.is_set()
+            )
+            if rerun:
+                # Nothing of the first run reaches the user: the filter held srun's
+                # error and all after it, and stdout is empty; cleared all the same.
+                self._out.clear()
+                self._err.clear()
+                self._srun_filter = None
+                self._pump_done.clear()
+                self._popen = self._spawn(self._env, self.args)
+        how = SRUN_VERBOSE_OPTION if self.launch.is_srun else f"{SRUN_VERBOSE_ENV}=1"
+        if rerun:
+            log.info(
+                "%s: its srun runs with -Q and refuses %s; running it again without (the job id "
+                "is then known only for a job that waits)",
+                self.name,
+                how,
+            )
+            return self._pump()
+        if filt.held:
+            self._append_err(filt.held)  # srun's error line and what came after it, untouched
+        if not self._cancel_requested.is_set():
+            why = "it exited 0" if rc == 0 else "it had printed output"
+            later = "" if self.launch.is_srun else "; later calls run it without"
+            self._append_err(
+                f"taurus-tools: {self.name}: its srun runs with -Q and refused {how}, which "
+                f"taurus-tools sets to learn the Slurm job id; not run again, as {why}{later}\n".encode()
+            )
+        return rc
 
     def _pump(self) -> int:
         """Drain stdout/stderr (and feed stdin) until the process is gone; return its code."""

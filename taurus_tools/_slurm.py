@@ -79,11 +79,19 @@ def parse_job_id(text: str, *, parsable: bool = False) -> Optional[str]:
 
 #: The environment variable that makes srun verbose, like ``--verbose`` (srun(1), INPUT
 #: ENVIRONMENT VARIABLES).  An environment variable also reaches the srun that a site's
-#: ``dt*`` tool runs, whose command line we cannot change.
+#: ``dt*`` tool runs, whose command line we cannot change; but srun hands every
+#: ``SLURM_*`` variable on to the job (``--export`` cannot hold it back), so an srun in
+#: the job is verbose too, and one there with ``-Q`` refuses to run.  Where the handle
+#: runs srun itself it puts :data:`SRUN_VERBOSE_OPTION` on the command line instead,
+#: which the job does not inherit.
 SRUN_VERBOSE_ENV = "SLURM_DEBUG"
+#: srun's own option for the same verbosity (job environment untouched).
+SRUN_VERBOSE_OPTION = "--verbose"
 #: srun's refusal of SLURM_DEBUG=1 (or -v) together with -Q/--quiet; it exits 1 at once,
-#: before asking Slurm for anything.
+#: before asking Slurm for anything, and prints nothing before it.  The same line from
+#: an srun inside the job (which inherited SLURM_DEBUG) is the job's own error.
 SRUN_QUIET_CONFLICT = b"srun: error: don't specify both --verbose (-v) and --quiet (-Q)"
+_CONFLICT_LINE = SRUN_QUIET_CONFLICT + b"\n"
 
 # What verbose srun prints that it does not print without -v (the verbose() calls of srun,
 # its launch plugin and the step API; the same texts in Slurm 20.11 to 25.05), after
@@ -127,6 +135,8 @@ _OPTIONS_START = b"srun: defined options\n"
 _OPTIONS_END = b"srun: end of defined options\n"
 _OPTIONS_MAX_LINES = 400
 _PREFIX = b"srun: "
+#: The conflict line at the start of a line.
+_CONFLICT_RE = re.compile(rb"^" + re.escape(_CONFLICT_LINE), re.M)
 #: srun's own info lines with the id, for a job that had to wait (they stay shown).
 _SRUN_JOB_RE = re.compile(rb"^srun: job (\d+) (?:queued and waiting|has been allocated)", re.M)
 
@@ -136,9 +146,10 @@ class SrunVerboseFilter:
 
     srun prints the job id on an idle cluster only when verbose (``srun: jobid 12:
     nodes(1):...``).  Feed this the stderr of a process that runs srun with
-    :data:`SRUN_VERBOSE_ENV` set; it returns the same bytes without srun's verbose
-    messages (the list of options, the job and task messages of ``-v``), so the user
-    sees what a plain srun prints: the job's own stderr, srun's info and error lines.
+    :data:`SRUN_VERBOSE_OPTION` or :data:`SRUN_VERBOSE_ENV`; it returns the same
+    bytes without srun's verbose messages (the list of options, the job and task
+    messages of ``-v``), so the user sees what a plain srun prints: the job's own
+    stderr, srun's info and error lines.
 
     Only whole, known messages are dropped, from wherever they start: a verbose line
     that srun wrote into the middle of an unfinished line of the job's stderr is taken
@@ -152,22 +163,47 @@ class SrunVerboseFilter:
     dropped : int
         How many lines were dropped.
     refused : bool
-        srun refused to be verbose because it was also told ``-Q`` (the line saying so,
-        :data:`SRUN_QUIET_CONFLICT`, is dropped too): run it again without
-        :data:`SRUN_VERBOSE_ENV`.
+        The srun we made verbose refused, because it was also told ``-Q``: the line
+        saying so (:data:`SRUN_QUIET_CONFLICT`) came at the start of a line before any
+        job was named.  After a job id the same line is an srun inside the job, and it
+        is never taken for ours.  The line is not dropped for this alone.
+    refused_at_start : bool
+        ``refused``, and the line was the very first thing on the stream: the srun
+        refused before anything else printed a byte.  Only then is it safe to run the
+        command again without the verbosity (nothing of it can have run yet, as far
+        as its output tells).  From that line on the filter shows nothing; the stream
+        from the line on is in :attr:`held`, for the caller to discard (it runs the
+        command again) or to show (it does not).
+    held : bytes
+        See ``refused_at_start``.
     """
 
     def __init__(self) -> None:
         self.job_id: Optional[str] = None
         self.dropped = 0
         self.refused = False
+        self.refused_at_start = False
+        self.held = b""
         self._pending = b""
         self._options: Optional[List[bytes]] = None
         self._at_line_start = True
+        self._at_stream_start = True  # not a byte shown, dropped or held so far
 
     def feed(self, data: bytes) -> bytes:
         """Filter the next bytes of the stream; returns what may be shown now."""
+        if self.refused_at_start:
+            self.held += data
+            return b""
         data = self._pending + data
+        if self._at_stream_start:
+            if data.startswith(_CONFLICT_LINE):
+                self.refused = self.refused_at_start = True
+                self.held, self._pending = data, b""
+                return b""
+            if _CONFLICT_LINE.startswith(data):
+                self._pending = data  # maybe the refusal, still arriving
+                return b""
+            self._at_stream_start = False
         cut = data.rfind(b"\n") + 1
         done, tail = data[:cut], data[cut:]
         out = self._lines(done) if done else b""
@@ -188,13 +224,15 @@ class SrunVerboseFilter:
         return out + shown
 
     def flush(self) -> bytes:
-        """The end of the stream: return whatever was held back."""
+        """The end of the stream: return whatever was held back (never :attr:`held`)."""
         held = b"".join(self._options or ())
         self._options = None
         rest, self._pending = self._pending, b""
         return held + rest
 
     def _lines(self, done: bytes) -> bytes:
+        if self.job_id is None and not self.refused:
+            self._note_refusal(done)
         done = _VERBOSE_RE.sub(self._drop, done)
         if self.job_id is None:
             m = _SRUN_JOB_RE.search(done)
@@ -202,7 +240,7 @@ class SrunVerboseFilter:
                 self.job_id = m.group(1).decode()
         if not done:
             return b""
-        if self._options is None and _OPTIONS_START not in done and SRUN_QUIET_CONFLICT not in done:
+        if self._options is None and _OPTIONS_START not in done:
             self._at_line_start = done.endswith(b"\n")
             return done
         out: List[bytes] = []
@@ -220,13 +258,21 @@ class SrunVerboseFilter:
             if line == _OPTIONS_START and self._at_line_start:
                 self._options = [line]
                 continue
-            if line.rstrip(b"\n") == SRUN_QUIET_CONFLICT and self._at_line_start:
-                self.refused = True
-                self.dropped += 1
-                continue
             out.append(line)
             self._at_line_start = line.endswith(b"\n")
         return b"".join(out)
+
+    def _note_refusal(self, done: bytes) -> None:
+        """Set ``refused`` if ``done`` (whole lines) has the conflict line before any job id."""
+        for m in _CONFLICT_RE.finditer(done):
+            if m.start() == 0 and not self._at_line_start:
+                continue  # the end of a line that began earlier
+            at = m.start()
+            named_before = _SRUN_JOB_RE.search(done, 0, at) is not None or any(
+                v.group("job") for v in _VERBOSE_RE.finditer(done, 0, at)
+            )
+            self.refused = not named_before
+            return
 
     def _drop(self, m: "re.Match[bytes]") -> bytes:
         if self.job_id is None and m.group("job"):

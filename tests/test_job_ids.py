@@ -1,10 +1,12 @@
 """Every handle that runs a Slurm job knows the job's id (issue 10, item 2).
 
 A plain srun names its job only when the job has to wait ("srun: job N queued and waiting
-for resources").  The handle therefore runs srun (ours, or the one a site ``dt*`` tool
-runs) with ``SLURM_DEBUG=1``: verbose srun prints "srun: jobid N: nodes(1):..." as soon as
-the job has its nodes, before the task starts.  The handle takes the id from there and
-drops what the verbosity added from the stderr users see.
+for resources").  The handle therefore makes srun verbose (``--verbose`` on the command
+line of the srun it runs itself, ``SLURM_DEBUG=1`` for the one a site ``dt*`` tool runs):
+verbose srun prints "srun: jobid N: nodes(1):..." as soon as the job has its nodes, before
+the task starts.  The handle takes the id from there and drops what the verbosity added
+from the stderr users see.  srun's refusal of the verbosity (``-Q``) is told apart from
+the same error of an ``srun -Q`` inside the job, which stays in stderr.
 
 The first part checks the parsing and filtering against srun 22.05's real output (captured
 on the test cluster) and the handle against stub programs; the second part runs real jobs
@@ -355,15 +357,66 @@ class TestSrunVerboseFilter:
         out, _ = filtered(IDLE_OK[:400] + text)
         assert text in out
 
-    def test_quiet_conflict_is_noted_and_dropped(self):
-        out, filt = filtered(SRUN_QUIET_CONFLICT + b"\n")
-        assert out == b"" and filt.refused
+    @pytest.mark.parametrize("sizes", [[1], [7], None], ids=["bytes", "7", "whole"])
+    def test_quiet_conflict_first_is_our_srun_refusing(self, sizes):
+        """srun prints its refusal before anything else: held back, for the handle to drop or show."""
+        text = SRUN_QUIET_CONFLICT + b"\n" + b"dtcp: srun failed\n"
+        out, filt = filtered(text, sizes)
+        assert out == b"" and filt.refused and filt.refused_at_start
+        assert filt.held == text
+
+    @pytest.mark.parametrize("sizes", [[1], [2, 7, 3], None], ids=["bytes", "odd", "whole"])
+    @pytest.mark.parametrize("name", ["idle-ok", "idle-fail", "pty-queued"])
+    def test_quiet_conflict_of_an_srun_inside_the_job_stays(self, name, sizes):
+        """The job inherited SLURM_DEBUG and runs `srun -Q`: that error line is the job's, shown as is."""
+        verbose, plain, job = TRANSCRIPTS[name]
+        inner = SRUN_QUIET_CONFLICT + b"\n"
+        after = {"idle-ok": b"err\n", "idle-fail": b"/usr/bin/ls: cannot", "pty-queued": b"hi\n"}[name]
+        out, filt = filtered(verbose.replace(after, inner + after, 1), sizes)
+        assert out == plain.replace(after, inner + after, 1)
+        assert filt.job_id == job
+        assert not filt.refused and not filt.refused_at_start and filt.held == b""
+
+    def test_quiet_conflict_after_a_job_id_in_the_same_piece_stays(self):
+        text = b"srun: job 9 queued and waiting for resources\n" + SRUN_QUIET_CONFLICT + b"\n"
+        out, filt = filtered(text)
+        assert out == text and filt.job_id == "9" and not filt.refused
+
+    @pytest.mark.parametrize("sizes", [[1], None], ids=["bytes", "whole"])
+    def test_quiet_conflict_after_other_output_is_a_refusal_but_stays(self, sizes):
+        """A tool printed first, then its srun refused: noted (not run again), the line shown."""
+        text = b"dtcp: checking the paths\n" + SRUN_QUIET_CONFLICT + b"\n"
+        out, filt = filtered(text, sizes)
+        assert out == text
+        assert filt.refused and not filt.refused_at_start and filt.held == b""
+
+    def test_quiet_conflict_inside_a_line_is_not_a_refusal(self):
+        text = b"tool: " + SRUN_QUIET_CONFLICT + b"\n"
+        out, filt = filtered(text)
+        assert out == text and not filt.refused
 
 
 # ============================================================================ handles (stubs)
-#: A stand-in for srun: verbose (like srun 22.05) only when SLURM_DEBUG=1, else plain.
+#: A stand-in for srun: verbose (like srun 22.05) with --verbose or SLURM_DEBUG=1, else
+#: plain; refuses verbose with -Q as srun does.  Each call is noted in "calls" next to it.
 FAKE_SRUN = r"""
-if [ "${SLURM_DEBUG:-0}" = 1 ]; then
+verbose=0
+quiet=0
+[ "${SLURM_DEBUG:-0}" = 1 ] && verbose=1
+while [ $# -gt 0 ]; do
+  case $1 in
+    --verbose) verbose=1 ;;
+    -Q) quiet=1 ;;
+    *) break ;;
+  esac
+  shift
+done
+echo "verbose=$verbose quiet=$quiet" >> "$(dirname "$0")/calls"
+if [ $verbose = 1 ] && [ $quiet = 1 ]; then
+  echo "srun: error: don't specify both --verbose (-v) and --quiet (-Q)" >&2
+  exit 1
+fi
+if [ $verbose = 1 ]; then
   printf 'srun: defined options\nsrun: verbose             : 1\nsrun: end of defined options\n' >&2
   printf "srun: jobid 4711: nodes(1):\`n1', cpu counts: 1(x1)\n" >&2
   printf 'srun: launch/slurm: _task_start: Node n1, 1 tasks started\n' >&2
@@ -395,15 +448,36 @@ def _wait_for(predicate, timeout=10.0):
     return predicate()
 
 
+def _calls(folder: Path) -> List[str]:
+    path = folder / "calls"
+    return path.read_text().splitlines() if path.exists() else []
+
+
 @pytest.mark.usefixtures("no_srun_memory")
 class TestHandleWithStubs:
-    def test_srun_gets_slurm_debug_and_users_see_plain_stderr(self, fake_srun):
+    def test_srun_gets_verbose_option_and_users_see_plain_stderr(self, fake_srun):
+        """srun itself: --verbose on its command line, so the job's environment has no SLURM_DEBUG."""
         h = Handle(Launch((str(fake_srun),), name="srun"), slurm=FakeSlurmClient(states=[None]))
         assert h.wait(10) == 0
         assert h.job_id == "4711"
         out, err = h.communicate()
-        assert out == "SLURM_DEBUG=1\n"
+        assert out == "SLURM_DEBUG=unset\n"
         assert err == "job says hello\n"
+        assert h.args == [str(fake_srun)]  # what the caller gave; --verbose is the handle's
+        assert _calls(fake_srun.parent) == ["verbose=1 quiet=0"]
+
+    def test_srun_with_quiet_runs_again_without_verbose_and_says_things_once(self, fake_srun):
+        """dm.srun(extra=["-Q"]): srun refuses --verbose first thing; the second run's output only."""
+        stream = io.StringIO()
+        h = Handle(Launch((str(fake_srun), "-Q", "0"), name="srun"), slurm=FakeSlurmClient(states=[None]))
+        assert waitfor(h, timeout=10, progress=False, file=stream) == 0
+        assert h.communicate() == ("SLURM_DEBUG=unset\n", "job says hello\n")
+        assert stream.getvalue() == "job says hello\n"
+        assert _calls(fake_srun.parent) == ["verbose=1 quiet=1", "verbose=0 quiet=1"]
+        # Not remembered: the -Q was this call's, the next srun is made verbose again.
+        again = Handle(Launch((str(fake_srun), "0"), name="srun"), slurm=FakeSlurmClient(states=[None]))
+        assert again.wait(10) == 0 and again.job_id == "4711"
+        assert _calls(fake_srun.parent)[-1] == "verbose=1 quiet=0"
 
     def test_callers_slurm_debug_is_left_alone(self, fake_srun):
         env = {**os.environ, SRUN_VERBOSE_ENV: "1"}
@@ -439,6 +513,61 @@ class TestHandleWithStubs:
         again = Handle(launch)  # remembered: no second refusal
         assert again.wait(10) == 0
         assert calls.read_text().split() == ["1", "unset", "unset"]
+
+    def test_rerun_shows_only_the_second_runs_output(self, tmp_path):
+        """What the tool says after its srun refused is the first run's: never shown, never twice."""
+        calls = tmp_path / "calls"
+        tool = write_stub(
+            tmp_path,
+            "dtcp",
+            f'echo "${{SLURM_DEBUG-unset}}" >> "{calls}"\n'
+            'if [ -n "${SLURM_DEBUG:-}" ]; then\n'
+            f'  echo "{SRUN_QUIET_CONFLICT.decode()}" >&2\n'
+            '  echo "dtcp: srun failed" >&2\n'
+            "  exit 1\n"
+            "fi\n"
+            'echo "dtcp: copying" >&2\n'
+            "echo copied\n",
+        )
+        stream = io.StringIO()
+        h = Handle(Launch((str(tool), "--blocking", "a", "b"), name="dtcp", runs_srun=True))
+        assert waitfor(h, timeout=10, progress=False, file=stream) == 0
+        assert h.communicate() == ("copied\n", "dtcp: copying\n")
+        assert stream.getvalue() == "dtcp: copying\n"
+        assert calls.read_text().split() == ["1", "unset"]
+
+    @pytest.mark.parametrize("before", ["stdout", "stderr"])
+    def test_a_tool_that_printed_first_is_not_run_twice(self, tmp_path, before):
+        """Output before the refusal: the tool may have done more, so it runs once; all it said stays."""
+        calls = tmp_path / "calls"
+        say = 'echo "dtcp: preparing"' + (" >&2" if before == "stderr" else "")
+        tool = write_stub(
+            tmp_path,
+            "dtcp",
+            f'echo "${{SLURM_DEBUG-unset}}" >> "{calls}"\n'
+            f"{say}\n"
+            'if [ -n "${SLURM_DEBUG:-}" ]; then\n'
+            f'  echo "{SRUN_QUIET_CONFLICT.decode()}" >&2\n'
+            "  exit 1\n"
+            "fi\n"
+            "echo copied\n",
+        )
+        launch = Launch((str(tool), "--blocking", "a", "b"), name="dtcp", runs_srun=True)
+        stream = io.StringIO()
+        h = Handle(launch)
+        assert waitfor(h, timeout=10, progress=False, file=stream) == 1
+        out, err = h.communicate()
+        assert calls.read_text().split() == ["1"]
+        said_out = "dtcp: preparing\n" if before == "stdout" else ""
+        said_err = "dtcp: preparing\n" if before == "stderr" else ""
+        assert out == said_out
+        assert err.startswith(said_err + SRUN_QUIET_CONFLICT.decode() + "\n"), err
+        assert err.count("dtcp: preparing") == len(said_err.splitlines())
+        assert "not run again" in err and "later calls run it without" in err
+        assert stream.getvalue() == err  # shown live, once
+        again = Handle(launch)  # remembered: runs plainly at once
+        assert again.wait(10) == 0 and again.stdout_text == said_out + "copied\n"
+        assert calls.read_text().split() == ["1", "unset"]
 
     def test_cancel_uses_the_job_id(self, fake_srun):
         client = FakeSlurmClient(states=[JobState("4711", "RUNNING")])
@@ -704,3 +833,46 @@ def test_cancel_scancels_the_id(dm_any, slurm_cluster, tmp_path, monkeypatch):
     while int(job_id) in slurm_cluster.squeue_ids():
         assert time.monotonic() < deadline, f"job {job_id} still in squeue"
         time.sleep(0.1)
+
+
+# ============================================================================ srun -Q inside a job
+def test_quiet_srun_inside_a_job_of_ours_runs(dm_slurm, tmp_path):
+    """Our own srun is verbose by its command line: the job has no SLURM_DEBUG, its `srun -Q` runs."""
+    handle = dm_slurm.srun(
+        "sh", "-c", 'echo "SLURM_DEBUG=${SLURM_DEBUG-unset}"; srun --overlap -Q true && echo inner-ok',
+        partition="datamover",
+    )
+    watch = _IdWatch(handle)
+    stream = io.StringIO()
+    assert waitfor(handle, timeout=60, progress=False, file=stream) == 0, handle.stderr_text
+    assert handle.stdout_text == "SLURM_DEBUG=unset\ninner-ok\n"
+    assert watch.wait(time.monotonic() + 5) is not None and re.fullmatch(r"\d+", handle.job_id or "")
+    assert handle.stderr_text == "" and stream.getvalue() == ""
+
+
+def test_quiet_srun_inside_a_site_tools_job_keeps_its_error(slurm_cluster, tmp_path, no_srun_memory):
+    """A site tool's srun gets SLURM_DEBUG=1, which its job inherits; an `srun -Q` there refuses.
+
+    That error line comes after our srun named its job: it is the job's own, shown as it
+    is (the filter once dropped it, and the user saw a failed job with no message), and
+    the tool is not run again.
+    """
+    calls = tmp_path / "calls"
+    tool = write_stub(
+        tmp_path / "bin",
+        "dtjob",
+        f'echo run >> "{calls}"\nexec srun -p datamover -J tt-test-quiet sh -c "srun --overlap -Q true"\n',
+    )
+    handle = Handle(Launch((str(tool),), name="dtjob", runs_srun=True))
+    watch = _IdWatch(handle)
+    stream = io.StringIO()
+    assert waitfor(handle, timeout=60, progress=False, file=stream) == 1
+    for text in (handle.stderr_text, stream.getvalue()):
+        assert SRUN_QUIET_CONFLICT.decode() + "\n" in text, text
+        assert "srun: error: localhost: task 0: Exited with exit code 1" in text, text
+        assert "taurus-tools:" not in text, text  # not taken for our srun's refusal
+        _check_stderr(text)
+    assert calls.read_text() == "run\n"
+    assert watch.wait(time.monotonic() + 5) is not None
+    assert _scontrol_job(slurm_cluster, handle.job_id)["JobName"] == "tt-test-quiet"
+    assert str(tool) not in _process._QUIET_SRUNS
