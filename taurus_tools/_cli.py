@@ -9,13 +9,17 @@ output and exits with its exit code.
 
 Global options (``--backend``, ``-v``, ...) go anywhere for ``copy``, ``ws`` and ``info``;
 for the pass-through commands they must come before the command's name, since
-everything after it belongs to the wrapped tool.  SIGTERM and SIGHUP cancel like Ctrl-C:
-running processes and Slurm jobs are stopped, and the exit status is 128 + the signal.
+everything after it belongs to the wrapped tool.  Options are never abbreviated
+(``--back`` is an error, not ``--backend``): the pass-through split must know, without
+argparse, which option takes a value.  SIGTERM and SIGHUP cancel like Ctrl-C:
+running processes and Slurm jobs are stopped, and the exit status is 128 + the signal,
+also when the terminal is gone (what cannot be written is dropped).
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import logging
 import math
@@ -35,6 +39,7 @@ from ._errors import (
     SourceNotFoundError,
     TaurusToolsError,
 )
+from ._process import Handle, signals_deferred
 from ._slurm import SlurmClient
 from ._version import __version__
 from ._wait import waitfor
@@ -124,6 +129,10 @@ _GLOBALS: Tuple[Tuple[Tuple[str, ...], Dict[str, Any]], ...] = (
 )
 #: Global options that take a value (so the value is not mistaken for a command).
 _VALUED = tuple(name for names, kw in _GLOBALS if "action" not in kw for name in names)
+#: Options of the top-level parser that take no value.
+_TOP_FLAGS = (*(name for names, kw in _GLOBALS if "action" in kw for name in names), "-h", "--help", "--version")
+#: Every parser is built with this: no abbreviations (``--back`` for ``--backend``).
+_NO_ABBREV: Dict[str, Any] = dict(allow_abbrev=False)
 
 
 def _global_parent(tag: Optional[str] = None) -> argparse.ArgumentParser:
@@ -136,7 +145,7 @@ def _global_parent(tag: Optional[str] = None) -> argparse.ArgumentParser:
     before it (or the default), and one given after it wins.  ``-v`` counts into a
     ``verbose_<tag>`` of its own, summed by :func:`_merge_verbose`: ``-v copy -v`` is ``-vv``.
     """
-    parent = argparse.ArgumentParser(add_help=False)
+    parent = argparse.ArgumentParser(add_help=False, **_NO_ABBREV)
     if tag is None:
         group = parent.add_argument_group("global options")
     else:
@@ -187,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[_global_parent()],
+        **_NO_ABBREV,
     )
     parser.add_argument("--version", action="version", version=f"taurus-tools {__version__}")
     sub = parser.add_subparsers(
@@ -197,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="backend chosen and why, tools found, Slurm partitions",
         description="Which backend runs commands and why, the site tools found, Slurm's partitions.",
         parents=[_global_parent("info")],
+        **_NO_ABBREV,
     )
     info.add_argument("--json", action="store_true", help="machine-readable output")
     _ws_parser(sub)
@@ -211,6 +222,7 @@ def _copy_parser(sub: Any) -> None:
         description="Parallel copy of SRC's contents into DST: list once, shard by bytes, retry, "
         "resume, verify. Run the same command again after a crash, Ctrl-C or SIGTERM to resume.",
         parents=[_global_parent("copy")],
+        **_NO_ABBREV,
     )
     p.add_argument("src", help="folder to copy (its contents)")
     p.add_argument("dst", help="folder to copy into (created if missing)")
@@ -267,10 +279,9 @@ def copy_command(opts: argparse.Namespace) -> int:
     try:
         result = pc.run()
     except KeyboardInterrupt as exc:
-        print(
+        _say(
             f"taurus-tools: copy stopped by {_signal_name(exc)}; its shards were cancelled. "
-            f"Run the same command again to resume it (work dir: {os.path.abspath(pc.work_dir)})",
-            file=sys.stderr,
+            f"Run the same command again to resume it (work dir: {os.path.abspath(pc.work_dir)})"
         )
         return _signal_exit(exc)
     print(result.summary())
@@ -283,7 +294,10 @@ def copy_command(opts: argparse.Namespace) -> int:
 
 def _ws_parser(sub: Any) -> None:
     ws = sub.add_parser(
-        "ws", help="workspaces: allocate, list, extend, release, find", parents=[_global_parent("ws")]
+        "ws",
+        help="workspaces: allocate, list, extend, release, find",
+        parents=[_global_parent("ws")],
+        **_NO_ABBREV,
     )
     ws.add_argument(
         "--ws-backend", choices=("auto", "site", "local"), default="auto", help="ws_* tools to use"
@@ -292,7 +306,9 @@ def _ws_parser(sub: Any) -> None:
     ws_sub.required = True
 
     def add(name: str, help: str) -> argparse.ArgumentParser:
-        p = ws_sub.add_parser(name, help=help, description=help, parents=[_global_parent(f"ws_{name}")])
+        p = ws_sub.add_parser(
+            name, help=help, description=help, parents=[_global_parent(f"ws_{name}")], **_NO_ABBREV
+        )
         p.add_argument("-F", "--filesystem", help="workspace filesystem (ws_list -l shows them)")
         p.add_argument("--json", action="store_true", help="machine-readable output")
         return p
@@ -382,7 +398,7 @@ def split_pass_through(argv: Sequence[str]) -> Optional[Tuple[List[str], str, Li
         token = argv[i]
         if token == "--":
             return None
-        if token.startswith("-"):
+        if token.startswith("-") and token != "-":
             if token in _VALUED:
                 i += 1  # skip its value
             i += 1
@@ -391,6 +407,54 @@ def split_pass_through(argv: Sequence[str]) -> Optional[Tuple[List[str], str, Li
             return list(argv[:i]), token, list(argv[i + 1 :])
         return None
     return None
+
+
+def _is_top_option(token: str) -> bool:
+    """Whether the top-level parser knows ``token`` as it is written (never as a prefix)."""
+    if token in _VALUED or token in _TOP_FLAGS:
+        return True
+    if token.startswith("--"):
+        return token.partition("=")[0] in _VALUED  # --backend=local
+    flags = {name[1] for name in _TOP_FLAGS if len(name) == 2}
+    valued = {name[1] for name in _VALUED if len(name) == 2}
+    letters = token[1:]
+    # -vq, -vv; a short option with a value may end the group and hold it (-x5).
+    for letter in letters:
+        if letter in valued:
+            return True
+        if letter not in flags:
+            return False
+    return bool(letters)
+
+
+def unknown_global_option(argv: Sequence[str]) -> Optional[str]:
+    """The first option before the command's name that the top level does not know, or None.
+
+    Without this, ``taurus-tools --back local dtls`` would read ``local`` as the command
+    (argparse: "invalid choice: 'local'"), since ``--back`` is unknown and nobody can
+    tell that it was meant to take a value.
+    """
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if token == "--" or not token.startswith("-") or token == "-":
+            return None
+        if not _is_top_option(token):
+            return token
+        i += 2 if token in _VALUED else 1
+    return None
+
+
+def _unknown_option_message(token: str) -> str:
+    name = token.partition("=")[0]
+    known = sorted({*_VALUED, *_TOP_FLAGS})
+    hints = [k for k in known if k.startswith(name) and name.startswith("--")]
+    hints = hints or difflib.get_close_matches(name, known, n=2)
+    hint = f" (did you mean {' or '.join(hints)}?)" if hints else ""
+    return (
+        f"unrecognized option {token!r} before the command{hint}; options are never "
+        "abbreviated, and a command's own options go after its name"
+    )
 
 
 def _setup_logging(verbose: int) -> None:
@@ -451,23 +515,31 @@ def info(opts: argparse.Namespace) -> int:
 
 def run_command(opts: argparse.Namespace, command: str, args: List[str]) -> int:
     dm = _datamover(opts)
-    if command == "rclone":
-        handle = dm.rclone(*args, text=False)
-    else:
-        handle = dm.call(command, *args, text=False)
+    handle: Optional[Handle] = None
     try:
+        # A signal between the start and `handle = ...` would leave a process that
+        # nobody cancels: it is held back until the handle has its name, and then
+        # raised here, inside the try.
+        with signals_deferred():
+            if command == "rclone":
+                handle = dm.rclone(*args, text=False)
+            else:
+                handle = dm.call(command, *args, text=False)
         rc = waitfor(handle, timeout=opts.timeout, progress=not opts.quiet)
     except CommandTimeoutError as exc:
-        print(f"taurus-tools: {exc}", file=sys.stderr)
+        _say(f"taurus-tools: {exc}")
         return EXIT_TIMEOUT
     except KeyboardInterrupt as exc:
-        if not handle.done():  # waitfor cancels; this covers a signal before it started
+        if handle is not None and not handle.done():  # waitfor cancels; not before it ran
             handle.cancel()
-        print(
-            f"taurus-tools: {command} cancelled by {_signal_name(exc)} (its processes and any Slurm job stopped)",
-            file=sys.stderr,
-        )
+        _say(f"taurus-tools: {command} cancelled by {_signal_name(exc)} (its processes and any Slurm job stopped)")
         return _signal_exit(exc)
+    except BaseException:
+        # E.g. waitfor could not write a line of stderr (the terminal is gone): the
+        # command must not outlive us.
+        if handle is not None and not handle.done():
+            handle.cancel()
+        raise
     sys.stdout.buffer.write(handle.stdout_text)
     sys.stdout.flush()
     return rc if rc >= 0 else 128 - rc
@@ -505,6 +577,8 @@ class _CancelOnSignals:
     else) and never over a signal that is ignored (``nohup`` keeps working).  Only the
     first signal raises: later ones, while the cancellation runs, are logged and
     dropped, so that they do not cut the clean-up short (SIGKILL still ends everything).
+    Armed before the first handler is in place, so a signal that arrives while they are
+    being installed raises too; ``__enter__`` then puts the old handlers back itself.
     """
 
     def __init__(self) -> None:
@@ -526,11 +600,17 @@ class _CancelOnSignals:
     def __enter__(self) -> "_CancelOnSignals":
         if threading.current_thread() is not threading.main_thread():
             return self
-        for sig in CANCEL_SIGNALS:
-            if signal.getsignal(sig) == signal.SIG_IGN:
-                continue
-            self._previous[sig] = signal.signal(sig, self._handler)
         self._armed = True
+        try:
+            for sig in CANCEL_SIGNALS:
+                previous = signal.getsignal(sig)
+                if previous == signal.SIG_IGN:
+                    continue
+                self._previous[sig] = previous  # noted first: the handler may raise at once
+                signal.signal(sig, self._handler)
+        except BaseException:  # Cancelled: `with` does not call __exit__ for us
+            self.__exit__(None, None, None)
+            raise
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
@@ -540,7 +620,7 @@ class _CancelOnSignals:
         self._previous.clear()
 
 
-# ---------------------------------------------------------------------- entry point
+# ---------------------------------------------------------------------- errors
 def _os_error(exc: OSError) -> str:
     """An OSError as one line: ``Permission denied: '/projects/x'``."""
     if not exc.strerror:
@@ -557,19 +637,73 @@ def _os_error(exc: OSError) -> str:
     return text
 
 
+# ---------------------------------------------------------------------- output
+def _say(text: str) -> None:
+    """Print a line on stderr; if it cannot be written (SIGHUP: the terminal is gone, EIO
+    or EPIPE), drop it: the exit status must stay what it is."""
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        _to_devnull(sys.stderr)
+
+
+def _to_devnull(stream: Any) -> None:
+    """Point a standard stream that can no longer be written at /dev/null.
+
+    What it still buffers then goes there, so that Python's flush at exit succeeds (a
+    failed one turns any exit status into 120).
+    """
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError, AttributeError):
+        return
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, fd)
+        finally:
+            os.close(null)
+        stream.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def _flush_std_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        if stream is None:
+            continue
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            _to_devnull(stream)
+
+
+# ---------------------------------------------------------------------- entry point
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``taurus-tools`` console script; returns the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
-    with _CancelOnSignals():
-        try:
-            return _main(args)
-        except KeyboardInterrupt as exc:
-            print(f"taurus-tools: stopped by {_signal_name(exc)}", file=sys.stderr)
-            return _signal_exit(exc)
+    try:
+        with _CancelOnSignals():
+            try:
+                rc = _main(args)
+            except KeyboardInterrupt as exc:
+                rc = _stopped(exc)
+    except KeyboardInterrupt as exc:  # as the handlers were being installed
+        rc = _stopped(exc)
+    _flush_std_streams()
+    return rc
+
+
+def _stopped(exc: BaseException) -> int:
+    _say(f"taurus-tools: stopped by {_signal_name(exc)}")
+    return _signal_exit(exc)
 
 
 def _main(argv: List[str]) -> int:
     parser = build_parser()
+    unknown = unknown_global_option(argv)
+    if unknown is not None:
+        parser.error(_unknown_option_message(unknown))  # exits 2
     split = split_pass_through(argv)
     try:
         if split is not None:
@@ -588,14 +722,14 @@ def _main(argv: List[str]) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     except (ConfigurationError, CommandNotFoundError, BackendUnavailableError, SourceNotFoundError) as exc:
-        print(f"taurus-tools: error: {exc}", file=sys.stderr)
+        _say(f"taurus-tools: error: {exc}")
         return EXIT_USAGE
     except TaurusToolsError as exc:
-        print(f"taurus-tools: error: {exc}", file=sys.stderr)
+        _say(f"taurus-tools: error: {exc}")
         return EXIT_FAILED
     except OSError as exc:
         log.debug("%s", type(exc).__name__, exc_info=True)
-        print(f"taurus-tools: error: {_os_error(exc)}", file=sys.stderr)
+        _say(f"taurus-tools: error: {_os_error(exc)}")
         return EXIT_FAILED
 
 

@@ -8,6 +8,8 @@ awaited with a deadline, never sampled once.
 
 from __future__ import annotations
 
+import argparse
+import errno
 import json
 import os
 import shutil
@@ -28,10 +30,13 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from helpers import prepend_path, write_stub  # noqa: E402
 from taurus_tools import Datamover  # noqa: E402
+from taurus_tools import _cli, _process  # noqa: E402
 from taurus_tools._cli import (  # noqa: E402
+    _TOP_FLAGS,
     _VALUED,
     CANCEL_SIGNALS,
     _global_parent,
+    build_parser,
     main,
     parse_args,
     split_pass_through,
@@ -368,6 +373,97 @@ class TestGlobalOptionsAnywhere:
         assert "they must come before the command's name, since everything after it goes to the tool" in text
 
 
+def all_parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    """``parser`` and every subcommand's parser below it."""
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from all_parsers(sub)
+
+
+def _abbreviations() -> List[Tuple[str, str]]:
+    """Every shortening (``--b`` ... ``--backen``) of every long global option, with the option."""
+    longs = [name for name in (*_VALUED, *_TOP_FLAGS) if name.startswith("--") and name not in ("--help", "--version")]
+    return [(name[:end], name) for name in longs for end in range(3, len(name)) if name[:end] not in longs]
+
+
+class TestNoAbbreviations:
+    """``--back local dtcp ...`` stopped with "invalid choice: 'dtcp'": split_pass_through did not
+    know that ``--back`` takes a value, saw ``local`` where the command goes and left the line to
+    argparse, which took ``--back`` for ``--backend`` and found no subcommand ``dtcp``.  Now no
+    option is ever abbreviated, and an unknown one before the command is named in a usage error."""
+
+    def test_no_parser_accepts_abbreviations(self):
+        parsers = list(all_parsers(build_parser()))
+        assert len(parsers) == 9  # top, info, copy, ws and its five
+        parsers += [_global_parent(), _global_parent("copy")]
+        assert [p.prog for p in parsers if p.allow_abbrev] == []
+
+    @pytest.mark.parametrize("short, option", _abbreviations(), ids=lambda v: v)
+    def test_abbreviated_global_option_before_a_pass_through_is_a_usage_error(
+        self, short, option, tmp_path, monkeypatch, capsys
+    ):
+        stubs = tmp_path / "bin"
+        marker = tmp_path / "ls-ran"
+        write_stub(stubs, "ls", f"touch '{marker}'\n")
+        prepend_path(monkeypatch, stubs)
+        monkeypatch.setenv("TAURUS_TOOLS_BACKEND", "local")
+        value = ["local"] if option in _VALUED else []
+        for argv in ([short, *value, "dtls", str(tmp_path)], [f"{short}=local", "dtls", str(tmp_path)]):
+            if option not in _VALUED and "=" in argv[0]:
+                continue
+            with pytest.raises(SystemExit) as stop:
+                main(argv)
+            assert stop.value.code == 2
+            err = capsys.readouterr().err
+            assert f"unrecognized option {argv[0]!r} before the command" in err, err
+            assert option in err  # "did you mean --backend?"
+            assert "invalid choice" not in err
+        assert not marker.exists(), "the command ran"
+
+    @pytest.mark.parametrize("words, args", SUBCOMMANDS, ids=lambda v: " ".join(v) or "-")
+    @pytest.mark.parametrize("short", ["--back", "--verb", "--no-block"])
+    def test_abbreviated_options_are_errors_anywhere(self, words, args, short, capsys):
+        value = ["local"] if short == "--back" else []
+        for argv in ([short, *value, *words, *args], [*words, *args, short, *value]):
+            with pytest.raises(SystemExit) as stop:
+                parse_args(argv) if argv[0] != short else main(argv)
+            assert stop.value.code == 2, argv
+            assert short in capsys.readouterr().err
+
+    @pytest.mark.parametrize(
+        "argv, message",
+        [
+            (["copy", "S", "D", "--work", "W"], "unrecognized arguments: --work W"),
+            (["ws", "list", "--js"], "unrecognized arguments: --js"),
+            (["ws", "--ws-b", "local", "list"], "invalid choice: 'local'"),  # argparse's words, still exit 2
+        ],
+    )
+    def test_abbreviated_subcommand_options_are_errors(self, argv, message, capsys):
+        with pytest.raises(SystemExit) as stop:
+            parse_args(argv)
+        assert stop.value.code == 2
+        assert message in capsys.readouterr().err
+
+    def test_the_real_command(self, tmp_path):
+        (tmp_path / "listed.txt").write_text("")
+        proc = cli("--back", "local", "dtls", str(tmp_path))
+        assert proc.returncode == 2, proc.stderr
+        assert "unrecognized option '--back' before the command (did you mean --backend?)" in proc.stderr
+        assert "invalid choice" not in proc.stderr and "Traceback" not in proc.stderr and proc.stdout == ""
+        for spelled in (["--backend", "local"], ["--backend=local"]):
+            proc = cli(*spelled, "-q", "dtls", str(tmp_path))
+            assert proc.returncode == 0, proc.stderr
+            assert proc.stdout == "listed.txt\n"
+
+    def test_full_names_and_groups_of_short_flags_are_known(self):
+        assert _cli.unknown_global_option(["-vq", "--backend=local", "--timeout", "5", "-vv", "dtls", "--x"]) is None
+        assert _cli.unknown_global_option(["--account", "--weird-value", "dtls"]) is None
+        assert _cli.unknown_global_option(["-vx", "dtls"]) == "-vx"
+        assert _cli.unknown_global_option(["dtls", "--back"]) is None  # the tool's
+
+
 # ============================================================================ 2. signals
 @pytest.fixture(scope="module")
 def big_tree(tmp_path_factory) -> Path:
@@ -385,6 +481,15 @@ def big_tree(tmp_path_factory) -> Path:
         (root / "small").mkdir(exist_ok=True)
         (root / "small" / f"s{i}.txt").write_text(f"small {i}\n")
     return root
+
+
+def _write_fails(fd: int) -> Optional[int]:
+    """The errno of writing a byte to ``fd``, None if it works."""
+    try:
+        os.write(fd, b"x")
+    except OSError as exc:
+        return exc.errno
+    return None
 
 
 def _has_data(dst: Path) -> bool:
@@ -494,6 +599,111 @@ class TestSignalsCancel:
         thread.join(60)
         assert result == [0]
         capsys.readouterr()
+
+    # -- a signal at an awkward moment: sent to the main thread itself, exactly there
+    def test_a_signal_while_the_handlers_are_installed_is_not_lost(self, monkeypatch, capsys):
+        """SIGTERM right after its handler is in place, before main() runs anything: exit 143."""
+        before = {sig: signal.getsignal(sig) for sig in CANCEL_SIGNALS}
+        real_signal = signal.signal
+        sent: List[int] = []
+
+        def install(sig, handler):
+            previous = real_signal(sig, handler)
+            if sig == signal.SIGTERM and not sent and isinstance(getattr(handler, "__self__", None),
+                                                                 _cli._CancelOnSignals):
+                sent.append(sig)
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+            return previous
+
+        ran: List[object] = []
+        monkeypatch.setattr(signal, "signal", install)
+        monkeypatch.setattr(_cli, "_main", lambda argv: ran.append(argv) or 0)
+        assert main(["info"]) == 143
+        monkeypatch.undo()
+        assert sent == [signal.SIGTERM] and ran == []
+        assert {sig: signal.getsignal(sig) for sig in CANCEL_SIGNALS} == before
+        assert "taurus-tools: stopped by SIGTERM" in capsys.readouterr().err
+
+    @pytest.mark.parametrize("where", ["process started", "handle returned"])
+    def test_a_signal_between_start_and_registration_still_cancels(self, where, tmp_path, monkeypatch, capsys):
+        """SIGTERM after the child exists but before run_command holds its handle: it is cancelled."""
+        fifo = tmp_path / "fifo"
+        os.mkfifo(fifo)  # cp blocks opening it: runs until cancelled
+        monkeypatch.delenv("TAURUS_TOOLS_BACKEND", raising=False)
+        children: Dict[int, psutil.Process] = {}
+
+        def signal_now(pid: int) -> None:
+            children[pid] = psutil.Process(pid)
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+
+        if where == "process started":
+            real_spawn = _process.Handle._spawn
+
+            def spawn(self, env, args):
+                popen = real_spawn(self, env, args)
+                signal_now(popen.pid)  # inside Handle(): no handle anywhere yet
+                return popen
+
+            monkeypatch.setattr(_process.Handle, "_spawn", spawn)
+        else:
+            real_call = Datamover.call
+
+            def call(self, *args, **kwargs):
+                handle = real_call(self, *args, **kwargs)
+                signal_now(handle.pid)  # returned, not yet in run_command's hands
+                return handle
+
+            monkeypatch.setattr(Datamover, "call", call)
+        try:
+            assert main(["--backend", "local", "-q", "dtcp", str(fifo), str(tmp_path / "x")]) == 143
+            assert children, "no process was started"
+            await_state(lambda: running(children), 30, "the started cp to end", accept=lambda pids: not pids)
+        finally:
+            kill_recorded(children)
+        assert "dtcp cancelled by SIGTERM" in capsys.readouterr().err
+
+    @pytest.mark.parametrize("command", ["dtcp", "copy"])
+    def test_sighup_with_the_terminal_gone_still_exits_129(self, command, tmp_path, big_tree):
+        """After a hang-up every write to the terminal fails (EIO): the messages are dropped, the
+        exit status stays 128 + SIGHUP (not 1 from an OSError, nor 120 from Python's last flush)."""
+        if command == "dtcp":
+            fifo = tmp_path / "fifo"
+            os.mkfifo(fifo)
+            argv = cli_argv("--backend", "local", "-q", "dtcp", str(fifo), str(tmp_path / "x"))
+        else:
+            argv = cli_argv("copy", str(big_tree), str(tmp_path / "dst"), "--workers", "2", "--backend", "local",
+                            "-q", "--work-dir", str(tmp_path / "work"))
+        master, slave = os.openpty()  # our copy of the terminal's end stays open, to probe it
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, env=local_env())
+        except BaseException:
+            os.close(master)
+            os.close(slave)
+            raise
+        seen: Dict[int, psutil.Process] = {}
+        try:
+            if command == "dtcp":
+                await_state(lambda: "cp" in programs(record_descendants(proc.pid, seen)), 30, "cp to start")
+            else:
+                await_state(lambda: record_descendants(proc.pid, seen) is not None and _has_data(tmp_path / "dst"),
+                            60, "the copy to write", interval=0.005)
+            assert proc.poll() is None, os.read(master, 65536)
+            os.close(master)  # the terminal is gone: writing to it fails now
+            master = -1
+            assert _write_fails(slave) == errno.EIO
+            record_descendants(proc.pid, seen)
+            proc.send_signal(signal.SIGHUP)
+            rc = proc.wait(60)
+            await_state(lambda: running(seen), 30, "every process it started to end", accept=lambda pids: not pids)
+        finally:
+            if master >= 0:
+                os.close(master)
+            os.close(slave)
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(30)
+            kill_recorded(seen)
+        assert rc == 129
 
 
 # ============================================================================ 3. messages, not tracebacks
