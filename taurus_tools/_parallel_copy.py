@@ -47,7 +47,7 @@ from ._errors import (
     SourceNotFoundError,
 )
 from ._plan import ListingStats, list_from_file, list_tree, read_entries, shard
-from ._process import Handle, Launch, terminate_trees
+from ._process import Handle, Launch, signals_deferred, terminate_trees
 from ._slurm import SlurmClient
 from ._wait import cancel_all
 
@@ -712,9 +712,10 @@ class ParallelCopy:
                     queue.remove(task)
                     launch, status, failed = self._launch(dm, task)
                     launched = time.time()
-                    handle = Handle(launch)
+                    with signals_deferred():  # no Ctrl-C/SIGTERM between the start and `running`
+                        handle = Handle(launch)
+                        running[handle] = (task, status, failed, launched)
                     handle.add_waker(wake)
-                    running[handle] = (task, status, failed, launched)
                     shards[task.index].update(state="running", pid=handle.pid, job_name=launch.job_name)
                     log.debug("shard %d attempt %d: %s", task.index, task.attempt, handle.args)
                 self._save_state(state)
