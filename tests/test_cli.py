@@ -229,13 +229,22 @@ def assert_same_tree(src: Path, dst: Path) -> None:
     assert different == [], f"differ: {different[:5]}"
 
 
+def default_signals() -> None:
+    """In a driver's child before it runs: the default action for SIGHUP, SIGINT and SIGTERM,
+    whatever pytest was started with (``nohup`` ignores SIGHUP, a background job SIGINT)."""
+    for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 class Driver:
     """``taurus-tools ...`` started in the background, its output in files."""
 
     def __init__(self, argv: Sequence[str], folder: Path, env: Optional[Dict[str, str]] = None) -> None:
         self.out, self.err = folder / "driver.out", folder / "driver.err"
         with open(self.out, "wb") as out, open(self.err, "wb") as err:
-            self.proc = subprocess.Popen(list(argv), stdout=out, stderr=err, env=env or local_env())
+            self.proc = subprocess.Popen(
+                list(argv), stdout=out, stderr=err, env=env or local_env(), preexec_fn=default_signals
+            )
         self.seen: Dict[int, psutil.Process] = {}
 
     def record(self) -> Dict[int, psutil.Process]:
@@ -675,7 +684,9 @@ class TestSignalsCancel:
                             "-q", "--work-dir", str(tmp_path / "work"))
         master, slave = os.openpty()  # our copy of the terminal's end stays open, to probe it
         try:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, env=local_env())
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, env=local_env(), preexec_fn=default_signals
+            )
         except BaseException:
             os.close(master)
             os.close(slave)

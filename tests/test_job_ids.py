@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+import psutil
 import pytest
 
 from taurus_tools import Datamover, Handle, SiteBackend, SlurmBackend, waitfor
@@ -40,7 +41,7 @@ from taurus_tools._slurm import (
     parse_job_id,
 )
 
-from helpers import FakeSlurmClient, write_stub
+from helpers import FakeSlurmClient, wait_until, write_stub
 
 # ============================================================================ srun's output
 # What srun 22.05.8 (Debian 12) printed on the test cluster with SLURM_DEBUG=1 (stderr, in
@@ -439,15 +440,6 @@ def no_srun_memory(monkeypatch):
     monkeypatch.delenv(SRUN_VERBOSE_ENV, raising=False)
 
 
-def _wait_for(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
-
-
 def _calls(folder: Path) -> List[str]:
     path = folder / "calls"
     return path.read_text().splitlines() if path.exists() else []
@@ -572,7 +564,7 @@ class TestHandleWithStubs:
     def test_cancel_uses_the_job_id(self, fake_srun):
         client = FakeSlurmClient(states=[JobState("4711", "RUNNING")])
         h = Handle(Launch((str(fake_srun), "30"), name="dtcp", job_name="tt-dtcp-x"), slurm=client)
-        assert _wait_for(lambda: h.job_id == "4711")
+        wait_until(lambda: h.job_id == "4711", 10, what="the job id")
         assert h.cancel(timeout=10) == -int(signal.SIGTERM)
         assert client.cancelled == [["4711"]]
         assert client.cancelled_names == []
@@ -594,7 +586,8 @@ class TestHandleWithStubs:
         script = write_stub(tmp_path / "bin", "srun", f"trap 'cat \"{words}\" >&2; exit 143' TERM\nsleep 30 & wait\n")
         client = FakeSlurmClient(states=[JobState("99", "RUNNING")])
         h = Handle(Launch((str(script),), name="dtcp", job_name="tt-dtcp-z"), slurm=client)
-        time.sleep(0.3)
+        # Its trap is set once its `sleep 30` child exists: only then may it be cancelled.
+        wait_until(lambda: len(psutil.Process(h.pid).children()) >= 1, 10, what="the stub's trap")
         assert h.job_id is None
         assert h.cancel(timeout=10) < 0
         assert h.job_id == "99"

@@ -940,7 +940,7 @@ class TestResume:
         again = subprocess.run(argv, capture_output=True, text=True, timeout=90)
         assert again.returncode == 0, again.stderr
         assert "ok:" in again.stdout
-        assert not alive(p.pid for p in workers), "a worker of the killed driver is still running"
+        wait_until(lambda: not alive(p.pid for p in workers), 10, what="the killed driver's workers to be gone")
         assert part_files(dst) == []
         assert_same_tree(big_src, dst)
         data = read_report(report)
@@ -1039,11 +1039,15 @@ class TestResume:
     def test_cancel_leaves_a_resumable_work_dir(self, tmp_path, dm, big_src):
         dst, work = tmp_path / "dst", tmp_path / "work"
         pc = pcopy(big_src, dst, work, dm, workers=2).start()
-        assert wait_until(
-            lambda: pc.done() or len(complete_files(dst, big_src)) >= 20, timeout=30, step=0.002
+        running = wait_until(
+            lambda: "done"
+            if pc.done()
+            else len(complete_files(dst, big_src)) >= 20 and copy_workers(os.getpid()),
+            timeout=30,
+            interval=0.002,
+            what="20 files copied and a worker running",
         )
-        running = copy_workers(os.getpid())
-        assert not pc.done() and running, "the copy finished before it could be cancelled"
+        assert running != "done", "the copy finished before it could be cancelled"
         pc.cancel()
         with pytest.raises(CopyCancelledError, match="resume") as info:
             pc.wait(30)

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import wait_for, wait_until  # tests/ is on sys.path (conftest)
 
 from taurus_tools import (
     CommandError,
@@ -40,11 +41,11 @@ def fill(folder: Path) -> dict:
     return content
 
 
-def assert_gone(cluster, job_id, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while str(job_id) in cluster.squeue_ids():
-        assert time.monotonic() < deadline, f"job {job_id} still in squeue"
-        time.sleep(0.2)
+def assert_gone(cluster, job_id, timeout=30.0):
+    wait_for(
+        cluster.squeue_ids, lambda ids: int(job_id) not in ids, timeout=timeout, interval=0.2,
+        what=f"job {job_id} to leave squeue",
+    )
 
 
 @pytest.fixture
@@ -122,11 +123,17 @@ def test_nonblocking_returns_job_exit_code_not_sbatch(dm_any, tmp_path):
     assert info.value.returncode == 1 and info.value.job_id
 
 
-def test_nonblocking_handle_runs_until_the_job_ends(dm_slurm, tmp_path):
+def test_nonblocking_handle_runs_until_the_job_ends(dm_slurm, slurm_cluster, tmp_path):
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     handle = dm_slurm.dtcp(fifo, tmp_path / "out", blocking=False)
-    time.sleep(2)  # sbatch has long returned; the copy waits for a writer
+    # sbatch returns at once; the job runs and its cp waits for a writer.
+    wait_until(lambda: handle.job_id is not None or handle.poll() is not None, 30, what="sbatch's job id")
+    assert handle.job_id is not None, handle.stderr_text
+    wait_for(
+        lambda: slurm_cluster.run(["squeue", "-h", "-j", handle.job_id, "-o", "%T"]).stdout.strip(),
+        lambda state: state == "RUNNING", timeout=30, what=f"job {handle.job_id} to run",
+    )
     assert handle.poll() is None
     with open(fifo, "wb") as writer:
         writer.write(b"payload")
@@ -178,19 +185,20 @@ def _fifo_copy(dm, tmp_path, blocking):
     return dm.dtcp(fifo, tmp_path / f"never-{blocking}", blocking=blocking)
 
 
-def _wait_for_job(slurm_cluster, handle, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while not slurm_cluster.squeue_ids():
-        assert time.monotonic() < deadline, "job never appeared"
-        time.sleep(0.1)
+def _wait_for_job(slurm_cluster, handle, before, timeout=30.0):
+    """Wait until a job that was not there ``before`` runs (a leftover one does not count)."""
+    old = {str(i) for i in before}
+    wait_for(
+        lambda: set(slurm_cluster.run(["squeue", "-h", "--states=RUNNING", "-o", "%A"]).stdout.split()) - old,
+        timeout=timeout, what="the new job to run",
+    )
     return handle
 
 
 @pytest.mark.parametrize("blocking", [True, False], ids=["blocking", "nonblocking"])
 def test_cancel_leaves_no_job(dm_any, slurm_cluster, tmp_path, blocking):
     before = set(slurm_cluster.squeue_ids())
-    handle = _wait_for_job(slurm_cluster, _fifo_copy(dm_any, tmp_path, blocking))
-    time.sleep(0.5)
+    handle = _wait_for_job(slurm_cluster, _fifo_copy(dm_any, tmp_path, blocking), before)
     deadline = time.monotonic() + 10
     while handle.job_id is None:  # cancelling goes by the id, blocking or not
         assert time.monotonic() < deadline, handle.stderr_text
@@ -206,7 +214,7 @@ def test_cancel_leaves_no_job(dm_any, slurm_cluster, tmp_path, blocking):
 @pytest.mark.parametrize("blocking", [True, False], ids=["blocking", "nonblocking"])
 def test_waitfor_timeout_cancels_jobs(dm_any, slurm_cluster, tmp_path, blocking):
     before = set(slurm_cluster.squeue_ids())
-    handle = _wait_for_job(slurm_cluster, _fifo_copy(dm_any, tmp_path, blocking))
+    handle = _wait_for_job(slurm_cluster, _fifo_copy(dm_any, tmp_path, blocking), before)
     started = time.monotonic()
     with pytest.raises(CommandTimeoutError) as info:
         waitfor(handle, timeout=2, progress=False)
@@ -224,7 +232,8 @@ def test_management_commands(dm_any, slurm_cluster, tmp_path):
     info = dm_any.dtinfo()
     assert waitfor(info, timeout=30, progress=False) == 0
     assert "datamover" in info.communicate()[0]
-    handle = _wait_for_job(slurm_cluster, _fifo_copy(dm_any, tmp_path, False))
+    before = set(slurm_cluster.squeue_ids())
+    handle = _wait_for_job(slurm_cluster, _fifo_copy(dm_any, tmp_path, False), before)
     deadline = time.monotonic() + 30
     while handle.job_id is None:
         assert time.monotonic() < deadline
