@@ -4,7 +4,7 @@
 --failed FILE [--verify size|checksum|none] [--part-tag TAG] [--new] [--atomic]``
 (``python -m taurus_tools._copy_worker`` works too)
 
-It imports only :mod:`taurus_tools._records` (which imports nothing) and modules that a
+It imports only :mod:`taurus_tools._records` (which imports only :mod:`os`) and modules that a
 bare interpreter has loaded anyway: a parallel copy starts it once per shard, so its
 start-up time counts (about 6 ms with ``-S`` on the benchmark machine, against 17 ms with
 :mod:`argparse` and :mod:`json`, and 28 ms when it imported :mod:`taurus_tools._plan`).
@@ -98,8 +98,9 @@ class Refused(Exception):
 def part_name(dst: bytes, tag: bytes) -> bytes:
     """The temporary name a file is written under before it is renamed into place.
 
-    ``.tt-part-TAG`` in the destination file's folder, where ``TAG`` is the copy's random
-    tag and the shard's number: short, whatever the length of the file's own name (a
+    ``.tt-part-TAG`` in the destination file's folder, where ``TAG`` is the copy's tag (48
+    bits of a hash, see :func:`taurus_tools._parallel_copy.part_tag_of`) and the shard's
+    number: short, whatever the length of the file's own name (a
     legal 255-byte name still copies), unique to one worker at a time (a worker copies
     one file at a time), and never the name of a file of the source or destination,
     which no copy but this one could have named so.  A retry or resume of the shard

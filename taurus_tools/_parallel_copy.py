@@ -373,7 +373,7 @@ class ParallelCopy:
         else:
             # Once, before the shards: rsync (the site's dtrsync) creates only the last
             # level of DST/, and several shards racing to create it fail with EEXIST.
-            _make_folder(self.dst, "destination")
+            _make_folder(self.dst, "destination", writable_here=False)
         with _lock_dir(self.work_dir):
             state = self._load_state()
             self._part_tag = part_tag_of(self.src, self.dst, self.work_dir)
@@ -994,15 +994,19 @@ class ParallelCopy:
         return path
 
 
-def _make_folder(path: Path, what: str) -> None:
-    """Create ``path`` (and its parents) or say in one line why it cannot be."""
+def _make_folder(path: Path, what: str, writable_here: bool = True) -> None:
+    """Create ``path`` (and its parents) or say in one line why it cannot be.
+
+    ``writable_here=False`` for the destination: an existing one may be writable only
+    where the shards run (``/projects`` from the data-transfer nodes), not here.
+    """
     if path.exists() and not path.is_dir():
         raise ConfigurationError(f"{what} {path} exists and is not a folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise PathNotWritableError(f"cannot create the {what} {path}: {exc.strerror or exc}") from None
-    if not os.access(path, os.W_OK | os.X_OK):
+    if writable_here and not os.access(path, os.W_OK | os.X_OK):
         raise PathNotWritableError(f"cannot write into the {what} {path}: permission denied")
 
 
@@ -1011,6 +1015,8 @@ def _check_can_create(path: Path, what: str) -> None:
     probe = path
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
+    if probe == path and path.is_dir():
+        return  # there already (maybe writable only where the shards run)
     if not probe.is_dir():
         raise ConfigurationError(f"{what} {path}: {probe} is not a folder")
     if not os.access(probe, os.W_OK | os.X_OK):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -344,6 +345,16 @@ class TestUserErrorsBeforeWork:
         assert proc.returncode == 1, proc.stderr
         assert "Traceback" not in proc.stderr and "report" in proc.stderr
         assert not dst.exists(), "the copy started although its report could not be written"
+
+    def test_an_existing_destination_need_not_be_writable_here(self, tmp_path, dm, monkeypatch):
+        """Through the site's tools only the data-transfer nodes may write it (``/projects``)."""
+        src, dst = tmp_path / "src", tmp_path / "dst"
+        write(src / "a", b"a")
+        dst.mkdir()
+        real_access = pc_mod.os.access
+        monkeypatch.setattr(pc_mod.os, "access", lambda p, mode: Path(p) != dst and real_access(p, mode))
+        assert pcopy(src, dst, tmp_path / "w", dm, dry_run=True).run().ok
+        assert pcopy(src, dst, tmp_path / "w", dm).run().ok
 
     def test_source_that_is_a_link_loop_or_dangling(self, tmp_path, dm):
         os.symlink("loop", tmp_path / "loop")
