@@ -299,6 +299,8 @@ def parse_exit_code(state: str, exit_code: str) -> int:
         return rc
     if rc == 0:
         rc = -int(signal.SIGTERM) if state == "CANCELLED" else 1
+    elif state == "CANCELLED" and 128 < rc < 128 + 65:
+        rc = 128 - rc  # a shell that exited 128+N as scancel's signal N reached it: still -N
     return rc
 
 

@@ -195,7 +195,7 @@ def test_eight_sbatch_jobs_run_concurrently(slurm_cluster: SlurmCluster, tmp_pat
 
 
 def test_cancelled_job_states(slurm_cluster: SlurmCluster, site_tools_dir: Path) -> None:
-    # Running, then cancelled: ExitCode 0:15 (signal 15); dtq lists it, dtcancel cancels it.
+    # Running, then cancelled: CANCELLED by SIGTERM; dtq lists it, dtcancel cancels it.
     job = submit(
         ["sbatch", "-p", "datamover", "-J", "sleeper", "-o", "/dev/null", "--wrap", "sleep 300"]
     )
@@ -212,7 +212,9 @@ def test_cancelled_job_states(slurm_cluster: SlurmCluster, site_tools_dir: Path)
     res = run([site_tools_dir / "dtcancel", str(job)])
     assert res.returncode == 0, res.stderr
     info = wait_job(job)
-    assert (info["JobState"], info["ExitCode"]) == ("CANCELLED", "0:15")
+    # Killed by the signal (0:15), or its shell exited 128+15 when scancel's SIGTERM met
+    # it between starting and exec-ing sleep (143:0: seen once on a loaded machine).
+    assert info["JobState"] == "CANCELLED" and info["ExitCode"] in ("0:15", "143:0"), info
     # A failing batch job: FAILED with the script's exit code.
     job = submit(["sbatch", "-p", "datamover", "-o", "/dev/null", "--wrap", "exit 7"])
     info = wait_job(job)

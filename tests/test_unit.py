@@ -439,6 +439,8 @@ class TestParsing:
             ("FAILED", "0:9", -9),
             ("CANCELLED", "0:15", -15),
             ("CANCELLED", "0:9", -9),
+            ("CANCELLED", "143:0", -15),
+            ("FAILED", "143:0", 143),
             ("TIMEOUT", "0:15", -15),
             ("OUT_OF_MEMORY", "0:125", -125),
         ],
