@@ -28,7 +28,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from helpers import prepend_path, write_stub  # noqa: E402
+from helpers import prepend_path, wait_for, write_stub  # noqa: E402
 from taurus_tools import Datamover  # noqa: E402
 from taurus_tools import _cli, _process  # noqa: E402
 from taurus_tools._cli import (  # noqa: E402
@@ -91,15 +91,8 @@ def await_state(
     interval: float = 0.02,
     accept: Callable[[object], bool] = bool,
 ) -> object:
-    """Observe until ``accept(value)`` or ``timeout`` s passed (one last look after it)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = observe()
-        if accept(value):
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}; last observed: {value!r}")
-        time.sleep(interval)
+    """Observe until ``accept(value)`` or ``timeout`` s passed (helpers.wait_for, positionally)."""
+    return wait_for(observe, accept, timeout=timeout, interval=interval, what=what)
 
 
 def local_env(**extra: str) -> Dict[str, str]:
