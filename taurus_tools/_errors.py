@@ -59,7 +59,26 @@ class BackendUnavailableError(TaurusToolsError, RuntimeError):
     """The requested backend cannot run on this machine (tools or Slurm missing)."""
 
 
-class CommandNotFoundError(TaurusToolsError, FileNotFoundError):
+class _CommandMissing:
+    """What :class:`CommandNotFoundError` and :class:`UnknownCommandError` share: the
+    command asked for, the ones there are, and a message that lists them."""
+
+    def __init__(self, command: str, available: Sequence[str] = (), detail: str = "") -> None:
+        self.command = command
+        self.available = tuple(available)
+        self.detail = detail
+        have = ", ".join(self.available) if self.available else "none"
+        msg = f"command {command!r} is not available" + (f" ({detail})" if detail else "")
+        super().__init__(f"{msg}; available commands: {have}")  # type: ignore[call-arg]
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        return (type(self), (self.command, self.available, self.detail))
+
+    def __str__(self) -> str:
+        return str(self.args[0])  # type: ignore[attr-defined]
+
+
+class CommandNotFoundError(_CommandMissing, TaurusToolsError, FileNotFoundError):
     """A command is not available on the chosen backend.
 
     Attributes
@@ -70,28 +89,8 @@ class CommandNotFoundError(TaurusToolsError, FileNotFoundError):
         The commands this backend does have.
     """
 
-    def __init__(self, command: str, available: Sequence[str] = (), detail: str = "") -> None:
-        self.command = command
-        self.available = tuple(available)
-        self.detail = detail
-        super().__init__(_not_available(command, self.available, detail))
 
-    def __reduce__(self) -> Tuple[Any, ...]:
-        return (type(self), (self.command, self.available, self.detail))
-
-    def __str__(self) -> str:
-        return str(self.args[0])
-
-
-def _not_available(command: str, available: Tuple[str, ...], detail: str) -> str:
-    have = ", ".join(available) if available else "none"
-    msg = f"command {command!r} is not available"
-    if detail:
-        msg += f" ({detail})"
-    return msg + f"; available commands: {have}"
-
-
-class UnknownCommandError(TaurusToolsError, AttributeError):
+class UnknownCommandError(_CommandMissing, TaurusToolsError, AttributeError):
     """``Datamover.dtfoo``: a ``dt*`` attribute that names no command.
 
     An AttributeError (``hasattr`` and ``getattr(dm, name, default)`` keep working) with
@@ -108,17 +107,8 @@ class UnknownCommandError(TaurusToolsError, AttributeError):
     """
 
     def __init__(self, command: str, available: Sequence[str] = (), detail: str = "") -> None:
-        self.command = command
-        self.available = tuple(available)
-        self.detail = detail
-        super().__init__(_not_available(command, self.available, detail))
+        super().__init__(command, available, detail)
         self.name = command  # AttributeError.name (Python >= 3.10 reads it for suggestions)
-
-    def __reduce__(self) -> Tuple[Any, ...]:
-        return (type(self), (self.command, self.available, self.detail))
-
-    def __str__(self) -> str:
-        return str(self.args[0])
 
 
 class CommandError(TaurusToolsError, subprocess.CalledProcessError):

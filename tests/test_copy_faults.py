@@ -27,6 +27,7 @@ from test_parallel_copy import (  # noqa: E402
     part_files,
     pcopy,
     read_report,
+    rewrite_source_after_copying,
     unprivileged,
     write,
 )
@@ -184,14 +185,7 @@ class TestErrorClasses:
     def test_worker_sorts_failures_into_permanent_and_transient(self, tmp_path, monkeypatch):
         src, dst = tmp_path / "src", tmp_path / "dst"
         write(src / "changes.bin", b"a" * 1000, MTIME0)
-        real = copy_worker._copy_data
-
-        def copy_then_touch(fin, fout, size):
-            n = real(fin, fout, size)
-            write(src / "changes.bin", b"b" * 1000, MTIME0 + 1)
-            return n
-
-        monkeypatch.setattr(copy_worker, "_copy_data", copy_then_touch)
+        rewrite_source_after_copying(monkeypatch, src / "changes.bin", b"b" * 1000, MTIME0 + 1)
         missing = b"f\t5\t%d\tvanished.bin\0" % MTIME0
         changes = b"f\t1000\t%d\tchanges.bin\0" % MTIME0
         failed, permanent, lines = run_worker_sorting(tmp_path, src, dst, missing + changes)

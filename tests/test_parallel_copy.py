@@ -1123,6 +1123,19 @@ class TestResume:
 
 
 # =============================================================================== source changes
+def rewrite_source_after_copying(monkeypatch, path: Path, data: bytes, mtime_ns: int) -> None:
+    """Make the worker's data copy rewrite ``path`` (a source it copies) once it is done:
+    a source that changes during its copy."""
+    real = copy_worker._copy_data
+
+    def copy_then_rewrite(fin, fout, size):
+        n = real(fin, fout, size)
+        write(path, data, mtime_ns)
+        return n
+
+    monkeypatch.setattr(copy_worker, "_copy_data", copy_then_rewrite)
+
+
 def run_worker(tmp_path, src, dst, records: bytes, verify="size"):
     shard_file = tmp_path / "shard"
     shard_file.write_bytes(records)
@@ -1263,14 +1276,7 @@ class TestSourceChanging:
         src, dst = tmp_path / "src", tmp_path / "dst"
         write(src / "same.bin", b"a" * 1000, MTIME0)
         write(dst / "same.bin", b"old" * 10, MTIME0 - 5)
-        real = copy_worker._copy_data
-
-        def copy_then_touch(fin, fout, size):
-            n = real(fin, fout, size)
-            write(src / "same.bin", b"b" * 1000, MTIME0 + 1)
-            return n
-
-        monkeypatch.setattr(copy_worker, "_copy_data", copy_then_touch)
+        rewrite_source_after_copying(monkeypatch, src / "same.bin", b"b" * 1000, MTIME0 + 1)
         rc, worker, failed, messages = run_worker(
             tmp_path, src, dst, b"f\t1000\t%d\tsame.bin\0" % MTIME0
         )
