@@ -334,6 +334,8 @@ def _when(value: Any) -> str:
 
 
 def _remaining(info: WorkspaceInfo) -> str:
+    if info.released:
+        return "released"
     if info.expired:
         return "expired"
     if info.remaining is None:

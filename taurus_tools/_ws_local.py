@@ -2,7 +2,9 @@
 
 Run as ``python -m taurus_tools._ws_local TOOL [ARGS...]`` with TOOL one of ``ws_allocate``,
 ``ws_list``, ``ws_release``, ``ws_extend``, ``ws_find``, ``ws_restore``, ``ws_register``.
-It keeps hpc-workspace's rules and prints what version 1 prints, with its exit codes:
+It keeps the rules of hpc-workspace 1.6 and prints what that version prints, with its exit
+codes (and its quirks: ``ws_list`` shows a user ``jean-luc`` the id ``luc-data``, ``ws_find``
+prints one line per filesystem holding the name):
 
 * workspaces live in ``ROOT/<filesystem>/<user>-<name>``, with one JSON database entry
   each in ``ROOT/.ws-db/<filesystem>/`` (creation, expiration, extensions left, comment,
@@ -42,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, NoReturn, Optional, Sequence
 
-from ._ws_format import NAME_RE, WorkspaceInfo, format_ctime, format_ws_list_entry
+from ._ws_format import NAME_RE, WorkspaceInfo, current_user, format_ctime, format_ws_list_entry
 
 ROOT_ENV = "TAURUS_TOOLS_WS_ROOT"
 NOW_ENV = "TAURUS_TOOLS_WS_NOW"
@@ -94,7 +96,7 @@ class Store:
 
     def __init__(self, root: Path, user: Optional[str] = None) -> None:
         self.root = root
-        self.user = user or getpass.getuser()
+        self.user = user or current_user()
         config_file = root / "ws.json"
         config = DEFAULT_CONFIG
         if config_file.is_file():
@@ -178,6 +180,7 @@ class Store:
             extra["mailaddress"] = str(entry["mailaddress"])
         return WorkspaceInfo(
             id=entry["id"],
+            listed_id=self.listed_id(entry["id"]),
             path=Path(entry["workspace"]),
             filesystem=space.name,
             created=_local(float(entry["creation"])),
@@ -189,6 +192,12 @@ class Store:
             expired=self.now > expiration,
             extra=extra,
         )
+
+    def listed_id(self, name: str) -> str:
+        """What version 1.6 prints as ``id:`` for a non-admin: the database entry's name,
+        ``<user>-<name>``, after its *first* ``-`` (so a user ``jean-luc`` sees ``luc-data``)."""
+        db_name = f"{self.user}-{name}"
+        return db_name[db_name.find("-") + 1 :]
 
     def remaining_days(self, entry: Dict[str, Any]) -> int:
         return int((float(entry["expiration"]) - self.now) // DAY)
@@ -256,6 +265,11 @@ def ws_allocate(argv: Sequence[str], store: Store) -> int:
         raise Exit(1, "Error: You can't use the mailaddress (-m) without the reminder (-r) option.")
     if a.username and not a.extension:
         _err("Info: Ignoring username option.")
+    if not a.filesystem:
+        # Version 1 looks for the name on the default filesystem first, then on the others in
+        # configuration order, and reuses (or extends) the first it finds.
+        others = [s for s in store.spaces.values() if s is not space]
+        space = next((s for s in [space, *others] if store.read(s, name) is not None), space)
     days = _cap(store, space, _days(duration, space.durationdefault))
     with store.locked():
         entry = store.read(space, name)
@@ -434,7 +448,7 @@ def ws_list(argv: Sequence[str], store: Store) -> int:
         infos.reverse()
     for info in infos:
         if a.short:
-            print(info.id)
+            print(info.listed_id)
         else:
             sys.stdout.write(format_ws_list_entry(info, terse=a.terse and not a.verbose, verbose=a.verbose))
     return 0

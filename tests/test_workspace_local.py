@@ -8,7 +8,6 @@ each ``Workspace(...)``; advancing the clock means building a new one (``env.ws(
 from __future__ import annotations
 
 import datetime as dt
-import getpass
 import json
 import os
 import stat
@@ -24,14 +23,14 @@ from taurus_tools._cli import main  # noqa: E402
 from taurus_tools._errors import ConfigurationError, WorkspaceError  # noqa: E402
 from taurus_tools._process import Handle  # noqa: E402
 from taurus_tools._workspace import ROOT_ENV, Workspace  # noqa: E402
-from taurus_tools._ws_format import format_ctime, parse_ws_list  # noqa: E402
+from taurus_tools._ws_format import current_user, format_ctime, parse_ws_list  # noqa: E402
 from taurus_tools._ws_local import NOW_ENV  # noqa: E402
 
 pytestmark = pytest.mark.timeout(60)
 
 DAY = 86400
 NOW = int(dt.datetime(2026, 7, 2, 10, 0, 0, tzinfo=dt.timezone.utc).timestamp())
-USER = getpass.getuser()
+USER = current_user()
 ILLEGAL_NAME = "Error: Illegal workspace name, use characters and numbers, -,. and _ only!"
 CONFIG = {
     "default": "scratch",
@@ -80,6 +79,24 @@ def run(handle: Handle):
     assert isinstance(handle, Handle)
     out, err = handle.communicate(timeout=30)
     return handle.returncode, out, err
+
+
+def test_user_with_a_dash_sees_v1_ids_and_gets_names(tmp_path, monkeypatch, capsys):
+    """hpc-workspace 1.6 shows user ``jean-luc`` the id ``luc-data``; the parser still says ``data``."""
+    from taurus_tools import _ws_local
+
+    monkeypatch.setenv(NOW_ENV, str(int(NOW)))
+    store = _ws_local.Store(tmp_path, user="jean-luc")
+    assert _ws_local.ws_allocate(["my-data", "3"], store) == 0
+    capsys.readouterr()
+    assert _ws_local.ws_list([], store) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("id: luc-my-data\n")
+    assert _ws_local.ws_list(["-s"], store) == 0
+    assert capsys.readouterr().out == "luc-my-data\n"
+    (info,) = parse_ws_list(out, user="jean-luc")
+    assert (info.id, info.owner, info.listed_id) == ("my-data", "jean-luc", "luc-my-data")
+    assert info.path == tmp_path / "scratch" / "jean-luc-my-data"
 
 
 # ----------------------------------------------------------------------------- allocate
@@ -329,6 +346,23 @@ class TestFilesystems:
         assert {(w.id, w.filesystem) for w in ws.list()} == {("slow", "scratch"), ("fast", "ssd")}
         assert ws.find("fast") == fast.path
         assert ws.find("fast", filesystem="scratch") is None
+
+    def test_same_name_on_two_filesystems(self, env):
+        # hpc-workspace 1.6: ws_find prints both (configuration order), ws_allocate without -F
+        # reuses the default filesystem's, and find() returns that one too.
+        env.config({**CONFIG, "default": "ssd"})
+        ws = env.ws()
+        on_scratch = ws.allocate("dup", 3, filesystem="scratch").path
+        on_ssd = ws.allocate("dup", 3, filesystem="ssd").path
+        rc, out, _ = run(ws.ws_find("dup"))
+        assert (rc, out) == (0, f"{on_scratch}\n{on_ssd}\n")
+        assert ws.find("dup") == on_ssd
+        assert ws.allocate_ex("dup", 3)[0].path == on_ssd
+        ws.release("dup", filesystem="ssd")
+        assert ws.find("dup") == on_scratch
+        # with no copy on the default, ws_allocate reuses the other one instead of making a new one
+        info, created = ws.allocate_ex("dup", 3)
+        assert (info.path, info.filesystem, created) == (on_scratch, "scratch", False)
 
     def test_unknown_filesystem_is_a_configuration_error(self, env):
         ws = env.ws()
