@@ -337,10 +337,10 @@ class Workspace:
             for info in self._list(fs, name):
                 if info.path == where:
                     return info
-            log.info("ws_list does not show workspace %r at %s; its record has the path only", name, where)
+            log.info("ws_list does not show workspace %r at %s; its record has only the path", name, where)
         except Exception as exc:  # listing only adds details: never lose the workspace over it
-            log.warning("workspace %r is at %s, but listing it failed (%s); its record has the path only", name, where,
-                        getattr(exc, "problem", exc))
+            why = getattr(exc, "problem", exc)
+            log.warning("workspace %r is at %s, but listing it failed (%s); only the path is known", name, where, why)
         return WorkspaceInfo(id=name, path=where, filesystem=fs or None, owner=self.user)
 
     def _list(self, filesystem: Optional[str], *pattern: str) -> List[WorkspaceInfo]:

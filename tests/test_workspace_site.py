@@ -945,6 +945,20 @@ def test_cli_list_with_site_tools(site, monkeypatch, capsys):
     assert data[1]["group"] == "p_lv_project" and data[2]["expired"] is True
 
 
+def test_cli_list_says_released_and_expired(site, monkeypatch, capsys):
+    prepend_path(monkeypatch, site.bin)
+    text = site.replay("v2_expired_released.txt")
+    assert main(["ws", "--ws-backend", "site", "list"]) == 0
+    rows = capsys.readouterr().out.splitlines()[1:]
+    expected = parse_ws_list(text, user=USER)
+    assert len(rows) == len(expected)
+    for row, info in zip(rows, expected):
+        assert row.split()[0] == info.id
+        assert info.released or info.expired
+        assert row.split()[4] == ("released" if info.released else "expired")
+    assert {i.released for i in expected} == {True, False}
+
+
 def test_cli_site_unavailable_exits_2(tmp_path, monkeypatch, capsys):
     if SYSTEM_WS:
         pytest.skip("this machine has /usr/bin/ws_allocate")
