@@ -246,11 +246,15 @@ class SiteBackend(Backend):
         account: Optional[str] = None,
         time: Optional[str] = None,
         reason: str = "",
+        blocking_last: bool = False,
     ) -> None:
         super().__init__(reason)
         self.tools = dict(tools)
         self.account = account
         self.time = time
+        #: Put ``--blocking`` after the tool's arguments, where taurus_datamover put it (some
+        #: site wrappers only look there); default: before them, where ``--`` cannot hide it.
+        self.blocking_last = blocking_last
 
     def commands(self) -> Tuple[str, ...]:
         return tuple(c for c in (*TRANSFER_COMMANDS, *MANAGEMENT_COMMANDS) if c in self.tools)
@@ -272,7 +276,10 @@ class SiteBackend(Backend):
             options.append(f"--time={self.time}")
         # Blocking, the tool runs srun, which names the job for us when verbose (the
         # handle sets SLURM_DEBUG; the tool's srun inherits it).
-        return Launch((exe, *options, *args), name=command, submits=submits, runs_srun=not submits)
+        argv = (exe, *options, *args)
+        if self.blocking_last and options[:1] == ["--blocking"]:
+            argv = (exe, *options[1:], *args, "--blocking")
+        return Launch(argv, name=command, submits=submits, runs_srun=not submits)
 
     def launch_program(
         self, name: str, argv: Sequence[str], *, blocking: bool, exclude_nodes: Sequence[str] = ()

@@ -6,7 +6,7 @@ import datetime as _dt
 import logging
 import os
 import sys
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, Sequence, Tuple, Union
 
 from ._backends import (
     Backend,
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
         env: Optional[Mapping[str, str]]
         input: Union[str, bytes, None]
         text: bool
+        on_output: Optional[Callable[[str, bytes], None]]
 
 
 log = logging.getLogger(__name__)
@@ -175,6 +176,7 @@ class Datamover:
         env: Optional[Mapping[str, str]] = None,
         input: Union[str, bytes, None] = None,
         text: bool = True,
+        on_output: Optional[Callable[[str, bytes], None]] = None,
     ) -> Handle:
         """Start ``command`` (``"dtcp"``, ...) with Linux arguments; return its handle at once.
 
@@ -194,11 +196,14 @@ class Datamover:
             Sent to the command's stdin.
         text : bool
             str output (default) or bytes.
+        on_output : callable, optional
+            Called as ``on_output("stdout" or "stderr", data)`` as output arrives (it is
+            captured all the same), e.g. to show it live.
         """
         launch = self.launch(command, *args, blocking=blocking)
-        return self._start(launch, cwd=cwd, env=env, input=input, text=text)
+        return self.start(launch, cwd=cwd, env=env, input=input, text=text, on_output=on_output)
 
-    def _start(
+    def start(
         self,
         launch: Launch,
         *,
@@ -206,11 +211,13 @@ class Datamover:
         env: Optional[Mapping[str, str]] = None,
         input: Union[str, bytes, None] = None,
         text: bool = True,
+        on_output: Optional[Callable[[str, bytes], None]] = None,
     ) -> Handle:
+        """Run a :class:`Launch` (from :meth:`launch`, or a backend's own) as a handle; options as :meth:`call`."""
         if cwd is not None and not os.path.isdir(cwd):
             raise ConfigurationError(f"cwd={os.fspath(cwd)!r} is not an existing folder")
         slurm = self._slurm if env is None else SlurmClient(env)
-        return Handle(launch, cwd=cwd, env=env, input=input, text=text, slurm=slurm)
+        return Handle(launch, cwd=cwd, env=env, input=input, text=text, slurm=slurm, on_output=on_output)
 
     # ------------------------------------------------------------------ transfers
     def dtcp(self, *args: Arg, **options: Unpack[CallOptions]) -> Handle:
@@ -277,7 +284,7 @@ class Datamover:
             (exe, *_argv(args)),
             blocking=self.blocking if blocking is None else blocking,
         )
-        return self._start(launch, **options)  # type: ignore[misc]  # blocking was popped above
+        return self.start(launch, **options)  # type: ignore[misc]  # blocking was popped above
 
     def srun(
         self,
@@ -294,6 +301,7 @@ class Datamover:
         env: Optional[Mapping[str, str]] = None,
         input: Union[str, bytes, None] = None,
         text: bool = True,
+        on_output: Optional[Callable[[str, bytes], None]] = None,
     ) -> Handle:
         """Run a program with ``srun`` (needs Slurm, whatever the backend).
 
@@ -337,4 +345,4 @@ class Datamover:
             extra=_argv(extra),
         )
         launch = Launch(tuple(argv), name="srun", job_name=name)
-        return self._start(launch, cwd=cwd, env=env, input=input, text=text)
+        return self.start(launch, cwd=cwd, env=env, input=input, text=text, on_output=on_output)

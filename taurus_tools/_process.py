@@ -37,7 +37,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple, Union
+from typing import IO, Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 import psutil
 
@@ -46,7 +46,7 @@ from ._slurm import SRUN_VERBOSE_ENV, SRUN_VERBOSE_OPTION, SlurmClient, SrunVerb
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Handle", "Launch", "signals_deferred", "terminate_tree", "terminate_trees"]
+__all__ = ["Handle", "Launch", "OutputReader", "signals_deferred", "terminate_tree", "terminate_trees"]
 
 _READ_SIZE = 1 << 16
 #: poll(2) needs no kernel object per handle (epoll costs a descriptor and two syscalls).
@@ -269,6 +269,9 @@ class Handle:
         How output bytes become str.  ``surrogateescape`` keeps odd file names intact.
     slurm : SlurmClient, optional
         Client used to follow and cancel Slurm jobs.
+    on_output : callable, optional
+        Called as ``on_output("stdout" or "stderr", data)`` with each piece of output as it
+        arrives (from the output thread), e.g. to show it live; it is captured all the same.
     """
 
     def __init__(
@@ -282,8 +285,10 @@ class Handle:
         encoding: str = "utf-8",
         errors: str = "surrogateescape",
         slurm: Optional[SlurmClient] = None,
+        on_output: Optional[Callable[[str, bytes], None]] = None,
     ) -> None:
         self.launch = launch
+        self._on_output = on_output
         self.args: List[str] = list(launch.argv)
         self.name = launch.name or os.path.basename(self.args[0])
         self.text = text
@@ -424,6 +429,21 @@ class Handle:
         job = f" job_id={self.job_id}" if self.job_id else ""
         return f"<Handle {self.name} pid={self._popen.pid}{job} {state}>"
 
+    @property
+    def stdout(self) -> "OutputReader":
+        """The command's stdout as a file to read, like ``Popen.stdout`` with ``PIPE``.
+
+        ``read()`` waits for the end; ``readline()`` and iteration return lines as they
+        arrive.  Each access gives a reader that starts at the beginning: the output is
+        kept, so ``communicate()`` still returns all of it.
+        """
+        return OutputReader(self, "stdout")
+
+    @property
+    def stderr(self) -> "OutputReader":
+        """The command's stderr as a file to read (see :attr:`stdout`)."""
+        return OutputReader(self, "stderr")
+
     # ------------------------------------------------------------------ extras
     @property
     def stdout_text(self) -> Any:
@@ -535,7 +555,21 @@ class Handle:
             self._notify()
         log.debug("end %s: returncode %s", self.name, rc)
 
+    def _append_out(self, data: bytes) -> None:
+        with self._lock:
+            self._out += data
+        self._echo("stdout", data)
+        self._notify()
+
+    def _echo(self, stream: str, data: bytes) -> None:
+        if self._on_output is not None:
+            try:
+                self._on_output(stream, data)
+            except Exception:  # showing output must never stop the capture
+                log.exception("%s: on_output failed", self.name)
+
     def _append_err(self, data: bytes) -> None:
+        self._echo("stderr", data)
         with self._lock:
             self._err += data
             if (
@@ -661,8 +695,7 @@ class Handle:
                         if key.data == "err":
                             self._stderr_in(b"", end=True)
                     elif key.data == "out":
-                        with self._lock:
-                            self._out += data
+                        self._append_out(data)
                     else:
                         self._stderr_in(data)
                 if not ready and popen.poll() is not None:
@@ -750,8 +783,7 @@ class Handle:
                 continue
             positions[index] += len(data)
             if index == 0:
-                with self._lock:
-                    self._out += data
+                self._append_out(data)
             else:
                 self._append_err(data)
 
@@ -765,6 +797,89 @@ class Handle:
                 pass
             except OSError as exc:
                 log.debug("could not remove %s: %s", path, exc)
+
+
+class OutputReader:
+    """One of a :class:`Handle`'s output streams, read like a pipe (``Handle.stdout``).
+
+    Lines come as they arrive; the end of the stream is the end of the command (and of
+    its Slurm job).  str or bytes as the handle's ``text``.
+    """
+
+    def __init__(self, handle: Handle, stream: str) -> None:
+        self._handle = handle
+        self._buffer = handle._out if stream == "stdout" else handle._err
+        self._pos = 0
+        self._wake = threading.Event()
+        self.name = stream
+        self.closed = False
+
+    def _take(self, end: int) -> Any:
+        with self._handle._lock:
+            data = bytes(self._buffer[self._pos : end])
+        self._pos = end
+        h = self._handle
+        return data.decode(h.encoding, h.errors) if h.text else data
+
+    def _wait_for(self, ready: Callable[[], Optional[int]]) -> int:
+        """Block until ``ready()`` gives an end offset (it is asked again after each wake)."""
+        self._handle.add_waker(self._wake)
+        try:
+            while True:
+                self._wake.clear()
+                end = ready()
+                if end is not None:
+                    return end
+                self._wake.wait(0.5)
+        finally:
+            self._handle.remove_waker(self._wake)
+
+    def read(self, size: int = -1) -> Any:
+        """Up to ``size`` bytes (all that is left when negative), waiting for them or the end."""
+
+        def ready() -> Optional[int]:
+            with self._handle._lock:
+                have = len(self._buffer)
+            if size is not None and 0 <= size <= have - self._pos:
+                return self._pos + size
+            return have if self._handle.done() else None
+
+        return self._take(self._wait_for(ready))
+
+    def readline(self) -> Any:
+        """The next line with its newline, waiting for it; empty at the end."""
+
+        def ready() -> Optional[int]:
+            with self._handle._lock:
+                cut = self._buffer.find(b"\n", self._pos)
+                have = len(self._buffer)
+            if cut >= 0:
+                return cut + 1
+            return have if self._handle.done() else None
+
+        return self._take(self._wait_for(ready))
+
+    def readlines(self) -> List[Any]:
+        return list(self)
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            line = self.readline()
+            if not line:
+                return
+            yield line
+
+    def close(self) -> None:
+        self.closed = True
+
+    def __enter__(self) -> "OutputReader":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<OutputReader {self._handle.name} {self.name}>"
 
 
 def handles_of(obj: Union[Handle, Sequence[Handle]]) -> List[Handle]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 
@@ -75,6 +77,7 @@ def stage_out(
     verify: bool = True,
     timeout: Optional[float] = None,
     progress: bool = True,
+    cache: Optional[CacheWorkspace] = None,
 ) -> Iterator[Path]:
     """Write a file or folder in scratch; on success it is copied to ``target``.
 
@@ -92,6 +95,9 @@ def stage_out(
         After the copy, check that every staged file exists at ``target`` with its size.
     timeout : float, optional
         Seconds to allow for the copy.
+    cache : CacheWorkspace, optional
+        Stage in this (allocated) cache workspace instead of a new one: in a fresh folder
+        inside it, removed after a successful copy; the workspace itself stays allocated.
 
     Yields
     ------
@@ -116,20 +122,35 @@ def stage_out(
     """
     dest = Path(os.path.abspath(os.fspath(target)))
     dm = datamover if datamover is not None else Datamover()
-    cache = CacheWorkspace(days=days, filesystem=filesystem, workspace=workspace)
-    staged = cache.path / dest.name
+    owned: Optional[CacheWorkspace] = None
+    if cache is None:
+        owned = CacheWorkspace(days=days, filesystem=filesystem, workspace=workspace)
+        folder = owned.path
+    else:
+        folder = Path(tempfile.mkdtemp(prefix=".tt-stage-", dir=cache.path))
+
+    def done() -> None:  # the staged data is not needed any more
+        if owned is not None:
+            owned.cleanup()
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    staged = folder / dest.name
     try:
         yield staged
     except BaseException as exc:
-        cache.__exit__(type(exc), exc, exc.__traceback__)
+        if owned is not None:
+            owned.__exit__(type(exc), exc, exc.__traceback__)
+        else:
+            done()
         raise
     kept = f"; the staged data is kept at {staged}"
     if not staged.exists() and not staged.is_symlink():
         message = f"nothing was written to {staged}, so nothing was copied to {dest}"
-        if any(cache.path.iterdir()):
-            kept = f" (the cache workspace {cache.path} is kept: it holds other files)"
+        if any(p != staged for p in folder.iterdir()):
+            kept = f" (the cache workspace {folder} is kept: it holds other files)"
             raise StageError(message + kept, str(staged), str(dest))
-        cache.cleanup()
+        done()
         raise StageError(message, str(staged), str(dest))
     try:
         rc, err = _copy(dm, staged, dest, timeout, progress)
@@ -144,7 +165,7 @@ def stage_out(
             shown = "; ".join(problems[:5]) + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else "")
             raise StageError(f"the copy at {dest} does not match: {shown}{kept}", str(staged), str(dest))
     log.info("staged %s to %s", staged, dest)
-    cache.cleanup()
+    done()
 
 
 @contextlib.contextmanager

@@ -19,7 +19,7 @@ import sys
 import threading
 import uuid
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from ._backends import StrPath
 from ._errors import (
@@ -38,6 +38,20 @@ from ._ws_format import (
     parse_filesystems,
     parse_ws_list,
 )
+
+if TYPE_CHECKING:
+    if sys.version_info >= (3, 11):
+        from typing import TypedDict, Unpack
+    else:
+        from typing_extensions import TypedDict, Unpack
+
+    class RunOptions(TypedDict, total=False):
+        """Options every raw ``ws_*`` method takes (keyword-only); see :meth:`Workspace.run`."""
+
+        input: Union[str, bytes, None]
+        text: bool
+        on_output: Optional[Callable[[str, bytes], None]]
+
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +175,10 @@ class Workspace:
         return f"<Workspace backend={self.backend!r}>"
 
     # ------------------------------------------------------------------ raw tools
+    def tools(self) -> Tuple[str, ...]:
+        """The ``ws_*`` tools this backend can run."""
+        return WS_TOOLS if self.backend == "local" else tuple(t for t in WS_TOOLS if t in self._tools)
+
     def argv(self, tool: str, *args: StrPath) -> List[str]:
         """The argv that runs ``tool args...`` on this backend."""
         if tool not in WS_TOOLS:
@@ -173,37 +191,49 @@ class Workspace:
             raise CommandNotFoundError(tool, tuple(sorted(self._tools)), "not installed here")
         return [exe, *strs]
 
-    def run(self, tool: str, *args: StrPath, input: Union[str, bytes, None] = None) -> Handle:
-        """Start ``tool`` with its own arguments; return the running handle."""
-        return Handle(Launch(tuple(self.argv(tool, *args)), name=tool), env=self._env, input=input)
+    def run(
+        self,
+        tool: str,
+        *args: StrPath,
+        input: Union[str, bytes, None] = None,
+        text: bool = True,
+        on_output: Optional[Callable[[str, bytes], None]] = None,
+    ) -> Handle:
+        """Start ``tool`` with its own arguments; return the running handle.
 
-    def ws_allocate(self, *args: StrPath) -> Handle:
+        ``input`` goes to its stdin; ``text=False`` gives bytes output; ``on_output`` is
+        called as output arrives, as for the Datamover's commands.
+        """
+        launch = Launch(tuple(self.argv(tool, *args)), name=tool)
+        return Handle(launch, env=self._env, input=input, text=text, on_output=on_output)
+
+    def ws_allocate(self, *args: StrPath, **options: Unpack[RunOptions]) -> Handle:
         """``ws_allocate [options] NAME DAYS``: prints the path on stdout."""
-        return self.run("ws_allocate", *args)
+        return self.run("ws_allocate", *args, **options)
 
-    def ws_list(self, *args: StrPath) -> Handle:
+    def ws_list(self, *args: StrPath, **options: Unpack[RunOptions]) -> Handle:
         """``ws_list [-t|-v|-s|-l] [-F FS]``."""
-        return self.run("ws_list", *args)
+        return self.run("ws_list", *args, **options)
 
-    def ws_release(self, *args: StrPath) -> Handle:
+    def ws_release(self, *args: StrPath, **options: Unpack[RunOptions]) -> Handle:
         """``ws_release [-F FS] [--delete-data] NAME``."""
-        return self.run("ws_release", *args)
+        return self.run("ws_release", *args, **options)
 
-    def ws_extend(self, *args: StrPath) -> Handle:
+    def ws_extend(self, *args: StrPath, **options: Unpack[RunOptions]) -> Handle:
         """``ws_extend [-F FS] NAME DAYS``: sets a new duration, uses one extension."""
-        return self.run("ws_extend", *args)
+        return self.run("ws_extend", *args, **options)
 
-    def ws_find(self, *args: StrPath) -> Handle:
+    def ws_find(self, *args: StrPath, **options: Unpack[RunOptions]) -> Handle:
         """``ws_find [-F FS] NAME``: prints the path."""
-        return self.run("ws_find", *args)
+        return self.run("ws_find", *args, **options)
 
-    def ws_restore(self, *args: StrPath, input: Union[str, bytes, None] = None) -> Handle:
+    def ws_restore(self, *args: StrPath, **options: Unpack[RunOptions]) -> Handle:
         """``ws_restore -l`` or ``ws_restore NAME TARGET`` (asks a question: use :meth:`restore`)."""
-        return self.run("ws_restore", *args, input=input)
+        return self.run("ws_restore", *args, **options)
 
-    def ws_register(self, *args: StrPath) -> Handle:
+    def ws_register(self, *args: StrPath, **options: Unpack[RunOptions]) -> Handle:
         """``ws_register DIR``: keep symlinks to all workspaces in DIR."""
-        return self.run("ws_register", *args)
+        return self.run("ws_register", *args, **options)
 
     # ------------------------------------------------------------------ typed helpers
     def _call(self, tool: str, *args: StrPath) -> Tuple[Handle, str, str]:
