@@ -276,9 +276,11 @@ class SiteBackend(Backend):
             options.append(f"--time={self.time}")
         # Blocking, the tool runs srun, which names the job for us when verbose (the
         # handle sets SLURM_DEBUG; the tool's srun inherits it).
-        argv = (exe, *options, *args)
-        if self.blocking_last and options[:1] == ["--blocking"]:
-            argv = (exe, *options[1:], *args, "--blocking")
+        if self.blocking_last:  # as taurus_datamover did: on every transfer command, dtls too
+            rest = [o for o in options if o != "--blocking"]
+            argv = (exe, *rest, *args, *(["--blocking"] if blocking else []))
+        else:
+            argv = (exe, *options, *args)
         return Launch(argv, name=command, submits=submits, runs_srun=not submits)
 
     def launch_program(

@@ -147,8 +147,10 @@ def stage_out(
     kept = f"; the staged data is kept at {staged}"
     if not staged.exists() and not staged.is_symlink():
         message = f"nothing was written to {staged}, so nothing was copied to {dest}"
-        if any(p != staged for p in folder.iterdir()):
-            kept = f" (the cache workspace {folder} is kept: it holds other files)"
+        others = sorted(p.name for p in folder.iterdir() if p != staged)
+        if others:  # written under another name (numpy.save adds ".npy", ...): keep it
+            shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+            kept = f" (the folder {folder} is kept: it holds other files: {shown})"
             raise StageError(message + kept, str(staged), str(dest))
         done()
         raise StageError(message, str(staged), str(dest))

@@ -419,12 +419,57 @@ def test_stage_out_nothing_written(ws, dm, tmp_path):
 
 def test_stage_out_wrong_name_keeps_what_was_written(ws, dm, tmp_path):
     target = tmp_path / "result.txt"
-    with pytest.raises(StageError, match="holds other files") as info:
+    with pytest.raises(StageError, match="holds other files: result.tif") as info:
         with stage_out(target, datamover=dm, workspace=ws, progress=False) as tmp:
             (tmp.parent / "result.tif").write_text("data under another name")
     assert (Path(info.value.staged).parent / "result.tif").read_text() == "data under another name"
     assert len(ws.list()) == 1
     assert not target.exists()
+
+
+class TestStageOutInAGivenCache:
+    """stage_out(cache=...): a folder of its own inside a cache workspace that stays allocated."""
+
+    def test_success_removes_only_its_folder(self, ws, dm, tmp_path):
+        target = tmp_path / "result.bin"
+        with CacheWorkspace(workspace=ws) as cache:
+            (cache.path / "other.txt").write_text("someone else's")
+            with stage_out(target, datamover=dm, cache=cache, progress=False) as tmp:
+                assert tmp.parent.parent == cache.path and tmp.name == "result.bin"
+                tmp.write_bytes(b"payload")
+            assert target.read_bytes() == b"payload"
+            assert not tmp.parent.exists()
+            assert sorted(p.name for p in cache.path.iterdir()) == ["other.txt"]
+            assert ids(ws) == [cache.id]  # still allocated
+        assert ids(ws) == []
+
+    def test_two_stagings_of_one_name_do_not_collide(self, ws, dm, tmp_path):
+        (tmp_path / "a").mkdir()
+        (tmp_path / "b").mkdir()
+        with CacheWorkspace(workspace=ws) as cache:
+            with stage_out(tmp_path / "a" / "x", datamover=dm, cache=cache, progress=False) as first:
+                with stage_out(tmp_path / "b" / "x", datamover=dm, cache=cache, progress=False) as second:
+                    assert first != second
+                    second.write_text("b")
+                first.write_text("a")
+        assert (tmp_path / "a" / "x").read_text() == "a" and (tmp_path / "b" / "x").read_text() == "b"
+
+    def test_body_exception_removes_its_folder_only(self, ws, dm, tmp_path):
+        with CacheWorkspace(workspace=ws) as cache:
+            with pytest.raises(RuntimeError):
+                with stage_out(tmp_path / "r", datamover=dm, cache=cache, progress=False) as tmp:
+                    tmp.write_text("half")
+                    raise RuntimeError("analysis failed")
+            assert not tmp.parent.exists() and ids(ws) == [cache.id]
+        assert not (tmp_path / "r").exists()
+
+    def test_copy_failure_keeps_the_staged_data(self, ws, dm, tmp_path):
+        with CacheWorkspace(workspace=ws) as cache:
+            with pytest.raises(StageError) as info:
+                with stage_out(tmp_path / "no" / "r", datamover=dm, cache=cache, progress=False) as tmp:
+                    tmp.write_text("precious")
+            assert Path(info.value.staged).read_text() == "precious"
+            assert Path(info.value.staged).parent.parent == cache.path
 
 
 def truncating_copy(dm, src, dst, timeout, progress):

@@ -469,6 +469,75 @@ class TestInputAndText:
         assert out.encode("utf-8", "surrogateescape") == b"caf\xe9\n"
 
 
+# =============================================================================== live output
+LIVE = "echo first; echo oops >&2; sleep 30\n"
+
+
+class TestLiveOutput:
+    """on_output sees output as it comes; Handle.stdout/.stderr read like Popen's pipes."""
+
+    def test_on_output_while_running_and_still_captured(self, handles):
+        seen = []
+        h = start(handles, "sh", "-c", LIVE, on_output=lambda stream, data: seen.append((stream, data)))
+        wait_until(lambda: {s for s, _ in seen} == {"stdout", "stderr"}, 10, what="both streams seen live")
+        assert h.poll() is None
+        assert sorted(seen) == [("stderr", b"oops\n"), ("stdout", b"first\n")]
+        h.cancel(grace=0.5)
+        assert h.communicate() == ("first\n", "oops\n")
+
+    def test_a_failing_callback_does_not_stop_the_capture(self, handles):
+        def broken(stream, data):
+            raise ValueError("display went away")
+
+        h = start(handles, "sh", "-c", "echo a; echo b >&2", on_output=broken)
+        assert h.communicate(timeout=10) == ("a\n", "b\n")
+
+    def test_datamover_passes_on_output(self, dm, tmp_path):
+        (tmp_path / "f").write_text("x")
+        seen = []
+        h = dm.dtls(str(tmp_path), on_output=lambda stream, data: seen.append(data))
+        assert waitfor(h, progress=False) == 0
+        assert b"".join(seen) == b"f\n"
+
+    def test_readline_returns_lines_before_the_end(self, handles):
+        h = start(handles, "sh", "-c", LIVE)
+        assert h.stdout.readline() == "first\n"
+        assert h.stderr.readline() == "oops\n"
+        assert h.poll() is None
+        h.cancel(grace=0.5)
+        assert h.stdout.readline() == "first\n"  # a new reader starts at the beginning
+        out = h.stdout
+        out.readline()
+        assert out.readline() == ""  # then the end
+
+    def test_read_waits_for_the_end_and_iterates(self, handles):
+        h = start(handles, "sh", "-c", "printf 'a\\nb\\nc'; sleep 0.2; printf '\\nd'")
+        assert h.stdout.read() == "a\nb\nc\nd"
+        assert h.returncode == 0
+        assert list(h.stdout) == ["a\n", "b\n", "c\n", "d"]
+        assert h.stdout.readlines() == ["a\n", "b\n", "c\n", "d"]
+        reader = h.stdout
+        assert (reader.read(2), reader.read(3), reader.read()) == ("a\n", "b\nc", "\nd")
+        assert h.communicate() == ("a\nb\nc\nd", "")
+
+    def test_bytes_with_text_false(self, handles):
+        h = start(handles, "printf", "caf\\351\\n", text=False)
+        with h.stdout as out:
+            assert out.readline() == b"caf\xe9\n"
+        assert out.closed
+
+    def test_big_output_through_the_reader(self, handles):
+        h = start(handles, "head", "-c", str(BIG), "/dev/zero", text=False)
+        total = 0
+        reader = h.stdout
+        while True:
+            chunk = reader.read(1 << 20)
+            if not chunk:
+                break
+            total += len(chunk)
+        assert total == BIG and h.wait(10) == 0
+
+
 # =============================================================================== hostile names
 HOSTILE = ["with space", "quote'\"s", "new\nline", "-leading-dash", "ünïcødé-名前", "star*?[x]", "$HOME;rm -rf x"]
 

@@ -66,6 +66,16 @@ class TestSiteBackend:
         assert launch.submits is False
         assert launch.name == "dtcp"
 
+    @pytest.mark.parametrize("command", ["dtcp", "dtls"])
+    def test_blocking_last_like_taurus_datamover(self, command):
+        b = SiteBackend(ALL_TOOLS, account="p_proj", blocking_last=True)
+        launch = b.launch(command, ["-r", "--", "-a", "b"], blocking=True)
+        assert launch.argv == (f"/site/bin/{command}", "--account=p_proj", "-r", "--", "-a", "b", "--blocking")
+        assert launch.submits is False
+        launch = b.launch(command, ["a", "b"], blocking=False)
+        assert launch.argv == (f"/site/bin/{command}", "--account=p_proj", "a", "b")
+        assert launch.submits is (command != "dtls")
+
     def test_non_blocking_transfer_submits_without_flag(self):
         b = SiteBackend(ALL_TOOLS)
         launch = b.launch("dtcp", ["a", "b"], blocking=False)

@@ -99,6 +99,19 @@ def test_user_with_a_dash_sees_v1_ids_and_gets_names(tmp_path, monkeypatch, caps
     assert info.path == tmp_path / "scratch" / "jean-luc-my-data"
 
 
+def test_raw_methods_take_text_on_output_and_input(env):
+    ws = env.ws()
+    assert ws.tools() == _workspace.WS_TOOLS
+    seen = []
+    h = ws.ws_allocate("raw", "3", text=False, on_output=lambda stream, data: seen.append(stream))
+    out, err = h.communicate(timeout=30)
+    assert out == f"{env.path('raw')}\n".encode() and isinstance(err, bytes)
+    assert {"stdout", "stderr"} <= set(seen)
+    assert isinstance(ws.ws_list(text=False).communicate(timeout=30)[0], bytes)
+    rc, out, _ = run(ws.ws_restore("-l", input="ignored\n"))
+    assert rc == 0 and isinstance(out, str)
+
+
 # ----------------------------------------------------------------------------- allocate
 class TestAllocate:
     def test_creates_directory_and_returns_info(self, env):

@@ -147,6 +147,7 @@ def entry(site: Site, name: str, days: int = 10, ext: int = 3) -> WorkspaceInfo:
 class TestBackendChoice:
     def test_tools_dir(self, site):
         ws = site.ws()
+        assert ws.tools() == ("ws_allocate", "ws_list")
         assert ws.backend == "site"
         assert "ws_allocate" in ws.reason
         assert ws.argv("ws_list", "-l") == [str(site.bin / "ws_list"), "-l"]
