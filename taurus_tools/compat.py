@@ -98,7 +98,6 @@ class _Tools:
         _guide()
         self.path_to_exe = Path(path_to_exe)
         self.verbosity = _verbosity(verbosity)
-        self._on_output: Optional[Callable[[str, bytes], None]] = _Echo(verbosity) if verbosity else None
         found = self.path_to_exe.glob(self._glob) if self.path_to_exe.is_dir() else []
         #: Names of the executables in ``path_to_exe`` (0.4.0's ``exe``); with none there, the
         #: commands taurus-tools runs in their place.
@@ -106,6 +105,10 @@ class _Tools:
 
     def _execute(self, name: str, *args: Any) -> Handle:
         raise NotImplementedError
+
+    def _echo(self) -> Optional[Callable[[str, bytes], None]]:
+        """A fresh live-output callback for one handle, per the current ``verbosity``."""
+        return _Echo(_verbosity(self.verbosity)) if self.verbosity else None
 
     def __getattr__(self, name: str) -> Callable[..., Handle]:
         # Only reached for names that are not attributes: the commands.  A bound partial per
@@ -175,10 +178,10 @@ class Datamover(_Tools):
         dm = self.datamover
         strs = [os.fspath(a) if isinstance(a, os.PathLike) else a for a in args]
         if name in _datamover.COMMANDS:
-            return dm.call(name, *strs, blocking=bool(self.blocking), text=False, on_output=self._on_output)
+            return dm.call(name, *strs, blocking=bool(self.blocking), text=False, on_output=self._echo())
         # A site tool taurus-tools does not know (dtq, ...): run it as it is.
         launch = Launch((str(self.path_to_exe / name), *map(str, strs)), name=name)
-        return dm.start(launch, text=False, on_output=self._on_output)
+        return dm.start(launch, text=False, on_output=self._echo())
 
     def is_cluster(self) -> bool:
         return self.datamover.backend.name != "local"
@@ -211,10 +214,10 @@ class Workspace(_Tools):
     def _execute(self, name: str, *args: Any) -> Handle:
         strs = [os.fspath(a) if isinstance(a, os.PathLike) else str(a) for a in args]
         if name in _workspace.WS_TOOLS:
-            return self.workspace.run(name, *strs, text=False, on_output=self._on_output)
+            return self.workspace.run(name, *strs, text=False, on_output=self._echo())
         # ws_share, ws_send_ical, ...: tools taurus-tools does not wrap, run as they are.
         launch = Launch((str(self.path_to_exe / name), *strs), name=name)
-        return Handle(launch, text=False, on_output=self._on_output)
+        return Handle(launch, text=False, on_output=self._echo())
 
     def is_cluster(self) -> bool:
         return self.workspace.backend == "site"
