@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_DATAMOVER_PATH = "/sw/taurus/tools/slurmtools/default/bin/"
 DEFAULT_WORKSPACE_PATH = "/usr/bin/"
+#: How long waitfor reads a finished plain Popen's pipes before it gives up on them.
+_PIPE_GRACE_S = 2.0
 
 #: What replaces each legacy call; logged once, at the first use of this module.
 MIGRATION = """\
@@ -296,12 +298,37 @@ def _args_of(process: Any) -> str:
     return " ".join(str(a) for a in (getattr(process, "args", None) or []))
 
 
+def _piped(process: Any) -> bool:
+    return not isinstance(process, Handle) and (process.stdout is not None or process.stderr is not None)
+
+
 def _wait_a_while(process: Any, seconds: float) -> int:
-    """Wait up to ``seconds``; a plain Popen's pipes are drained meanwhile (no deadlock)."""
-    if not isinstance(process, Handle) and (process.stdout is not None or process.stderr is not None):
-        process.communicate(timeout=seconds)  # keeps what it read for the next communicate()
+    """Wait up to ``seconds`` for the process to end (TimeoutExpired if it did not).
+
+    A plain Popen's pipes are drained meanwhile, so a chatty command cannot block on a full
+    pipe (Popen keeps what it read for the next ``communicate()``).  The end is the
+    process's exit, not the pipes' end: a child left in the background may hold them.
+    """
+    if _piped(process):
+        if process.poll() is None:
+            try:
+                process.communicate(timeout=seconds)
+            except subprocess.TimeoutExpired:
+                if process.poll() is None:
+                    raise
         return int(process.returncode)
     return int(process.wait(seconds))
+
+
+def _output_of(process: Any) -> Any:
+    """(stdout, stderr) without hanging on pipes a background child still holds."""
+    if not _piped(process):
+        return process.communicate()
+    try:
+        return process.communicate(timeout=_PIPE_GRACE_S)
+    except subprocess.TimeoutExpired:
+        note = b"(not read: a process it started still holds its output pipes)"
+        return note, note
 
 
 def _stop(process: Any) -> int:
@@ -359,7 +386,7 @@ def waitfor(
     if not quiet:
         print()
     if discard_output:
-        out, err = process.communicate()
+        out, err = _output_of(process)
         text = {name: (data or b"").strip() for name, data in (("out", out), ("err", err))}
         decoded = {k: v.decode("utf-8", "replace") if isinstance(v, bytes) else v for k, v in text.items()}
         message = f"process: {_args_of(process)}\nexited with error: {decoded['err']}\nand output: {decoded['out']}"

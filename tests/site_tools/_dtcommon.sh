@@ -8,6 +8,9 @@
 #     the arguments and removed (also after "--", as a plain scanner on the
 #     site would); every other argument goes to the wrapped tool unchanged and
 #     in order.  Only the "=" forms are recognised.
+#   * opt-in DT_BLOCKING_LAST_ONLY=1 (as taurus_datamover's mock cluster did):
+#     --blocking counts only as the last argument; anywhere else it goes to the
+#     tool unchanged (so e.g. cp fails on it).
 #   * blocking (dtls always, the others with --blocking):
 #       exec srun --pty -p datamover ... -J dtNAME TOOL ARGS...
 #     Without a terminal srun prints its "Inappropriate ioctl for device" /
@@ -40,8 +43,13 @@ dt_transfer() {
     local name=$1 tool=$2 blocking=$3
     shift 3
     local -a args=() slurm_opts=()
-    local arg
+    local arg last_only=${DT_BLOCKING_LAST_ONLY:-0} left=$#
     for arg in "$@"; do
+        left=$((left - 1))
+        if [[ $arg == --blocking && $last_only == 1 && $left -gt 0 ]]; then
+            args+=("$arg")
+            continue
+        fi
         case $arg in
             --blocking) blocking=1 ;;
             --account=*) slurm_opts+=("$arg") ;;
