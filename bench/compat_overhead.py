@@ -61,7 +61,9 @@ def main() -> None:
         tools.mkdir()
         stub = tools / "dtls"
         # dtls: drop a trailing --blocking (0.4.0 and compat append it), then run ls
-        stub.write_text('#!/bin/bash\nargs=("$@")\n[[ ${args[-1]} == --blocking ]] && unset "args[-1]"\nexec ls "${args[@]}"\n')
+        stub.write_text(
+            '#!/bin/bash\nargs=("$@")\n[[ ${args[-1]} == --blocking ]] && unset "args[-1]"\nexec ls "${args[@]}"\n'
+        )
         stub.chmod(0o755)
         target = Path(tmp) / "data"
         target.mkdir()
