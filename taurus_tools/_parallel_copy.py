@@ -325,6 +325,10 @@ class ParallelCopy:
         key = hashlib.sha1(f"{self.src}\0{self.dst}".encode("utf-8", "surrogateescape")).hexdigest()[:16]
         self.work_dir = self.config.work_dir or Path.home() / ".cache" / "taurus-tools" / "copies" / key
         self._thread: Optional[threading.Thread] = None
+        # Set when the background run has ended.  Completion is this event, not the thread's
+        # liveness: a KeyboardInterrupt inside Thread.join (Python <= 3.12) can leave
+        # is_alive() False while the copy still runs.
+        self._finished = threading.Event()
         self._result: Optional[CopyResult] = None
         self._error: Optional[BaseException] = None
         self._stop = threading.Event()
@@ -448,24 +452,31 @@ class ParallelCopy:
                 self._result = self._run_or_cancelled()
             except BaseException as exc:  # handed to wait()
                 self._error = exc
+            finally:
+                self._finished.set()
 
         self._thread = threading.Thread(target=target, name="taurus-tools:copy", daemon=True)
         self._thread.start()
         return self
 
     def done(self) -> bool:
-        return self._thread is not None and not self._thread.is_alive()
+        """True once a :meth:`start`-ed copy has ended (successfully or not)."""
+        return self._finished.is_set()
 
     def wait(self, timeout: Optional[float] = None) -> CopyResult:
-        """Wait for a :meth:`start`-ed copy; return its result or raise its error."""
+        """Wait for a :meth:`start`-ed copy; return its result or raise its error.
+
+        Interrupting the wait (Ctrl-C) leaves the copy running: wait again, or
+        :meth:`cancel` it.
+        """
         if self._thread is None:
             raise RuntimeError("call start() first")
-        self._thread.join(timeout)
-        if self._thread.is_alive():
+        if not self._finished.wait(timeout):
             raise TimeoutError(f"the copy is still running after {timeout} s")
         if self._error is not None:
             raise self._error
-        assert self._result is not None
+        if self._result is None:  # never: target() sets one of the two before the event
+            raise RuntimeError("the copy ended without a result or an error")
         return self._result
 
     def cancel(self) -> None:

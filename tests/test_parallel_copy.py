@@ -1593,6 +1593,42 @@ class TestBackground:
         with pytest.raises(CopyCancelledError):
             pc.wait(30)
 
+    def test_interrupted_wait_leaves_the_copy_running_and_waitable(self, tmp_path, dm):
+        """Ctrl-C inside wait() (a KeyboardInterrupt in the middle of the wait) must not make
+        done() True while the copy runs, nor break the next wait()."""
+        src = tmp_path / "src"
+        write(src / "f", BLOCK)
+        pc = pcopy(src, tmp_path / "dst", tmp_path / "work", dm)
+        gate = threading.Event()
+        finished = CopyResult(ok=True, src=str(src), dst=str(tmp_path / "dst"))
+        pc.run = lambda: (gate.wait(60), finished)[1]  # the copy itself is not the point
+        pc.start()
+        main = threading.main_thread()
+        wait_code = pc_mod.ParallelCopy.wait.__code__
+
+        def blocked_in_wait():
+            frame = sys._current_frames().get(main.ident)
+            codes = []
+            while frame is not None:
+                codes.append(frame.f_code)
+                frame = frame.f_back
+            return bool(codes) and codes[0].co_filename == threading.__file__ and wait_code in codes
+
+        def interrupt():
+            wait_until(blocked_in_wait, 20, interval=0.01, what="the main thread to wait in pc.wait()")
+            signal.pthread_kill(main.ident, signal.SIGINT)
+
+        thread = threading.Thread(target=interrupt, daemon=True)
+        thread.start()
+        with pytest.raises(KeyboardInterrupt):
+            pc.wait(30)
+        thread.join(30)
+        assert not pc.done()
+        with pytest.raises(TimeoutError, match="still running"):
+            pc.wait(0.01)
+        gate.set()
+        assert pc.wait(30) is finished and pc.done()
+
     def test_errors_come_back_from_wait(self, tmp_path, dm, monkeypatch):
         src = tmp_path / "src"
         write(src / "f", BLOCK)
