@@ -6,35 +6,85 @@ The datamover commands (``dtcp``, ``dtls``, ...), ``rclone`` and ``srun`` as met
 on any Slurm cluster without them, and on a machine with no Slurm at all.
 """
 
+import importlib
 import logging
+from typing import TYPE_CHECKING, Any, Dict, List
 
-from ._backends import Backend, LocalBackend, SiteBackend, SlurmBackend, select_backend
-from ._datamover import COMMANDS, Datamover
-from ._errors import (
-    BackendUnavailableError,
-    CommandError,
-    CommandNotFoundError,
-    CommandTimeoutError,
-    ConfigurationError,
-    CopyCancelledError,
-    InsufficientSpaceError,
-    PathNotWritableError,
-    SlurmError,
-    SourceNotFoundError,
-    StageError,
-    TaurusToolsError,
-    UnknownCommandError,
-    WorkspaceError,
-)
-from ._parallel_copy import CopyConfig, CopyResult, ParallelCopy
-from ._process import Handle, Launch
 from ._version import __version__
-from ._staging import stage_in, stage_out
-from ._wait import waitfor
-from ._workspace import CacheWorkspace, Workspace
-from ._ws_format import WorkspaceInfo, parse_filesystems, parse_ws_list
+
+if TYPE_CHECKING:  # what the names below are, for type checkers and editors
+    from ._backends import Backend, LocalBackend, SiteBackend, SlurmBackend, select_backend
+    from ._datamover import COMMANDS, Datamover
+    from ._errors import (
+        BackendUnavailableError,
+        CommandError,
+        CommandNotFoundError,
+        CommandTimeoutError,
+        ConfigurationError,
+        CopyCancelledError,
+        InsufficientSpaceError,
+        PathNotWritableError,
+        SlurmError,
+        SourceNotFoundError,
+        StageError,
+        TaurusToolsError,
+        UnknownCommandError,
+        WorkspaceError,
+    )
+    from ._parallel_copy import CopyConfig, CopyResult, ParallelCopy
+    from ._process import Handle, Launch
+    from ._staging import stage_in, stage_out
+    from ._wait import waitfor
+    from ._workspace import CacheWorkspace, Workspace
+    from ._ws_format import WorkspaceInfo, parse_filesystems, parse_ws_list
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+#: Where each public name lives; a module is imported when one of its names is first used,
+#: so that importing taurus_tools (and running ``taurus-tools --version``) stays cheap.
+_HOMES: Dict[str, str] = {
+    **dict.fromkeys(("Backend", "LocalBackend", "SiteBackend", "SlurmBackend", "select_backend"), "_backends"),
+    **dict.fromkeys(("COMMANDS", "Datamover"), "_datamover"),
+    **dict.fromkeys(
+        (
+            "BackendUnavailableError",
+            "CommandError",
+            "CommandNotFoundError",
+            "CommandTimeoutError",
+            "ConfigurationError",
+            "CopyCancelledError",
+            "InsufficientSpaceError",
+            "PathNotWritableError",
+            "SlurmError",
+            "SourceNotFoundError",
+            "StageError",
+            "TaurusToolsError",
+            "UnknownCommandError",
+            "WorkspaceError",
+        ),
+        "_errors",
+    ),
+    **dict.fromkeys(("CopyConfig", "CopyResult", "ParallelCopy"), "_parallel_copy"),
+    **dict.fromkeys(("Handle", "Launch"), "_process"),
+    **dict.fromkeys(("stage_in", "stage_out"), "_staging"),
+    "waitfor": "_wait",
+    **dict.fromkeys(("CacheWorkspace", "Workspace"), "_workspace"),
+    **dict.fromkeys(("WorkspaceInfo", "parse_filesystems", "parse_ws_list"), "_ws_format"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> List[str]:
+    return sorted({*globals(), *_HOMES})
+
 
 __all__ = [
     "Backend",

@@ -21,10 +21,12 @@ import re
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ._errors import BackendUnavailableError, CommandNotFoundError, ConfigurationError
+from ._names import BACKENDS, MANAGEMENT_COMMANDS, TRANSFER_COMMANDS
 from ._process import Launch, unique_job_name
 from ._slurm import SlurmClient
 
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "Backend",
+    "CopyShard",
     "LocalBackend",
     "SiteBackend",
     "SlurmBackend",
@@ -42,20 +45,9 @@ __all__ = [
     "find_site_tools",
     "slurm_time",
     "srun_argv",
+    "usable_cpus",
 ]
 
-#: Transfer commands and the Linux tool each one runs.
-TRANSFER_COMMANDS: Dict[str, str] = {
-    "dtcp": "cp",
-    "dtmv": "mv",
-    "dtrm": "rm",
-    "dtls": "ls",
-    "dtrsync": "rsync",
-    "dttar": "tar",
-    "dtwget": "wget",
-}
-#: Commands that manage transfer jobs rather than move data.
-MANAGEMENT_COMMANDS: Tuple[str, ...] = ("dtinfo", "dtqueue", "dtcancel")
 #: Commands the site tools run blocking whatever they are told.
 ALWAYS_BLOCKING = frozenset({"dtls"})
 
@@ -174,6 +166,18 @@ class Backend(ABC):
         ``exclude_nodes`` keeps Slurm jobs off those nodes; backends without jobs ignore it.
         """
 
+    def default_workers(self, wanted: int) -> int:
+        """How many copy workers to run when the user did not say: ``wanted`` by default."""
+        return wanted
+
+    def which(self, program: str) -> Optional[str]:
+        """What to run for ``program`` (rclone, ...) where this backend runs programs; None if absent."""
+        return shutil.which(program)
+
+    def launch_copy_shard(self, shard: "CopyShard") -> Launch:
+        """Describe how one shard of a parallel copy runs: taurus-tools' own worker, by default."""
+        return self.launch_program(shard.name, shard.worker_argv, blocking=True, exclude_nodes=shard.exclude_nodes)
+
     def _unknown(self, command: str, detail: str = "") -> CommandNotFoundError:
         return CommandNotFoundError(command, self.commands(), detail or f"{self.name} backend")
 
@@ -182,6 +186,46 @@ class Backend(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} reason={self.reason!r}>"
+
+
+@dataclass(frozen=True)
+class CopyShard:
+    """One shard of a parallel copy, as a backend needs it to launch the copy.
+
+    Attributes
+    ----------
+    name : str
+        For messages and job names (``copy-shard-3``).
+    src, dst : Path
+        The copy's source and destination folders.
+    worker_argv : tuple of str
+        taurus-tools' own worker for this shard, for backends that run programs.
+    path_list : Path
+        Where a backend that copies with a tool of its own may write the shard's paths.
+    paths : callable
+        The shard's paths, relative to ``src``, as bytes.
+    exclude_nodes : tuple of str
+        Slurm nodes to keep the shard off.
+    blocking : bool
+        For a site tool: wait for the transfer job (``srun``) or submit it (``sbatch``).
+    """
+
+    name: str
+    src: Path
+    dst: Path
+    worker_argv: Tuple[str, ...]
+    path_list: Path
+    paths: Callable[[], Iterable[bytes]]
+    exclude_nodes: Tuple[str, ...] = ()
+    blocking: bool = True
+
+
+def usable_cpus() -> int:
+    """CPUs this process may use (honours cpusets, e.g. a Slurm allocation)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 
 
 # ---------------------------------------------------------------------------- site
@@ -288,6 +332,14 @@ class SiteBackend(Backend):
     ) -> Launch:
         # The dt* tools run only their own tool; other programs run where we are.
         return Launch(tuple(argv), name=name)
+
+    def launch_copy_shard(self, shard: CopyShard) -> Launch:
+        """The site tools run only their own tool: ``dtrsync`` reads the shard's paths."""
+        with open(shard.path_list, "wb") as out:
+            for path in shard.paths():
+                out.write(path + b"\0")
+        args = ["-a", "--from0", f"--files-from={shard.path_list}", f"{shard.src}/", f"{shard.dst}/"]
+        return self.launch("dtrsync", args, blocking=shard.blocking)
 
 
 # ---------------------------------------------------------------------------- slurm
@@ -409,6 +461,10 @@ class SlurmBackend(Backend):
             tuple(full), name=name, submits=True, parsable=True, job_name=job_name, job_output=(out, err)
         )
 
+    def which(self, program: str) -> Optional[str]:
+        """The program as found here, else its bare name: the compute node's PATH may have it."""
+        return shutil.which(program) or program
+
     def _wrapper_script(self) -> str:
         """A script that runs its arguments: lets sbatch take argv without any shell quoting."""
         if self._wrapper is None:
@@ -459,9 +515,15 @@ class LocalBackend(Backend):
     ) -> Launch:
         return Launch(tuple(argv), name=name)
 
+    def default_workers(self, wanted: int) -> int:
+        """At most one worker per usable CPU: they all run on this machine."""
+        return min(wanted, usable_cpus())
+
+    def which(self, program: str) -> Optional[str]:
+        return shutil.which(program, path=self._path)
+
 
 # ---------------------------------------------------------------------------- choice
-BACKENDS = ("auto", "site", "slurm", "local")
 
 
 def select_backend(
@@ -473,10 +535,12 @@ def select_backend(
     time: Optional[str] = None,
     job_log_dir: Optional[StrPath] = None,
     env: Optional[Mapping[str, str]] = None,
+    blocking_last: bool = False,
 ) -> Backend:
     """Build the backend asked for; ``"auto"`` tries site, then slurm, then local.
 
     ``$TAURUS_TOOLS_BACKEND`` overrides ``"auto"`` (handy in job scripts and CI).
+    ``blocking_last`` is passed to a :class:`SiteBackend`.
     """
     environ = os.environ if env is None else env
     if backend == "auto" and environ.get("TAURUS_TOOLS_BACKEND"):
@@ -506,7 +570,9 @@ def select_backend(
         if tools:
             folders = sorted({os.path.dirname(p) for p in tools.values()})
             reason = f"found datamover tools in {', '.join(folders)}: {', '.join(sorted(tools))}{via_env}"
-            chosen: Backend = SiteBackend(tools, account=account, time=time, reason=reason)
+            chosen: Backend = SiteBackend(
+                tools, account=account, time=time, reason=reason, blocking_last=blocking_last
+            )
             log.info("datamover backend: %s", chosen)
             return chosen
         if backend == "site":

@@ -19,7 +19,6 @@ also when the terminal is gone (what cannot be written is dropped).
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 import logging
 import math
@@ -27,10 +26,8 @@ import os
 import signal
 import sys
 import threading
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from ._backends import BACKENDS, find_site_tools
-from ._datamover import COMMANDS, Datamover
 from ._errors import (
     BackendUnavailableError,
     CommandNotFoundError,
@@ -39,12 +36,15 @@ from ._errors import (
     SourceNotFoundError,
     TaurusToolsError,
 )
-from ._process import Handle, signals_deferred
-from ._slurm import SlurmClient
+from ._names import BACKENDS, COMMANDS
 from ._version import __version__
-from ._wait import waitfor
-from ._workspace import Workspace
-from ._ws_format import WorkspaceInfo
+
+# The machinery (psutil, Slurm, threads) is imported by the subcommand that needs it, so
+# that --version, --help and usage errors answer at once.
+if TYPE_CHECKING:
+    from ._datamover import Datamover
+    from ._process import Handle
+    from ._ws_format import WorkspaceInfo
 
 __all__ = ["main"]
 
@@ -345,6 +345,8 @@ def _remaining(info: WorkspaceInfo) -> str:
 
 
 def ws_command(opts: argparse.Namespace) -> int:
+    from ._workspace import Workspace
+
     ws = Workspace(opts.ws_backend)
     cmd = opts.ws_command
     fs = opts.filesystem
@@ -451,6 +453,8 @@ def _unknown_option_message(token: str) -> str:
     name = token.partition("=")[0]
     known = sorted({*_VALUED, *_TOP_FLAGS})
     hints = [k for k in known if k.startswith(name) and name.startswith("--")]
+    import difflib
+
     hints = hints or difflib.get_close_matches(name, known, n=2)
     hint = f" (did you mean {' or '.join(hints)}?)" if hints else ""
     return (
@@ -465,6 +469,8 @@ def _setup_logging(verbose: int) -> None:
 
 
 def _datamover(opts: argparse.Namespace) -> Datamover:
+    from ._datamover import Datamover
+
     return Datamover(
         opts.backend,
         tools_dir=opts.tools_dir,
@@ -476,6 +482,9 @@ def _datamover(opts: argparse.Namespace) -> Datamover:
 
 
 def info(opts: argparse.Namespace) -> int:
+    from ._backends import find_site_tools
+    from ._slurm import SlurmClient
+
     dm = _datamover(opts)
     data: Dict[str, Any] = {
         "version": __version__,
@@ -516,6 +525,9 @@ def info(opts: argparse.Namespace) -> int:
 
 
 def run_command(opts: argparse.Namespace, command: str, args: List[str]) -> int:
+    from ._process import signals_deferred
+    from ._wait import waitfor
+
     dm = _datamover(opts)
     handle: Optional[Handle] = None
     try:
@@ -702,6 +714,9 @@ def _stopped(exc: BaseException) -> int:
 
 
 def _main(argv: List[str]) -> int:
+    if argv == ["--version"]:  # what argparse's version action prints, without building the parser
+        print(f"taurus-tools {__version__}")
+        return 0
     parser = build_parser()
     unknown = unknown_global_option(argv)
     if unknown is not None:

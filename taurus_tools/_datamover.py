@@ -11,13 +11,12 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, Se
 from ._backends import (
     Backend,
     StrPath,
-    TRANSFER_COMMANDS,
-    MANAGEMENT_COMMANDS,
     select_backend,
     slurm_time,
     srun_argv,
 )
 from ._errors import CommandNotFoundError, ConfigurationError, UnknownCommandError
+from ._names import COMMANDS
 from ._process import Handle, Launch, unique_job_name
 from ._slurm import SlurmClient
 
@@ -42,8 +41,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Datamover", "COMMANDS"]
 
-#: Every command a backend may offer.
-COMMANDS: Tuple[str, ...] = (*TRANSFER_COMMANDS, *MANAGEMENT_COMMANDS)
 
 Arg = Union[str, bytes, "os.PathLike[str]"]
 
@@ -270,15 +267,9 @@ class Datamover:
         (``RCLONE_CONFIG_<REMOTE>_...``) or rclone's config file, never in ``args``.
         """
         blocking = options.pop("blocking", None)
-        from shutil import which
-
-        exe = which("rclone")
+        exe = self.backend.which("rclone")
         if exe is None:
-            if self.backend.name != "slurm":
-                raise CommandNotFoundError(
-                    "rclone", self.commands(), "not on PATH; pip install 'taurus-tools[rclone]'"
-                )
-            exe = "rclone"  # let the compute node's PATH find it
+            raise CommandNotFoundError("rclone", self.commands(), "not on PATH; pip install 'taurus-tools[rclone]'")
         launch = self.backend.launch_program(
             "rclone",
             (exe, *_argv(args)),

@@ -35,7 +35,7 @@ from typing import Any, Collection, Dict, Iterator, List, Optional, Tuple
 
 import psutil
 
-from ._backends import Backend, LocalBackend, SiteBackend, StrPath
+from ._backends import Backend, CopyShard, StrPath
 from ._datamover import Datamover
 from ._copy_worker import COUNTERS as _COUNTERS
 from ._copy_worker import Worker
@@ -203,10 +203,7 @@ class CopyConfig:
         """This config with ``workers`` set when it was left to the default (see above)."""
         if self.workers is not None:
             return self
-        workers = DEFAULT_WORKERS
-        if isinstance(backend, LocalBackend):
-            workers = min(workers, _usable_cpus())
-        return dataclasses.replace(self, workers=workers)
+        return dataclasses.replace(self, workers=backend.default_workers(DEFAULT_WORKERS))
 
     def replace(self, **changes: Any) -> "CopyConfig":
         valid = {f.name for f in dataclasses.fields(self)}
@@ -657,16 +654,6 @@ class ParallelCopy:
         for stale in (status, failed, Path(f"{failed}.messages"), Path(f"{failed}.permanent")):
             with contextlib.suppress(FileNotFoundError):
                 stale.unlink()
-        if isinstance(dm.backend, SiteBackend):
-            # Site tools run only their own tool: rsync reads the shard's paths.
-            paths = run_dir / f"{tag}.paths"
-            with open(paths, "wb") as out:
-                for entry, _ in read_entries(task.shard):
-                    out.write(entry.path + b"\0")
-            launch = dm.launch(
-                "dtrsync", "-a", "--from0", f"--files-from={paths}", f"{self.src}/", f"{self.dst}/"
-            )
-            return launch, status, failed
         argv = [
             sys.executable,
             "-S",  # the worker needs only the standard library: start fast
@@ -689,10 +676,17 @@ class ParallelCopy:
             argv.append("--new")
         if self.config.atomic:
             argv.append("--atomic")
-        launch = dm.backend.launch_program(
-            f"copy-shard-{task.index}", argv, blocking=True, exclude_nodes=self.config.exclude_nodes
+        shard = CopyShard(
+            name=f"copy-shard-{task.index}",
+            src=self.src,
+            dst=self.dst,
+            worker_argv=tuple(argv),
+            path_list=run_dir / f"{tag}.paths",
+            paths=lambda: (entry.path for entry, _ in read_entries(task.shard)),
+            exclude_nodes=tuple(self.config.exclude_nodes),
+            blocking=dm.blocking,
         )
-        return launch, status, failed
+        return dm.backend.launch_copy_shard(shard), status, failed
 
     def _fan_out(self, dm: Datamover, state: Dict[str, Any], result: CopyResult) -> None:
         shards = state["shards"]
@@ -1043,13 +1037,6 @@ def part_tag_of(src: Path, dst: Path, work_dir: Path) -> str:
     """
     key = f"{src}\0{dst}\0{work_dir}".encode("utf-8", "surrogateescape")
     return hashlib.sha256(key).hexdigest()[:12]
-
-
-def _usable_cpus() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))  # honours cpusets, e.g. a Slurm allocation
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
 
 
 def _read_json(path: Path) -> Dict[str, Any]:

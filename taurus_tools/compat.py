@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Union
 
 from . import _datamover, _workspace
-from ._backends import SiteBackend
+from ._backends import Backend, SiteBackend, select_backend
 from ._errors import ConfigurationError
 from ._process import Handle, Launch, terminate_tree
 from ._staging import stage_out
@@ -163,15 +163,11 @@ class Datamover(_Tools):
         self.blocking = blocking
         if self.exe:
             tools = {name: str(self.path_to_exe / name) for name in self.exe}
-            backend: Union[str, SiteBackend] = SiteBackend(
-                tools, reason=f"datamover tools in {self.path_to_exe}", blocking_last=True
-            )
+            backend: Backend = SiteBackend(tools, reason=f"datamover tools in {self.path_to_exe}", blocking_last=True)
         else:
-            backend = "auto"
+            backend = select_backend("auto", blocking_last=True)
         #: The taurus-tools Datamover doing the work.
         self.datamover = _datamover.Datamover(backend, blocking=bool(blocking))
-        if isinstance(self.datamover.backend, SiteBackend):
-            self.datamover.backend.blocking_last = True
         if not self.exe:
             self.exe = list(self.datamover.commands())
         log.info("compat Datamover: %s", self.datamover.backend)

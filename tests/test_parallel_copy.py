@@ -31,6 +31,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 from helpers import HOSTILE_NAMES, alive, wait_until  # noqa: E402
 
+import taurus_tools._backends as backends_mod  # noqa: E402
 import taurus_tools._copy_worker as copy_worker  # noqa: E402
 import taurus_tools._parallel_copy as pc_mod  # noqa: E402
 from taurus_tools import (  # noqa: E402
@@ -645,7 +646,7 @@ class TestCopy:
 
     @pytest.mark.parametrize("cpus, expected", [(1, 1), (3, 3), (64, 8)])
     def test_default_workers_locally_at_most_one_per_cpu(self, tmp_path, dm, monkeypatch, cpus, expected):
-        monkeypatch.setattr(pc_mod, "_usable_cpus", lambda: cpus)
+        monkeypatch.setattr(backends_mod, "usable_cpus", lambda: cpus)
         src = tmp_path / "src"
         for i in range(10):
             write(src / f"f{i}", b"%d" % i)
@@ -657,11 +658,12 @@ class TestCopy:
         assert (report["workers"], report["shards"]) == (expected, expected)
 
     def test_default_workers_through_jobs_is_8(self, monkeypatch):
-        monkeypatch.setattr(pc_mod, "_usable_cpus", lambda: 2)
-        not_local = object.__new__(pc_mod.SiteBackend)
+        monkeypatch.setattr(backends_mod, "usable_cpus", lambda: 2)
+        not_local = object.__new__(backends_mod.SiteBackend)
         assert CopyConfig().for_backend(not_local).workers == 8
         assert CopyConfig(workers=3).for_backend(not_local).workers == 3
-        assert CopyConfig(workers=16).for_backend(pc_mod.LocalBackend()).workers == 16
+        assert CopyConfig(workers=16).for_backend(backends_mod.LocalBackend()).workers == 16
+        assert CopyConfig().for_backend(backends_mod.LocalBackend()).workers == 2
         with pytest.raises(ConfigurationError, match="workers is not set yet"):
             CopyConfig().shard_count
         assert CopyConfig(shards=5).shard_count == 5
