@@ -24,24 +24,19 @@ from __future__ import annotations
 
 import os
 import stat
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-_TESTS_DIR = Path(__file__).resolve().parent
-if str(_TESTS_DIR) not in sys.path:  # e.g. with --import-mode=importlib
-    sys.path.insert(0, str(_TESTS_DIR))
-
-from helpers import WaitTimeout, wait_for  # noqa: E402
-from slurm_cluster import (  # noqa: E402
+from helpers import WaitTimeout, wait_for  # tests/ is on sys.path: pythonpath in pyproject.toml
+from slurm_cluster import (
     SLURM_ENV_PREFIXES,
     SlurmCluster,
     missing_slurm_binaries,
 )
 
-SITE_TOOLS_DIR = _TESTS_DIR / "site_tools"
+SITE_TOOLS_DIR = Path(__file__).resolve().parent / "site_tools"
 
 #: Seconds a Slurm test's jobs get to end after the test (KillWait is 5 s).
 JOBS_END_TIMEOUT = 60.0

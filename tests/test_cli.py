@@ -26,12 +26,11 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 import psutil
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
 
-from helpers import prepend_path, wait_for, write_stub  # noqa: E402
-from taurus_tools import Datamover  # noqa: E402
-from taurus_tools import _cli, _process  # noqa: E402
-from taurus_tools._cli import (  # noqa: E402
+from helpers import prepend_path, wait_for, write_stub
+from taurus_tools import Datamover
+from taurus_tools import _cli, _process
+from taurus_tools._cli import (
     _TOP_FLAGS,
     _VALUED,
     CANCEL_SIGNALS,
@@ -41,7 +40,7 @@ from taurus_tools._cli import (  # noqa: E402
     parse_args,
     split_pass_through,
 )
-from taurus_tools._errors import CommandNotFoundError, TaurusToolsError, UnknownCommandError  # noqa: E402
+from taurus_tools._errors import CommandNotFoundError, TaurusToolsError, UnknownCommandError
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
-import test_parallel_copy  # noqa: E402
-from test_parallel_copy import (  # noqa: E402
+import test_parallel_copy
+from test_parallel_copy import (
     BLOCK,
     MTIME0,
     assert_same_tree,
@@ -32,9 +30,9 @@ from test_parallel_copy import (  # noqa: E402
     write,
 )
 
-import taurus_tools._copy_worker as copy_worker  # noqa: E402
-import taurus_tools._parallel_copy as pc_mod  # noqa: E402
-from taurus_tools import (  # noqa: E402
+import taurus_tools._copy_worker as copy_worker
+import taurus_tools._parallel_copy as pc_mod
+from taurus_tools import (
     ConfigurationError,
     CopyConfig,
     ParallelCopy,

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
-from helpers import wait_for  # noqa: E402
+from helpers import wait_for
 
-from taurus_tools import Workspace  # noqa: E402
+from taurus_tools import Workspace
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

@@ -16,11 +16,10 @@ import time
 import psutil
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
-from helpers import NOISE, alive, kill_group, prepend_path, tree, wait_for, wait_until, write_stub  # noqa: E402
+from helpers import NOISE, alive, kill_group, prepend_path, tree, wait_for, wait_until, write_stub
 
-from taurus_tools._process import terminate_tree, terminate_trees  # noqa: E402
-from taurus_tools import (  # noqa: E402
+from taurus_tools._process import terminate_tree, terminate_trees
+from taurus_tools import (
     CommandError,
     CommandTimeoutError,
     Datamover,

@@ -28,13 +28,12 @@ from pathlib import Path
 import psutil
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
-from helpers import HOSTILE_NAMES, alive, wait_until  # noqa: E402
+from helpers import HOSTILE_NAMES, alive, wait_until
 
-import taurus_tools._backends as backends_mod  # noqa: E402
-import taurus_tools._copy_worker as copy_worker  # noqa: E402
-import taurus_tools._parallel_copy as pc_mod  # noqa: E402
-from taurus_tools import (  # noqa: E402
+import taurus_tools._backends as backends_mod
+import taurus_tools._copy_worker as copy_worker
+import taurus_tools._parallel_copy as pc_mod
+from taurus_tools import (
     ConfigurationError,
     CopyCancelledError,
     CopyConfig,
@@ -45,8 +44,8 @@ from taurus_tools import (  # noqa: E402
     SourceNotFoundError,
     TaurusToolsError,
 )
-from taurus_tools._cli import main  # noqa: E402
-from taurus_tools._plan import read_entries  # noqa: E402
+from taurus_tools._cli import main
+from taurus_tools._plan import read_entries
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("no_slurm_env")]
 

@@ -10,16 +10,14 @@ from __future__ import annotations
 import io
 import os
 import random
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
-from helpers import HOSTILE_NAMES  # noqa: E402
+from helpers import HOSTILE_NAMES
 
-from taurus_tools._plan import Entry, list_from_file, list_tree, read_entries, shard  # noqa: E402
+from taurus_tools._plan import Entry, list_from_file, list_tree, read_entries, shard
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -15,16 +15,14 @@ import os
 import pickle
 import signal
 import subprocess
-import sys
 import threading
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
-from helpers import NOISE, FAKE_BIN, FakeSlurmClient, prepend_path, write_stub  # noqa: E402
+from helpers import NOISE, FAKE_BIN, FakeSlurmClient, prepend_path, write_stub
 
-import taurus_tools  # noqa: E402
-from taurus_tools import (  # noqa: E402
+import taurus_tools
+from taurus_tools import (
     BackendUnavailableError,
     CommandError,
     CommandNotFoundError,
@@ -41,16 +39,16 @@ from taurus_tools import (  # noqa: E402
     select_backend,
     waitfor,
 )
-from taurus_tools._backends import (  # noqa: E402
+from taurus_tools._backends import (
     MANAGEMENT_COMMANDS,
     TRANSFER_COMMANDS,
     find_site_tools,
     slurm_time,
     srun_argv,
 )
-from taurus_tools._cli import main, split_pass_through  # noqa: E402
-from taurus_tools._slurm import JobState, parse_exit_code, parse_job_id  # noqa: E402
-from taurus_tools._wait import is_noise  # noqa: E402
+from taurus_tools._cli import main, split_pass_through
+from taurus_tools._slurm import JobState, parse_exit_code, parse_job_id
+from taurus_tools._wait import is_noise
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("no_slurm_env")]
 
@@ -860,10 +858,12 @@ class TestCli:
         assert split_pass_through(argv) == expected
 
     def test_version(self, capsys):
-        with pytest.raises(SystemExit) as info:
-            main(["--version"])
+        assert main(["--version"]) == 0  # answered before the parser is built
+        assert capsys.readouterr().out == f"taurus-tools {taurus_tools.__version__}\n"
+        with pytest.raises(SystemExit) as info:  # elsewhere among the options: argparse's answer
+            main(["-q", "--version"])
         assert info.value.code == 0
-        assert taurus_tools.__version__ in capsys.readouterr().out
+        assert capsys.readouterr().out == f"taurus-tools {taurus_tools.__version__}\n"
 
     def test_no_command_is_usage(self, capsys):
         assert main([]) == 2

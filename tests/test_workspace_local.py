@@ -16,15 +16,14 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
 
-from taurus_tools import _workspace  # noqa: E402
-from taurus_tools._cli import main  # noqa: E402
-from taurus_tools._errors import ConfigurationError, WorkspaceError  # noqa: E402
-from taurus_tools._process import Handle  # noqa: E402
-from taurus_tools._workspace import ROOT_ENV, Workspace  # noqa: E402
-from taurus_tools._ws_format import current_user, format_ctime, parse_ws_list  # noqa: E402
-from taurus_tools._ws_local import NOW_ENV  # noqa: E402
+from taurus_tools import _workspace
+from taurus_tools._cli import main
+from taurus_tools._errors import ConfigurationError, WorkspaceError
+from taurus_tools._process import Handle
+from taurus_tools._workspace import ROOT_ENV, Workspace
+from taurus_tools._ws_format import current_user, format_ctime, parse_ws_list
+from taurus_tools._ws_local import NOW_ENV
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -17,18 +17,17 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
-from helpers import prepend_path, write_stub  # noqa: E402
+from helpers import prepend_path, write_stub
 
-from taurus_tools._cli import main  # noqa: E402
-from taurus_tools._errors import (  # noqa: E402
+from taurus_tools._cli import main
+from taurus_tools._errors import (
     BackendUnavailableError,
     CommandNotFoundError,
     ConfigurationError,
     WorkspaceError,
 )
-from taurus_tools._workspace import CacheWorkspace, Workspace, _category_answer, _typed_word  # noqa: E402
-from taurus_tools._ws_format import (  # noqa: E402
+from taurus_tools._workspace import CacheWorkspace, Workspace, _category_answer, _typed_word
+from taurus_tools._ws_format import (
     WorkspaceInfo,
     current_user,
     format_ws_list_entry,
