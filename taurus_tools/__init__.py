@@ -17,11 +17,13 @@ if TYPE_CHECKING:  # what the names below are, for type checkers and editors
     from ._datamover import COMMANDS, Datamover
     from ._errors import (
         BackendUnavailableError,
+        CommandCancelledError,
         CommandError,
         CommandNotFoundError,
         CommandTimeoutError,
         ConfigurationError,
         CopyCancelledError,
+        CopyError,
         InsufficientSpaceError,
         PathNotWritableError,
         SlurmError,
@@ -31,6 +33,7 @@ if TYPE_CHECKING:  # what the names below are, for type checkers and editors
         UnknownCommandError,
         WorkspaceError,
     )
+    from ._futures import BackgroundFuture
     from ._parallel_copy import CopyConfig, CopyResult, ParallelCopy
     from ._process import Handle, Launch
     from ._staging import stage_in, stage_out
@@ -48,11 +51,13 @@ _HOMES: Dict[str, str] = {
     **dict.fromkeys(
         (
             "BackendUnavailableError",
+            "CommandCancelledError",
             "CommandError",
             "CommandNotFoundError",
             "CommandTimeoutError",
             "ConfigurationError",
             "CopyCancelledError",
+            "CopyError",
             "InsufficientSpaceError",
             "PathNotWritableError",
             "SlurmError",
@@ -64,6 +69,7 @@ _HOMES: Dict[str, str] = {
         ),
         "_errors",
     ),
+    "BackgroundFuture": "_futures",
     **dict.fromkeys(("CopyConfig", "CopyResult", "ParallelCopy"), "_parallel_copy"),
     **dict.fromkeys(("Handle", "Launch"), "_process"),
     **dict.fromkeys(("stage_in", "stage_out"), "_staging"),
@@ -87,16 +93,19 @@ def __dir__() -> List[str]:
 
 
 __all__ = [
+    "BackgroundFuture",
     "Backend",
     "BackendUnavailableError",
     "CacheWorkspace",
     "COMMANDS",
+    "CommandCancelledError",
     "CommandError",
     "CommandNotFoundError",
     "CommandTimeoutError",
     "ConfigurationError",
     "CopyCancelledError",
     "CopyConfig",
+    "CopyError",
     "CopyResult",
     "InsufficientSpaceError",
     "PathNotWritableError",

@@ -19,6 +19,7 @@ __all__ = [
     "CommandNotFoundError",
     "UnknownCommandError",
     "CommandError",
+    "CommandCancelledError",
     "CommandTimeoutError",
     "SlurmError",
     "WorkspaceError",
@@ -26,6 +27,7 @@ __all__ = [
     "SourceNotFoundError",
     "InsufficientSpaceError",
     "CopyCancelledError",
+    "CopyError",
     "PathNotWritableError",
 ]
 
@@ -154,6 +156,15 @@ class CommandError(TaurusToolsError, subprocess.CalledProcessError):
         return msg
 
 
+class CommandCancelledError(CommandError, concurrent.futures.CancelledError):
+    """A command was stopped by :meth:`~taurus_tools.Handle.cancel` (also on a timeout or
+    Ctrl-C in ``waitfor``); ``returncode`` is how it ended (negative: the signal)."""
+
+    def __str__(self) -> str:
+        msg = f"command {_argv_str(self.cmd)} was cancelled"
+        return msg + (f" (Slurm job {self.job_id})" if self.job_id else "")
+
+
 class CommandTimeoutError(TaurusToolsError, TimeoutError):
     """Waiting for one or more commands took longer than the timeout; they were cancelled.
 
@@ -261,6 +272,29 @@ class InsufficientSpaceError(TaurusToolsError, OSError):
 
 class CopyCancelledError(TaurusToolsError, concurrent.futures.CancelledError):
     """A parallel copy was cancelled; running it again resumes it."""
+
+
+class CopyError(TaurusToolsError):
+    """A parallel copy ended with failures (``result()`` of a started copy raises it).
+
+    Attributes
+    ----------
+    result : CopyResult
+        Everything the copy reports: what failed, what was copied, the report's path.
+    """
+
+    def __init__(self, result: Any) -> None:
+        failed = getattr(result, "files_failed", 0)
+        messages = list(getattr(result, "failed_messages", []) or [])
+        detail = f"; first: {messages[0]}" if messages else ""
+        super().__init__(f"the copy to {getattr(result, 'dst', '?')} failed ({failed} entries){detail}")
+        self.result = result
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        return (type(self), (self.result,))
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class PathNotWritableError(TaurusToolsError, PermissionError):

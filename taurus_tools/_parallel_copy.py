@@ -17,6 +17,7 @@ interrupted copy resumes where it stopped:
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import errno
@@ -36,12 +37,14 @@ from typing import Any, Collection, Dict, Iterator, List, Optional, Tuple
 import psutil
 
 from ._backends import Backend, CopyShard, StrPath
+from ._futures import BackgroundFuture
 from ._datamover import Datamover
 from ._copy_worker import COUNTERS as _COUNTERS
 from ._copy_worker import Worker
 from ._errors import (
     ConfigurationError,
     CopyCancelledError,
+    CopyError,
     InsufficientSpaceError,
     PathNotWritableError,
     SourceNotFoundError,
@@ -285,8 +288,13 @@ class _Task:
     new_dst: bool = False  # nothing of it can be at the destination yet: no skip checks
 
 
-class ParallelCopy:
+class ParallelCopy(BackgroundFuture):
     """Copy a tree with many processes or Slurm jobs, reliably.
+
+    :meth:`run` copies and returns the :class:`CopyResult`.  :meth:`start` runs it in the
+    background; the copy is then also a :class:`concurrent.futures.Future`: ``result()``
+    returns the ``CopyResult`` of a copy that succeeded and raises :class:`CopyError`
+    (carrying the result) for one that did not, ``cancel()`` stops it (resumable).
 
     Parameters
     ----------
@@ -314,6 +322,7 @@ class ParallelCopy:
         datamover: Optional[Datamover] = None,
         **options: Any,
     ) -> None:
+        BackgroundFuture.__init__(self)
         self.config = (config or CopyConfig()).replace(**options) if options else (config or CopyConfig())
         self.src = Path(os.path.abspath(os.fspath(src)))
         self.dst = Path(os.path.abspath(os.fspath(dst)))
@@ -322,11 +331,8 @@ class ParallelCopy:
         key = hashlib.sha1(f"{self.src}\0{self.dst}".encode("utf-8", "surrogateescape")).hexdigest()[:16]
         self.work_dir = self.config.work_dir or Path.home() / ".cache" / "taurus-tools" / "copies" / key
         self._thread: Optional[threading.Thread] = None
-        # Set when the background run has ended.  Completion is this event, not the thread's
-        # liveness: a KeyboardInterrupt inside Thread.join (Python <= 3.12) can leave
-        # is_alive() False while the copy still runs.
-        self._finished = threading.Event()
-        self._result: Optional[CopyResult] = None
+        self._finished = threading.Event()  # the background run has ended and is settled
+        self._copy_result: Optional[CopyResult] = None
         self._error: Optional[BaseException] = None
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -446,41 +452,54 @@ class ParallelCopy:
 
         def target() -> None:
             try:
-                self._result = self._run_or_cancelled()
-            except BaseException as exc:  # handed to wait()
+                self._copy_result = self._run_or_cancelled()
+            except BaseException as exc:  # handed to wait() and result()
                 self._error = exc
+            try:
+                if self._error is not None:
+                    self._settle(error=self._error)
+                elif self._copy_result is not None and not self._copy_result.ok:
+                    self._settle(error=CopyError(self._copy_result))
+                else:
+                    self._settle(self._copy_result)
             finally:
                 self._finished.set()
 
+        self.set_running_or_notify_cancel()
         self._thread = threading.Thread(target=target, name="taurus-tools:copy", daemon=True)
         self._thread.start()
         return self
 
-    def done(self) -> bool:
-        """True once a :meth:`start`-ed copy has ended (successfully or not)."""
-        return self._finished.is_set()
-
     def wait(self, timeout: Optional[float] = None) -> CopyResult:
-        """Wait for a :meth:`start`-ed copy; return its result or raise its error.
+        """Wait for a :meth:`start`-ed copy; return its result (``ok`` says whether it
+        succeeded) or raise its error (:class:`CopyCancelledError`, ...).
 
         Interrupting the wait (Ctrl-C) leaves the copy running: wait again, or
-        :meth:`cancel` it.
+        :meth:`cancel` it.  (:meth:`result` raises :class:`CopyError` for a failed copy.)
         """
         if self._thread is None:
             raise RuntimeError("call start() first")
-        if not self._finished.wait(timeout):
-            raise TimeoutError(f"the copy is still running after {timeout} s")
+        # The future's state, not the thread's liveness: a KeyboardInterrupt inside
+        # Thread.join (Python <= 3.12) can leave is_alive() False while the copy runs.
+        try:
+            self.exception(timeout)
+        except concurrent.futures.TimeoutError:
+            raise TimeoutError(f"the copy is still running after {timeout} s") from None
         if self._error is not None:
             raise self._error
-        if self._result is None:  # never: target() sets one of the two before the event
+        if self._copy_result is None:  # never: target() sets one of the two
             raise RuntimeError("the copy ended without a result or an error")
-        return self._result
+        return self._copy_result
 
-    def cancel(self) -> None:
-        """Stop a :meth:`start`-ed copy: running shards are cancelled (processes and jobs),
-        the work dir stays resumable, and :meth:`wait` raises :class:`CopyCancelledError`."""
+    def cancel(self) -> bool:  # type: ignore[override]
+        """Stop the copy: running shards are cancelled (processes and jobs), the work dir
+        stays resumable, and :meth:`wait` raises :class:`CopyCancelledError`.  Returns False
+        if it had already ended."""
+        if self.done():
+            return False
         self._stop.set()
         self._wake.set()
+        return True
 
     # ------------------------------------------------------------------ state
     def _state_path(self) -> Path:

@@ -26,6 +26,7 @@ environment) is left as it is, and srun is then not made verbose.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import logging
 import os
@@ -41,7 +42,8 @@ from typing import IO, Any, Callable, Dict, Iterator, List, Mapping, Optional, S
 
 import psutil
 
-from ._errors import CommandNotFoundError
+from ._errors import CommandCancelledError, CommandError, CommandNotFoundError
+from ._futures import BackgroundFuture
 from ._slurm import SRUN_VERBOSE_ENV, SRUN_VERBOSE_OPTION, SlurmClient, SrunVerboseFilter, parse_job_id
 
 log = logging.getLogger(__name__)
@@ -249,8 +251,8 @@ def _wait_dead(procs: Sequence[psutil.Process], timeout: float) -> List[psutil.P
         delay = min(delay * 2, 0.05)
 
 
-class Handle:
-    """A command running in the background; Popen-compatible.
+class Handle(BackgroundFuture):
+    """A command running in the background; Popen-compatible, and a future.
 
     Parameters
     ----------
@@ -287,6 +289,8 @@ class Handle:
         slurm: Optional[SlurmClient] = None,
         on_output: Optional[Callable[[str, bytes], None]] = None,
     ) -> None:
+        BackgroundFuture.__init__(self)
+        self.set_running_or_notify_cancel()  # it starts now
         self.launch = launch
         self._on_output = on_output
         self.args: List[str] = list(launch.argv)
@@ -364,19 +368,21 @@ class Handle:
     @property
     def returncode(self) -> Optional[int]:
         """Exit code once finished, None before; negative for a signal."""
-        return self._returncode
+        return self._returncode if self.done() else None
 
     def poll(self) -> Optional[int]:
         """Return the exit code if the command has finished, else None."""
-        return self._returncode
+        return self.returncode
 
     def wait(self, timeout: Optional[float] = None) -> int:
         """Wait for the command (and its Slurm job) to end; return the exit code.
 
         Raises :class:`subprocess.TimeoutExpired` like Popen; the command keeps running.
         """
-        if not self._done.wait(timeout):
-            raise subprocess.TimeoutExpired(self.args, timeout or 0.0)
+        try:
+            self.exception(timeout)  # waits for the end; the command's error is result()'s
+        except concurrent.futures.TimeoutError:
+            raise subprocess.TimeoutExpired(self.args, timeout or 0.0) from None
         assert self._returncode is not None
         return self._returncode
 
@@ -459,9 +465,12 @@ class Handle:
             data = bytes(self._err)
         return data.decode(self.encoding, self.errors) if self.text else data
 
-    def done(self) -> bool:
-        """True once the command (and its Slurm job) has ended."""
-        return self._done.is_set()
+    # ------------------------------------------------------------------ future
+    # done(), running(), result(), exception(), add_done_callback() are concurrent.futures';
+    # result() is the exit code 0 or raises CommandError (CommandCancelledError if cancelled).
+    def _error(self, rc: int) -> CommandError:
+        kind = CommandCancelledError if self._cancel_requested.is_set() else CommandError
+        return kind(rc, self.args, self.stdout_text, self.stderr_text, self.job_id)
 
     def read_stderr_lines(self, pos: int, *, final: bool = False) -> Tuple[List[str], int]:
         """Complete stderr lines from byte offset ``pos`` on, and the new offset.
@@ -477,17 +486,17 @@ class Handle:
         return text.splitlines(), pos + len(chunk)
 
     def add_waker(self, event: threading.Event) -> None:
-        """Set ``event`` whenever stderr grows or the command ends (used by ``waitfor``)."""
+        """Set ``event`` whenever output arrives or the command ends (used by ``waitfor``)."""
         with self._lock:
             self._wakers.add(event)
-        if self._done.is_set():
+        if self.done():
             event.set()
 
     def remove_waker(self, event: threading.Event) -> None:
         with self._lock:
             self._wakers.discard(event)
 
-    def cancel(self, *, grace: float = 5.0, timeout: float = 30.0) -> int:
+    def cancel(self, *, grace: float = 5.0, timeout: float = 30.0) -> int:  # type: ignore[override]
         """Stop the command for good and return its (negative) exit code.
 
         Terminates the whole local process tree (SIGTERM, then SIGKILL after ``grace``
@@ -495,7 +504,7 @@ class Handle:
         lists it (at most ``timeout`` seconds), then reaps.  Calling it on a finished
         command does nothing and returns its exit code.
         """
-        if self._done.is_set():
+        if self.done():
             assert self._returncode is not None
             return self._returncode
         self._interrupted = True
@@ -551,9 +560,15 @@ class Handle:
             self.ended = time.time()
             self._submitted.set()
             self._pump_done.set()
-            self._done.set()
-            self._notify()
         log.debug("end %s: returncode %s", self.name, rc)
+        # The future's state is the end everyone sees (done(), poll(), wait()); the done
+        # callbacks run here, after it, so they may call wait() or communicate().
+        if rc == 0:
+            self._settle(0)
+        else:
+            self._settle(error=self._error(rc))
+        self._done.set()
+        self._notify()
 
     def _append_out(self, data: bytes) -> None:
         with self._lock:
