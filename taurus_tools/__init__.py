@@ -7,11 +7,12 @@ on any Slurm cluster without them, and on a machine with no Slurm at all.
 """
 
 import importlib
-import logging
-from typing import TYPE_CHECKING, Any, Dict, List
 
 from ._version import __version__
 
+# Not typing.TYPE_CHECKING: importing typing costs a few ms of every start; type checkers
+# read any constant of this name as True.
+TYPE_CHECKING = False
 if TYPE_CHECKING:  # what the names below are, for type checkers and editors
     from ._backends import Backend, LocalBackend, SiteBackend, SlurmBackend, select_backend
     from ._datamover import COMMANDS, Datamover
@@ -41,11 +42,9 @@ if TYPE_CHECKING:  # what the names below are, for type checkers and editors
     from ._workspace import CacheWorkspace, Workspace
     from ._ws_format import WorkspaceInfo, parse_filesystems, parse_ws_list
 
-logging.getLogger(__name__).addHandler(logging.NullHandler())
-
 #: Where each public name lives; a module is imported when one of its names is first used,
 #: so that importing taurus_tools (and running ``taurus-tools --version``) stays cheap.
-_HOMES: Dict[str, str] = {
+_HOMES = {
     **dict.fromkeys(("Backend", "LocalBackend", "SiteBackend", "SlurmBackend", "select_backend"), "_backends"),
     **dict.fromkeys(("COMMANDS", "Datamover"), "_datamover"),
     **dict.fromkeys(
@@ -79,7 +78,7 @@ _HOMES: Dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -88,7 +87,7 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-def __dir__() -> List[str]:
+def __dir__() -> "list[str]":
     return sorted({*globals(), *_HOMES})
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import getpass
-import logging
 import os
 import re
 import shutil
@@ -25,12 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
+from ._log import get_logger
 from ._errors import BackendUnavailableError, CommandNotFoundError, ConfigurationError
 from ._names import BACKENDS, MANAGEMENT_COMMANDS, TRANSFER_COMMANDS
 from ._process import Launch, unique_job_name
 from ._slurm import SlurmClient
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 __all__ = [
     "Backend",

@@ -28,6 +28,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from ._log import get_logger
 from ._errors import (
     BackendUnavailableError,
     CommandNotFoundError,
@@ -37,7 +38,7 @@ from ._errors import (
     TaurusToolsError,
 )
 from ._names import BACKENDS, COMMANDS
-from ._version import __version__
+from ._version import VERSION_LINE, __version__
 
 # The machinery (psutil, Slurm, threads) is imported by the subcommand that needs it, so
 # that --version, --help and usage errors answer at once.
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
 
 __all__ = ["main"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 PASS_THROUGH = (*COMMANDS, "rclone")
 #: Exit code for a command that ran out of time (as GNU timeout).
@@ -198,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[_global_parent()],
         **_NO_ABBREV,
     )
-    parser.add_argument("--version", action="version", version=f"taurus-tools {__version__}")
+    parser.add_argument("--version", action="version", version=VERSION_LINE)
     sub = parser.add_subparsers(
         dest="subcommand", metavar="{copy,info,ws," + ",".join(PASS_THROUGH) + "}"
     )
@@ -715,7 +716,7 @@ def _stopped(exc: BaseException) -> int:
 
 def _main(argv: List[str]) -> int:
     if argv == ["--version"]:  # what argparse's version action prints, without building the parser
-        print(f"taurus-tools {__version__}")
+        print(VERSION_LINE)
         return 0
     parser = build_parser()
     unknown = unknown_global_option(argv)

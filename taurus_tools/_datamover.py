@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import datetime as _dt
-import logging
 import os
 import sys
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, Sequence, Tuple, Union
 
+from ._log import get_logger
 from ._backends import (
     Backend,
     StrPath,
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
         on_output: Optional[Callable[[str, bytes], None]]
 
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 __all__ = ["Datamover", "COMMANDS"]
 

@@ -24,7 +24,6 @@ import errno
 import hashlib
 import io
 import json
-import logging
 import os
 import shutil
 import sys
@@ -36,6 +35,7 @@ from typing import Any, Collection, Dict, Iterator, List, Optional, Tuple
 
 import psutil
 
+from ._log import get_logger
 from ._backends import Backend, CopyShard, StrPath
 from ._futures import BackgroundFuture
 from ._datamover import Datamover
@@ -54,7 +54,7 @@ from ._process import Handle, Launch, signals_deferred, terminate_trees
 from ._slurm import SlurmClient
 from ._wait import cancel_all
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 __all__ = ["CopyConfig", "CopyResult", "ParallelCopy"]
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import logging
 import os
 import selectors
 import signal
@@ -42,11 +41,12 @@ from typing import IO, Any, Callable, Dict, Iterator, List, Mapping, Optional, S
 
 import psutil
 
+from ._log import get_logger
 from ._errors import CommandCancelledError, CommandError, CommandNotFoundError
 from ._futures import BackgroundFuture
 from ._slurm import SRUN_VERBOSE_ENV, SRUN_VERBOSE_OPTION, SlurmClient, SrunVerboseFilter, parse_job_id
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 __all__ = ["Handle", "Launch", "OutputReader", "signals_deferred", "terminate_tree", "terminate_trees"]
 

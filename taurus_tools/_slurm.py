@@ -7,7 +7,6 @@ Everything runs with argv lists and a timeout; nothing here keeps state except
 from __future__ import annotations
 
 import getpass
-import logging
 import os
 import re
 import shutil
@@ -17,9 +16,10 @@ import time
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
+from ._log import get_logger
 from ._errors import SlurmError
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 __all__ = ["JobState", "SlurmClient", "SrunVerboseFilter", "parse_job_id", "parse_exit_code"]
 

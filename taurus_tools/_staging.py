@@ -7,20 +7,20 @@ over.  :func:`stage_out` makes that one ``with`` block, :func:`stage_in` the rev
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 
+from ._log import get_logger
 from ._backends import StrPath
 from ._datamover import Datamover
 from ._errors import CommandError, StageError, TaurusToolsError
 from ._wait import waitfor
 from ._workspace import CacheWorkspace, Workspace
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 __all__ = ["stage_out", "stage_in", "tree_sizes"]
 

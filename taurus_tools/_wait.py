@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 import threading
 import time
 from typing import IO, Any, List, Optional, Sequence, Union, overload
 
+from ._log import get_logger
 from ._errors import CommandError, CommandTimeoutError
 from ._process import Handle, handles_of
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 __all__ = ["waitfor", "is_noise", "cancel_all"]
 

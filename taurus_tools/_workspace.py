@@ -10,7 +10,6 @@ parser reads both.
 from __future__ import annotations
 
 import fnmatch
-import logging
 import os
 import re
 import shutil
@@ -21,6 +20,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
+from ._log import get_logger
 from ._backends import StrPath
 from ._errors import (
     BackendUnavailableError,
@@ -53,7 +53,7 @@ if TYPE_CHECKING:
         on_output: Optional[Callable[[str, bytes], None]]
 
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 __all__ = ["Workspace", "CacheWorkspace", "WS_TOOLS", "ROOT_ENV"]
 

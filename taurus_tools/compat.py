@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import codecs
 import functools
-import logging
 import os
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Union
 
 from . import _datamover, _workspace
+from ._log import get_logger
 from ._backends import Backend, SiteBackend, select_backend
 from ._errors import ConfigurationError
 from ._process import Handle, Launch, terminate_tree
@@ -39,7 +39,7 @@ from ._staging import stage_out
 
 __all__ = ["Datamover", "Workspace", "CacheWorkspace", "waitfor", "save_to_project"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 DEFAULT_DATAMOVER_PATH = "/sw/taurus/tools/slurmtools/default/bin/"
 DEFAULT_WORKSPACE_PATH = "/usr/bin/"
