@@ -28,6 +28,7 @@ __all__ = [
     "InsufficientSpaceError",
     "CopyCancelledError",
     "CopyError",
+    "DependencyError",
     "PathNotWritableError",
 ]
 
@@ -268,6 +269,10 @@ class InsufficientSpaceError(TaurusToolsError, OSError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+class DependencyError(TaurusToolsError):
+    """A step did not run because a step it depends on failed; ``__cause__`` is that error."""
 
 
 class CopyCancelledError(TaurusToolsError, concurrent.futures.CancelledError):

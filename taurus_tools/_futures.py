@@ -15,7 +15,9 @@ callbacks.  A callback may therefore call ``wait()`` or ``communicate()``.
 from __future__ import annotations
 
 import concurrent.futures
-from typing import Any
+from typing import Any, Callable
+
+from ._errors import DependencyError
 
 __all__ = ["BackgroundFuture"]
 
@@ -44,3 +46,31 @@ class BackgroundFuture(concurrent.futures.Future):  # type: ignore[type-arg]
         if not concurrent.futures.Future.done(self):
             return False
         return isinstance(super().exception(timeout=0), concurrent.futures.CancelledError)
+
+    def then(self, fn: Callable[[Any], Any]) -> "BackgroundFuture":
+        """A new future for ``fn(self.result())``, run once this one has succeeded.
+
+        If this one fails (or is cancelled), the new one fails with :class:`DependencyError`
+        whose ``__cause__`` is that error, and ``fn`` is not called.  What ``fn`` raises
+        lands on the new future (``result()`` raises it); nothing is swallowed.  ``fn`` runs
+        in the thread that completes this future (at once if it is done already): keep it
+        short, or start background work from it.
+        """
+        child = BackgroundFuture()
+        child.set_running_or_notify_cancel()
+
+        def run(done: concurrent.futures.Future) -> None:  # type: ignore[type-arg]
+            try:
+                value = done.result()
+            except BaseException as exc:
+                error = DependencyError(f"not run: what it depends on failed: {exc}")
+                error.__cause__ = exc
+                child._settle(error=error)
+                return
+            try:
+                child._settle(fn(value))
+            except BaseException as exc:
+                child._settle(error=exc)
+
+        self.add_done_callback(run)
+        return child

@@ -16,6 +16,7 @@ from taurus_tools import (
     CommandError,
     CopyError,
     Datamover,
+    DependencyError,
     Handle,
     Launch,
     ParallelCopy,
@@ -158,3 +159,63 @@ class TestParallelCopy:
         with pytest.raises(concurrent.futures.CancelledError):
             pc.result(timeout=30)
         assert pc.cancelled() and pc.cancel() is False
+
+
+class TestThen:
+    """future.then(fn): Python code on the result, as a new future; nothing swallowed."""
+
+    def test_runs_on_the_result(self, tmp_path):
+        (tmp_path / "a").write_text("x")
+        (tmp_path / "b").write_text("y")
+        dm = Datamover("local")
+        listing = dm.dtls(str(tmp_path))
+        names = listing.then(lambda rc: listing.communicate()[0].split())
+        assert isinstance(names, BackgroundFuture)
+        assert names.result(timeout=30) == ["a", "b"]
+
+    def test_chains(self):
+        got = start("true").then(lambda rc: rc + 1).then(lambda n: n * 10)
+        assert got.result(timeout=30) == 10
+
+    def test_an_exception_in_fn_lands_on_the_new_future(self):
+        def broken(rc):
+            raise ValueError("bad parse")
+
+        child = start("true").then(broken)
+        with pytest.raises(ValueError, match="bad parse"):
+            child.result(timeout=30)
+        assert isinstance(child.exception(), ValueError)
+
+    def test_a_failed_source_fails_the_chain_with_its_cause(self):
+        calls = []
+        child = start("sh", "-c", "exit 4").then(calls.append)
+        grandchild = child.then(calls.append)
+        with pytest.raises(DependencyError) as info:
+            child.result(timeout=30)
+        assert isinstance(info.value.__cause__, CommandError) and info.value.__cause__.returncode == 4
+        with pytest.raises(DependencyError) as info:
+            grandchild.result(timeout=30)
+        assert isinstance(info.value.__cause__, DependencyError)
+        assert calls == []
+
+    def test_cancelled_source(self):
+        h = start("sleep", "30")
+        child = h.then(lambda rc: "never")
+        h.cancel(grace=0.5)
+        with pytest.raises(DependencyError) as info:
+            child.result(timeout=30)
+        assert isinstance(info.value.__cause__, CommandCancelledError)
+
+    def test_on_a_finished_future_runs_at_once(self):
+        h = start("true")
+        h.result(timeout=30)
+        assert h.then(lambda rc: "now").result(timeout=0) == "now"
+
+    def test_on_a_started_copy(self, tmp_path):
+        src = tmp_path / "src"
+        src.mkdir()
+        (src / "f").write_text("data")
+        pc = ParallelCopy(src, tmp_path / "dst", datamover=Datamover("local"), progress=False,
+                          work_dir=tmp_path / "work")
+        copied = pc.start().then(lambda result: result.files_copied)
+        assert copied.result(timeout=60) == 1
