@@ -50,3 +50,12 @@ def test_names_resolve_to_their_modules():
         "waitfor": "taurus_tools._wait",
         "CopyResult": "taurus_tools._parallel_copy",
     }
+
+
+def test_readme_layout_lists_every_module():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    missing = [p.name for p in sorted((root / "taurus_tools").glob("*.py")) if f"`taurus_tools/{p.name}`" not in readme]
+    assert not missing, f"README's layout table lacks {missing}"
