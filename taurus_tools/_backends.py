@@ -50,6 +50,11 @@ __all__ = [
 
 #: Commands the site tools run blocking whatever they are told.
 ALWAYS_BLOCKING = frozenset({"dtls"})
+#: A site's dtls runs ls under ``srun --pty``, so ls writes to a terminal even when we
+#: capture it: columns, quotes around names with spaces, ``?`` for control characters.
+#: These make it print what it prints into a pipe on every other backend; options the
+#: caller gives come after them and win.
+SITE_LS_AS_IN_A_PIPE = ("-1", "--quoting-style=literal", "--show-control-chars")
 
 #: Where ZIH installed the datamover tools before they were on PATH.
 HISTORICAL_DT_DIR = "/sw/taurus/tools/slurmtools/default/bin"
@@ -318,6 +323,8 @@ class SiteBackend(Backend):
             options.append(f"--account={self.account}")
         if self.time:
             options.append(f"--time={self.time}")
+        if command == "dtls":
+            options.extend(SITE_LS_AS_IN_A_PIPE)
         # Blocking, the tool runs srun, which names the job for us when verbose (the
         # handle sets SLURM_DEBUG; the tool's srun inherits it).
         if self.blocking_last:  # as taurus_datamover did: on every transfer command, dtls too

@@ -354,6 +354,8 @@ class SlurmClient:
                 stdin=subprocess.DEVNULL,
                 capture_output=True,
                 text=True,
+                # scontrol echoes the job's command line: file names need not be UTF-8.
+                errors="surrogateescape",
                 timeout=timeout,
                 env=self.env,
             )

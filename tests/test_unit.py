@@ -41,6 +41,7 @@ from taurus_tools import (
 )
 from taurus_tools._backends import (
     MANAGEMENT_COMMANDS,
+    SITE_LS_AS_IN_A_PIPE,
     TRANSFER_COMMANDS,
     find_site_tools,
     slurm_time,
@@ -67,11 +68,12 @@ class TestSiteBackend:
     @pytest.mark.parametrize("command", ["dtcp", "dtls"])
     def test_blocking_last_like_taurus_datamover(self, command):
         b = SiteBackend(ALL_TOOLS, account="p_proj", blocking_last=True)
+        ls = SITE_LS_AS_IN_A_PIPE if command == "dtls" else ()
         launch = b.launch(command, ["-r", "--", "-a", "b"], blocking=True)
-        assert launch.argv == (f"/site/bin/{command}", "--account=p_proj", "-r", "--", "-a", "b", "--blocking")
+        assert launch.argv == (f"/site/bin/{command}", "--account=p_proj", *ls, "-r", "--", "-a", "b", "--blocking")
         assert launch.submits is False
         launch = b.launch(command, ["a", "b"], blocking=False)
-        assert launch.argv == (f"/site/bin/{command}", "--account=p_proj", "a", "b")
+        assert launch.argv == (f"/site/bin/{command}", "--account=p_proj", *ls, "a", "b")
         assert launch.submits is (command != "dtls")
 
     def test_non_blocking_transfer_submits_without_flag(self):
@@ -84,7 +86,7 @@ class TestSiteBackend:
     @pytest.mark.parametrize("blocking", [True, False])
     def test_dtls_never_gets_blocking_and_never_submits(self, blocking):
         launch = SiteBackend(ALL_TOOLS).launch("dtls", ["-l", "/x"], blocking=blocking)
-        assert launch.argv == ("/site/bin/dtls", "-l", "/x")
+        assert launch.argv == ("/site/bin/dtls", *SITE_LS_AS_IN_A_PIPE, "-l", "/x")  # the caller's -l wins
         assert launch.submits is False
 
     def test_account_and_time_before_tool_arguments(self):
@@ -100,7 +102,7 @@ class TestSiteBackend:
             "dst",
         )
         launch = b.launch("dtls", ["/x"], blocking=False)
-        assert launch.argv == ("/site/bin/dtls", "--account=p_proj", "--time=1-00:00:00", "/x")
+        assert launch.argv == ("/site/bin/dtls", "--account=p_proj", "--time=1-00:00:00", *SITE_LS_AS_IN_A_PIPE, "/x")
 
     @pytest.mark.parametrize("command", MANAGEMENT_COMMANDS)
     @pytest.mark.parametrize("blocking", [True, False])
