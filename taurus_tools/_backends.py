@@ -43,6 +43,7 @@ __all__ = [
     "MANAGEMENT_COMMANDS",
     "select_backend",
     "find_site_tools",
+    "find_tools",
     "slurm_time",
     "srun_argv",
     "usable_cpus",
@@ -234,44 +235,61 @@ def usable_cpus() -> int:
 
 
 # ---------------------------------------------------------------------------- site
+def find_tools(
+    wanted: Sequence[str],
+    places: Sequence[Tuple[Optional[StrPath], str, bool]],
+    *,
+    enough: Callable[[Dict[str, str]], bool],
+    lacking: str,
+    env: Optional[Mapping[str, str]] = None,
+) -> Tuple[Dict[str, str], List[str]]:
+    """Find a family of executables (the ``dt*`` tools, the ``ws_*`` tools) in order of places.
+
+    ``places`` are ``(folder, label, explicit)``; a folder of None means ``PATH``.  The first
+    place whose tools are ``enough`` wins.  A folder the user named (``explicit``) must exist
+    and hold enough of them, else :class:`ConfigurationError` (``label=folder`` holds
+    ``lacking``): never an empty result for a folder given on purpose.  Returns the tools
+    found (name -> path) and the places searched.
+    """
+    environ = os.environ if env is None else env
+    searched: List[str] = []
+    for folder, label, explicit in places:
+        if folder is None:
+            found = {name: exe for name in wanted if (exe := shutil.which(name, path=environ.get("PATH")))}
+            searched.append(label)
+        else:
+            given = os.fspath(folder)
+            if explicit and not os.path.isdir(given):
+                raise ConfigurationError(f"{label}={given!r} is not an existing folder")
+            found = _tools_in(given, wanted)
+            searched.append(str(Path(given)) if explicit else label)
+            if explicit and not enough(found):
+                raise ConfigurationError(f"{label}={given!r} holds {lacking}")
+        if enough(found):
+            return found, searched
+    return {}, searched
+
+
 def find_site_tools(
     tools_dir: Optional[StrPath] = None, env: Optional[Mapping[str, str]] = None
 ) -> Tuple[Dict[str, str], List[str]]:
     """Find the site's ``dt*`` executables.
 
-    Looks in ``tools_dir``, then ``$TAURUS_TOOLS_DT_DIR``, then ``PATH``, then the
-    historical ZIH folder.  Returns the tools found (command -> path) and the places
-    searched.  A folder named explicitly that does not exist is an error, never an
-    empty result.
+    Looks in ``tools_dir``, else ``$TAURUS_TOOLS_DT_DIR`` (either, when given, must hold
+    them), then ``PATH``, then the historical ZIH folder.  Returns the tools found
+    (command -> path) and the places searched.
     """
-    env = os.environ if env is None else env
+    environ = os.environ if env is None else env
     wanted = [*TRANSFER_COMMANDS, *MANAGEMENT_COMMANDS]
-    searched: List[str] = []
-    explicit = [(tools_dir, "tools_dir"), (env.get("TAURUS_TOOLS_DT_DIR") or None, "$TAURUS_TOOLS_DT_DIR")]
-    for folder, label in explicit:
-        if folder is None:
-            continue
-        path = Path(folder)
-        if not path.is_dir():
-            raise ConfigurationError(f"{label}={str(folder)!r} is not an existing folder")
-        found = _tools_in(str(path), wanted)
-        if not found:
-            raise ConfigurationError(
-                f"{label}={str(folder)!r} holds none of the datamover tools ({', '.join(wanted)})"
-            )
-        return found, [str(path)]
-    searched.append("PATH")
-    found = {}
-    for cmd in wanted:
-        exe = shutil.which(cmd, path=env.get("PATH"))
-        if exe:
-            found[cmd] = exe
-    if found:
-        return found, searched
-    searched.append(HISTORICAL_DT_DIR)
-    if os.path.isdir(HISTORICAL_DT_DIR):
-        return _tools_in(HISTORICAL_DT_DIR, wanted), searched
-    return {}, searched
+    if tools_dir is not None:
+        places: List[Tuple[Optional[StrPath], str, bool]] = [(tools_dir, "tools_dir", True)]
+    elif environ.get("TAURUS_TOOLS_DT_DIR"):
+        places = [(environ["TAURUS_TOOLS_DT_DIR"], "$TAURUS_TOOLS_DT_DIR", True)]
+    else:
+        places = [(None, "PATH", False), (HISTORICAL_DT_DIR, HISTORICAL_DT_DIR, False)]
+    return find_tools(
+        wanted, places, enough=bool, lacking=f"none of the datamover tools ({', '.join(wanted)})", env=environ
+    )
 
 
 def _tools_in(folder: str, wanted: Iterable[str]) -> Dict[str, str]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
-import shutil
 import socket
 import sys
 import threading
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from ._log import get_logger
-from ._backends import StrPath
+from ._backends import StrPath, find_tools
 from ._errors import (
     BackendUnavailableError,
     CommandNotFoundError,
@@ -809,22 +808,13 @@ def _typed_word(shown: str) -> str:
 
 
 def _find_ws_tools(tools_dir: Optional[StrPath]) -> Tuple[Dict[str, str], str]:
+    """The ``ws_*`` tools: in ``tools_dir`` (which must hold ``ws_allocate``), else on ``PATH``
+    or in ``/usr/bin``; with the places searched."""
     if tools_dir is not None:
-        if not os.path.isdir(tools_dir):
-            raise ConfigurationError(f"tools_dir={os.fspath(tools_dir)!r} is not an existing folder")
-        folders: Sequence[Optional[str]] = [os.fspath(tools_dir)]
-        searched = os.fspath(tools_dir)
+        places: List[Tuple[Optional[StrPath], str, bool]] = [(tools_dir, "tools_dir", True)]
     else:
-        folders = [None, "/usr/bin"]
-        searched = "PATH, /usr/bin"
-    for folder in folders:
-        found = {}
-        for tool in WS_TOOLS:
-            exe = shutil.which(tool, path=folder)
-            if exe:
-                found[tool] = exe
-        if "ws_allocate" in found:
-            return found, searched
-    if tools_dir is not None:
-        raise ConfigurationError(f"tools_dir={os.fspath(tools_dir)!r} holds no ws_allocate")
-    return {}, searched
+        places = [(None, "PATH", False), ("/usr/bin", "/usr/bin", False)]
+    found, searched = find_tools(
+        WS_TOOLS, places, enough=lambda tools: "ws_allocate" in tools, lacking="no ws_allocate"
+    )
+    return found, ", ".join(searched)

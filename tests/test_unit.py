@@ -44,6 +44,7 @@ from taurus_tools._backends import (
     SITE_LS_AS_IN_A_PIPE,
     TRANSFER_COMMANDS,
     find_site_tools,
+    find_tools,
     slurm_time,
     srun_argv,
 )
@@ -174,6 +175,26 @@ class TestSiteBackend:
         empty.mkdir()
         with pytest.raises(ConfigurationError, match="none of the datamover tools"):
             find_site_tools(empty, {})
+
+    def test_find_tools_skips_places_that_are_not_enough(self, tmp_path):
+        # one helper finds the dt* and the ws_* tools: an implicit place without enough of
+        # them is passed over (PATH with ws_list but no ws_allocate), a named one is an error
+        on_path, usr = tmp_path / "path", tmp_path / "usr"
+        write_stub(on_path, "ws_list", "exit 0\n")
+        write_stub(usr, "ws_allocate", "exit 0\n")
+        write_stub(usr, "ws_list", "exit 0\n")
+        places = [(None, "PATH", False), (usr, "usr", False)]
+        enough = lambda tools: "ws_allocate" in tools  # noqa: E731
+        found, searched = find_tools(["ws_allocate", "ws_list"], places, enough=enough, lacking="x",
+                                     env={"PATH": str(on_path)})
+        assert found == {"ws_allocate": str(usr / "ws_allocate"), "ws_list": str(usr / "ws_list")}
+        assert searched == ["PATH", "usr"]
+        assert find_tools(["ws_allocate"], places[:1], enough=enough, lacking="x", env={"PATH": str(on_path)}) == (
+            {},
+            ["PATH"],
+        )
+        with pytest.raises(ConfigurationError, match="tools_dir=.* holds no ws_allocate"):
+            find_tools(["ws_allocate"], [(on_path, "tools_dir", True)], enough=enough, lacking="no ws_allocate")
 
 
 # =============================================================================== slurm backend
