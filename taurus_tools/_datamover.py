@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime as _dt
 import os
 import sys
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
         input: Union[str, bytes, None]
         text: bool
         on_output: Optional[Callable[[str, bytes], None]]
+        after: Iterable["concurrent.futures.Future[Any]"]
+        on: str
 
 
 log = get_logger(__name__)
@@ -174,6 +177,8 @@ class Datamover:
         input: Union[str, bytes, None] = None,
         text: bool = True,
         on_output: Optional[Callable[[str, bytes], None]] = None,
+        after: Iterable["concurrent.futures.Future[Any]"] = (),
+        on: str = "success",
     ) -> Handle:
         """Start ``command`` (``"dtcp"``, ...) with Linux arguments; return its handle at once.
 
@@ -196,9 +201,24 @@ class Datamover:
         on_output : callable, optional
             Called as ``on_output("stdout" or "stderr", data)`` as output arrives (it is
             captured all the same), e.g. to show it live.
+        after : iterable of futures
+            Start only once these have ended: handles, started copies, ``then()``
+            futures.  The handle is returned at once, pending until then.
+        on : {"success", "always"}
+            ``"success"``: if one of ``after`` failed, this never runs and fails with
+            :class:`DependencyError` (``__cause__``: the root error).  ``"always"``: run
+            regardless, e.g. to clean up.
+
+        Examples
+        --------
+        >>> copied = dm.dtcp("-r", src, scratch)
+        >>> listed = dm.dtls("-l", scratch, after=[copied])
+        >>> cleaned = dm.dtrm("-r", scratch, after=[listed], on="always")
         """
         launch = self.launch(command, *args, blocking=blocking)
-        return self.start(launch, cwd=cwd, env=env, input=input, text=text, on_output=on_output)
+        return self.start(
+            launch, cwd=cwd, env=env, input=input, text=text, on_output=on_output, after=after, on=on
+        )
 
     def start(
         self,
@@ -209,12 +229,16 @@ class Datamover:
         input: Union[str, bytes, None] = None,
         text: bool = True,
         on_output: Optional[Callable[[str, bytes], None]] = None,
+        after: Iterable["concurrent.futures.Future[Any]"] = (),
+        on: str = "success",
     ) -> Handle:
         """Run a :class:`Launch` (from :meth:`launch`, or a backend's own) as a handle; options as :meth:`call`."""
         if cwd is not None and not os.path.isdir(cwd):
             raise ConfigurationError(f"cwd={os.fspath(cwd)!r} is not an existing folder")
         slurm = self._slurm if env is None else SlurmClient(env)
-        return Handle(launch, cwd=cwd, env=env, input=input, text=text, slurm=slurm, on_output=on_output)
+        return Handle(
+            launch, cwd=cwd, env=env, input=input, text=text, slurm=slurm, on_output=on_output, after=after, on=on
+        )
 
     # ------------------------------------------------------------------ transfers
     def dtcp(self, *args: Arg, **options: Unpack[CallOptions]) -> Handle:
@@ -259,6 +283,31 @@ class Datamover:
         return self.call("dtcancel", *args, **options)
 
     # ------------------------------------------------------------------ other programs
+    def run(self, program: Arg, *args: Arg, **options: Unpack[CallOptions]) -> Handle:
+        """Run any program where the backend moves data: a Slurm job (``srun``, or ``sbatch``
+        with ``blocking=False``) on the slurm backend, a process on this machine on the local
+        one; options as :meth:`call` (``after=``/``on=`` included).
+
+        ``program`` is a path, or a name looked up on ``PATH`` where it will run.
+
+        Examples
+        --------
+        >>> step = dm.run(sys.executable, "analyse.py", scratch, after=[staged_in])
+        """
+        blocking = options.pop("blocking", None)
+        name = os.fsdecode(program) if isinstance(program, (str, bytes, os.PathLike)) else program
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError(f"program must be a non-empty path or name, got {program!r}")
+        exe = name if os.sep in name else self.backend.which(name)
+        if exe is None:
+            raise CommandNotFoundError(name, (), "not on PATH")
+        launch = self.backend.launch_program(
+            os.path.basename(name),
+            (exe, *_argv(args)),
+            blocking=self.blocking if blocking is None else blocking,
+        )
+        return self.start(launch, **options)  # type: ignore[misc]  # blocking was popped above
+
     def rclone(self, *args: Arg, **options: Unpack[CallOptions]) -> Handle:
         """Run ``rclone`` where the backend moves data (a Slurm job on the slurm backend).
 
@@ -266,16 +315,9 @@ class Datamover:
         current one there).  Credentials belong in the environment
         (``RCLONE_CONFIG_<REMOTE>_...``) or rclone's config file, never in ``args``.
         """
-        blocking = options.pop("blocking", None)
-        exe = self.backend.which("rclone")
-        if exe is None:
+        if self.backend.which("rclone") is None:
             raise CommandNotFoundError("rclone", self.commands(), "not on PATH; pip install 'taurus-tools[rclone]'")
-        launch = self.backend.launch_program(
-            "rclone",
-            (exe, *_argv(args)),
-            blocking=self.blocking if blocking is None else blocking,
-        )
-        return self.start(launch, **options)  # type: ignore[misc]  # blocking was popped above
+        return self.run("rclone", *args, **options)
 
     def srun(
         self,
@@ -293,6 +335,8 @@ class Datamover:
         input: Union[str, bytes, None] = None,
         text: bool = True,
         on_output: Optional[Callable[[str, bytes], None]] = None,
+        after: Iterable["concurrent.futures.Future[Any]"] = (),
+        on: str = "success",
     ) -> Handle:
         """Run a program with ``srun`` (needs Slurm, whatever the backend).
 
@@ -312,6 +356,8 @@ class Datamover:
             ``--job-name``; default a unique ``tt-srun-...`` name.
         extra : sequence of str
             More srun options, inserted before the program.
+        cwd, env, input, text, on_output, after, on
+            As for :meth:`call`.
         """
         program = _argv(args)
         if not program:
@@ -336,4 +382,6 @@ class Datamover:
             extra=_argv(extra),
         )
         launch = Launch(tuple(argv), name="srun", job_name=name)
-        return self.start(launch, cwd=cwd, env=env, input=input, text=text, on_output=on_output)
+        return self.start(
+            launch, cwd=cwd, env=env, input=input, text=text, on_output=on_output, after=after, on=on
+        )

@@ -15,11 +15,114 @@ callbacks.  A callback may therefore call ``wait()`` or ``communicate()``.
 from __future__ import annotations
 
 import concurrent.futures
-from typing import Any, Callable
+import threading
+from typing import Any, Callable, Iterable, List
 
-from ._errors import DependencyError
+from ._errors import ConfigurationError, DependencyError
 
-__all__ = ["BackgroundFuture"]
+__all__ = ["BackgroundFuture", "run_after", "root_cause", "ON_CHOICES"]
+
+#: When a step with ``after=`` runs: only if every one succeeded, or whatever happened.
+ON_CHOICES = ("success", "always")
+
+
+def root_cause(error: BaseException) -> BaseException:
+    """The error a chain of :class:`DependencyError` started from (``error`` itself otherwise)."""
+    seen = set()
+    while isinstance(error, DependencyError) and error.__cause__ is not None and id(error) not in seen:
+        seen.add(id(error))
+        error = error.__cause__
+    return error
+
+
+def _failure(future: "concurrent.futures.Future[Any]") -> BaseException | None:
+    """What a finished future failed with (a ``CancelledError`` if cancelled), or None."""
+    try:
+        return future.exception(timeout=0)
+    except concurrent.futures.CancelledError as exc:
+        return exc
+
+
+def dependency_error(future: "concurrent.futures.Future[Any]", error: BaseException) -> DependencyError:
+    """A :class:`DependencyError` for a step not run because ``future`` failed with ``error``."""
+    root = root_cause(error)
+    what = f"{root}" or type(root).__name__
+    if isinstance(root, concurrent.futures.CancelledError) and not str(root):
+        what = "it was cancelled"
+    result = DependencyError(f"not run: a step it depends on ({_describe(future)}) failed: {what}")
+    result.__cause__ = root
+    return result
+
+
+def _describe(future: Any) -> str:
+    name = getattr(future, "name", None)
+    return str(name) if name else type(future).__name__
+
+
+def check_after(after: Iterable[Any], on: str) -> List["concurrent.futures.Future[Any]"]:
+    """Validate ``after=``/``on=`` arguments; return the futures as a list."""
+    if on not in ON_CHOICES:
+        raise ConfigurationError(f"on must be one of {ON_CHOICES}, got {on!r}")
+    if isinstance(after, concurrent.futures.Future):
+        after = [after]
+    try:
+        futures = list(after)
+    except TypeError:
+        raise ConfigurationError(
+            f"after must be a list of futures (handles, started copies, ...), got {after!r}"
+        ) from None
+    for i, item in enumerate(futures):
+        if not isinstance(item, concurrent.futures.Future):
+            raise ConfigurationError(
+                f"after[{i}] is {type(item).__name__} ({item!r}); pass what a taurus-tools call "
+                "returned (a handle, a started copy, a future from then()), or any "
+                "concurrent.futures.Future"
+            )
+    return futures
+
+
+def run_after(
+    after: Iterable[Any],
+    on: str,
+    start: Callable[[], None],
+    fail: Callable[[BaseException], None],
+) -> None:
+    """Call ``start()`` once every future of ``after`` has ended, or ``fail(error)``.
+
+    With ``on="success"`` a failed or cancelled future means ``fail`` with a
+    :class:`DependencyError` whose ``__cause__`` is the root error (the first failed
+    future in ``after``'s order); ``on="always"`` starts regardless.  What ``start``
+    raises goes to ``fail`` too: nothing is only logged.  Both run in the thread that
+    completes the last future (at once, in this thread, if all have ended already).
+    """
+    futures = check_after(after, on)
+    lock = threading.Lock()
+    remaining = [len(futures)]
+
+    def go() -> None:
+        if on == "success":
+            for future in futures:
+                error = _failure(future)
+                if error is not None:
+                    fail(dependency_error(future, error))
+                    return
+        try:
+            start()
+        except BaseException as exc:
+            fail(exc)
+
+    def one_ended(_: Any) -> None:
+        with lock:
+            remaining[0] -= 1
+            last = remaining[0] == 0
+        if last:
+            go()
+
+    if not futures:
+        go()
+        return
+    for future in futures:
+        future.add_done_callback(one_ended)
 
 
 class BackgroundFuture(concurrent.futures.Future):  # type: ignore[type-arg]
@@ -60,13 +163,11 @@ class BackgroundFuture(concurrent.futures.Future):  # type: ignore[type-arg]
         child.set_running_or_notify_cancel()
 
         def run(done: concurrent.futures.Future) -> None:  # type: ignore[type-arg]
-            try:
-                value = done.result()
-            except BaseException as exc:
-                error = DependencyError(f"not run: what it depends on failed: {exc}")
-                error.__cause__ = exc
-                child._settle(error=error)
+            error = _failure(done)
+            if error is not None:
+                child._settle(error=dependency_error(done, error))
                 return
+            value = done.result()
             try:
                 child._settle(fn(value))
             except BaseException as exc:

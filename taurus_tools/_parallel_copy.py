@@ -31,13 +31,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Collection, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Collection, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import psutil
 
 from ._log import get_logger
 from ._backends import Backend, CopyShard, StrPath
-from ._futures import BackgroundFuture
+from ._futures import BackgroundFuture, check_after, run_after
 from ._datamover import Datamover
 from ._copy_worker import COUNTERS as _COUNTERS
 from ._copy_worker import Worker
@@ -331,6 +331,7 @@ class ParallelCopy(BackgroundFuture):
         key = hashlib.sha1(f"{self.src}\0{self.dst}".encode("utf-8", "surrogateescape")).hexdigest()[:16]
         self.work_dir = self.config.work_dir or Path.home() / ".cache" / "taurus-tools" / "copies" / key
         self._thread: Optional[threading.Thread] = None
+        self._started = False  # start() was called (the thread may wait for after=)
         self._finished = threading.Event()  # the background run has ended and is settled
         self._copy_result: Optional[CopyResult] = None
         self._error: Optional[BaseException] = None
@@ -445,10 +446,41 @@ class ParallelCopy(BackgroundFuture):
                 ) from None
             raise
 
-    def start(self) -> "ParallelCopy":
-        """Run in a background thread (e.g. from Jupyter); see :meth:`wait`."""
-        if self._thread is not None:
+    def start(self, *, after: Iterable["concurrent.futures.Future[Any]"] = (), on: str = "success") -> "ParallelCopy":
+        """Run in a background thread (e.g. from Jupyter); see :meth:`wait`.
+
+        Parameters
+        ----------
+        after : iterable of futures
+            Start only once these have ended (handles, other copies, ``then()`` futures);
+            it returns at once all the same.
+        on : {"success", "always"}
+            ``"success"``: if one of ``after`` failed, the copy never runs and fails with
+            :class:`DependencyError` (``__cause__``: the root error); ``"always"``: run
+            regardless.
+        """
+        if self._started:
             raise RuntimeError("this copy was already started")
+        futures = check_after(after, on)
+        self._started = True
+        if futures:
+            run_after(futures, on, self._start_thread, self._fail_before_start)
+        else:
+            self._start_thread()
+        return self
+
+    def _fail_before_start(self, error: BaseException) -> None:
+        self._error = error
+        if not self.set_running_or_notify_cancel():  # cancelled meanwhile
+            self._finished.set()
+            return
+        self._settle(error=error)
+        self._finished.set()
+
+    def _start_thread(self) -> None:
+        if not self.set_running_or_notify_cancel():  # cancelled while it waited
+            self._finished.set()
+            return
 
         def target() -> None:
             try:
@@ -465,10 +497,8 @@ class ParallelCopy(BackgroundFuture):
             finally:
                 self._finished.set()
 
-        self.set_running_or_notify_cancel()
         self._thread = threading.Thread(target=target, name="taurus-tools:copy", daemon=True)
         self._thread.start()
-        return self
 
     def wait(self, timeout: Optional[float] = None) -> CopyResult:
         """Wait for a :meth:`start`-ed copy; return its result (``ok`` says whether it
@@ -477,7 +507,7 @@ class ParallelCopy(BackgroundFuture):
         Interrupting the wait (Ctrl-C) leaves the copy running: wait again, or
         :meth:`cancel` it.  (:meth:`result` raises :class:`CopyError` for a failed copy.)
         """
-        if self._thread is None:
+        if not self._started:
             raise RuntimeError("call start() first")
         # The future's state, not the thread's liveness: a KeyboardInterrupt inside
         # Thread.join (Python <= 3.12) can leave is_alive() False while the copy runs.
@@ -485,6 +515,8 @@ class ParallelCopy(BackgroundFuture):
             self.exception(timeout)
         except concurrent.futures.TimeoutError:
             raise TimeoutError(f"the copy is still running after {timeout} s") from None
+        except concurrent.futures.CancelledError:  # cancelled before it started
+            raise CopyCancelledError("the copy was cancelled before it started") from None
         if self._error is not None:
             raise self._error
         if self._copy_result is None:  # never: target() sets one of the two
@@ -497,6 +529,8 @@ class ParallelCopy(BackgroundFuture):
         if it had already ended."""
         if self.done():
             return False
+        if concurrent.futures.Future.cancel(self):  # still waiting for what it runs after
+            return True
         self._stop.set()
         self._wake.set()
         return True

@@ -37,13 +37,13 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple, Union
+from typing import IO, Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 import psutil
 
 from ._log import get_logger
 from ._errors import CommandCancelledError, CommandError, CommandNotFoundError
-from ._futures import BackgroundFuture
+from ._futures import BackgroundFuture, run_after
 from ._slurm import SRUN_VERBOSE_ENV, SRUN_VERBOSE_OPTION, SlurmClient, SrunVerboseFilter, parse_job_id
 
 log = get_logger(__name__)
@@ -274,6 +274,15 @@ class Handle(BackgroundFuture):
     on_output : callable, optional
         Called as ``on_output("stdout" or "stderr", data)`` with each piece of output as it
         arrives (from the output thread), e.g. to show it live; it is captured all the same.
+    after : iterable of futures
+        Start only once all of these have ended (handles, started copies, ``then()``
+        futures, any :class:`concurrent.futures.Future`).  Until then the handle is
+        pending: ``running()`` is False, ``pid`` None, ``poll()`` None, ``cancel()``
+        makes sure it never starts.
+    on : {"success", "always"}
+        With ``"success"`` (default) a failed or cancelled one of ``after`` means this
+        command never runs: it fails at once with :class:`DependencyError`, whose
+        ``__cause__`` is the root error; ``"always"`` runs it regardless (clean-up steps).
     """
 
     def __init__(
@@ -288,9 +297,10 @@ class Handle(BackgroundFuture):
         errors: str = "surrogateescape",
         slurm: Optional[SlurmClient] = None,
         on_output: Optional[Callable[[str, bytes], None]] = None,
+        after: Iterable["concurrent.futures.Future[Any]"] = (),
+        on: str = "success",
     ) -> None:
         BackgroundFuture.__init__(self)
-        self.set_running_or_notify_cancel()  # it starts now
         self.launch = launch
         self._on_output = on_output
         self.args: List[str] = list(launch.argv)
@@ -309,19 +319,33 @@ class Handle(BackgroundFuture):
         self._err = bytearray()
         self._returncode: Optional[int] = None
         self.job_id: Optional[str] = None
-        self.started = time.time()
+        self.started: Optional[float] = None
         self.ended: Optional[float] = None
+        self._popen: Optional["subprocess.Popen[bytes]"] = None
+        self._started_or_not = threading.Event()  # _popen is set, or it will never be
+        self._not_run: Optional[BaseException] = None  # why it never started
         if isinstance(input, str):
             input = input.encode(encoding, errors)
         self._input = input
         self._cwd = cwd
         self._env = env
         self._pump_done = threading.Event()  # the pipes are read to their end
+        self._srun_filter: Optional[SrunVerboseFilter] = None
+        if after == ():
+            self._begin()
+        else:
+            run_after(after, on, self._begin, self._fail_before_start)
+
+    def _begin(self) -> None:
+        """Start the process (now, or once what it runs ``after`` has ended)."""
+        if not self.set_running_or_notify_cancel():
+            return  # cancelled while it waited
+        env = self._env
         # srun names an idle cluster's job only when verbose: ask srun itself on its
         # command line (the job's environment stays clean), a site tool's srun through
         # the environment, unless the caller set SLURM_DEBUG (then they see srun as
         # they asked) or this tool's srun refuses it.
-        self._srun_filter: Optional[SrunVerboseFilter] = None
+        launch = self.launch
         run_env, run_args = env, self.args
         if (
             launch.uses_srun
@@ -335,11 +359,42 @@ class Handle(BackgroundFuture):
                 run_env[SRUN_VERBOSE_ENV] = "1"
             self._srun_filter = SrunVerboseFilter()
         log.debug("start %s: %s", self.name, run_args)
-        self._popen = self._spawn(run_env, run_args)
+        self.started = time.time()
+        popen = self._spawn(run_env, run_args)
+        with self._lock:
+            self._popen = popen
+        self._started_or_not.set()
         self._thread = threading.Thread(
-            target=self._run, name=f"taurus-tools:{self.name}:{self._popen.pid}", daemon=True
+            target=self._run, name=f"taurus-tools:{self.name}:{popen.pid}", daemon=True
         )
         self._thread.start()
+
+    def _fail_before_start(self, error: BaseException) -> None:
+        """It will never run: a step it depends on failed (or starting it failed)."""
+        with self._lock:
+            if self._returncode is not None or self._not_run is not None:
+                return
+            self._not_run = error
+            self.ended = time.time()
+            self._started_or_not.set()
+            self._submitted.set()
+            self._pump_done.set()
+        log.info("%s not run: %s", self.name, error)
+        if self._popen is None and not self.running():
+            # still PENDING: the future machinery wants RUNNING before an outcome
+            if not self.set_running_or_notify_cancel():
+                self._done.set()
+                self._notify()
+                return
+        self._settle(error=error)
+        self._done.set()
+        self._notify()
+
+    def _proc(self) -> "subprocess.Popen[bytes]":
+        """The local process; only called once it has started."""
+        popen = self._popen
+        assert popen is not None, "the command has not started"
+        return popen
 
     def _spawn(self, env: Optional[Mapping[str, str]], args: Sequence[str]) -> "subprocess.Popen[bytes]":
         try:
@@ -361,29 +416,43 @@ class Handle(BackgroundFuture):
 
     # ------------------------------------------------------------------ Popen API
     @property
-    def pid(self) -> int:
-        """Process id of the local process (srun, sbatch, the tool itself)."""
-        return self._popen.pid
+    def pid(self) -> Optional[int]:
+        """Process id of the local process (srun, sbatch, the tool itself); None until it
+        starts (a handle with ``after=`` waits for those first)."""
+        popen = self._popen
+        return None if popen is None else popen.pid
 
     @property
     def returncode(self) -> Optional[int]:
-        """Exit code once finished, None before; negative for a signal."""
+        """Exit code once finished, None before (and for a command that never ran);
+        negative for a signal."""
         return self._returncode if self.done() else None
 
     def poll(self) -> Optional[int]:
-        """Return the exit code if the command has finished, else None."""
+        """Return the exit code if the command has finished, else None.
+
+        A command that never ran (what it ran ``after`` failed) has no exit code: its
+        :class:`DependencyError` is raised, so a polling loop ends.
+        """
+        if self.done() and self._returncode is None and self._not_run is not None:
+            raise self._not_run
         return self.returncode
 
     def wait(self, timeout: Optional[float] = None) -> int:
         """Wait for the command (and its Slurm job) to end; return the exit code.
 
         Raises :class:`subprocess.TimeoutExpired` like Popen; the command keeps running.
+        A command that never ran raises why (:class:`DependencyError`).
         """
         try:
             self.exception(timeout)  # waits for the end; the command's error is result()'s
         except concurrent.futures.TimeoutError:
             raise subprocess.TimeoutExpired(self.args, timeout or 0.0) from None
-        assert self._returncode is not None
+        except concurrent.futures.CancelledError:  # cancelled before it started
+            pass
+        if self._returncode is None:
+            assert self._not_run is not None
+            raise self._not_run
         return self._returncode
 
     def communicate(
@@ -400,10 +469,11 @@ class Handle(BackgroundFuture):
 
     def send_signal(self, sig: int) -> None:
         """Send a signal to the local process and its children (not the Slurm job)."""
-        if self._popen.poll() is not None:
+        popen = self._popen
+        if popen is None or popen.poll() is not None:
             return
         try:
-            top = psutil.Process(self._popen.pid)
+            top = psutil.Process(popen.pid)
             procs = [top, *top.children(recursive=True)]
         except psutil.NoSuchProcess:
             return
@@ -431,9 +501,16 @@ class Handle(BackgroundFuture):
             self.cancel()
 
     def __repr__(self) -> str:
-        state = "running" if self._returncode is None else f"returncode={self._returncode}"
+        if self._returncode is not None:
+            state = f"returncode={self._returncode}"
+        elif self._not_run is not None:
+            state = "not run"
+        elif self._popen is None:
+            state = "waiting"
+        else:
+            state = "running"
         job = f" job_id={self.job_id}" if self.job_id else ""
-        return f"<Handle {self.name} pid={self._popen.pid}{job} {state}>"
+        return f"<Handle {self.name} pid={self.pid}{job} {state}>"
 
     @property
     def stdout(self) -> "OutputReader":
@@ -504,20 +581,41 @@ class Handle(BackgroundFuture):
         lists it (at most ``timeout`` seconds), then reaps.  Calling it on a finished
         command does nothing and returns its exit code.
         """
+        if not self.done() and concurrent.futures.Future.cancel(self):
+            # It had not started (it waits for what it runs after): it never will.
+            with self._lock:
+                self._returncode = -int(signal.SIGTERM)
+                self.ended = time.time()
+                self._submitted.set()
+                self._pump_done.set()
+            log.info("cancelled %s before it started", self.name)
+            self._done.set()
+            self._notify()
+            return self._returncode
         if self.done():
-            assert self._returncode is not None
+            if self._returncode is None:  # never ran
+                assert self._not_run is not None
+                raise self._not_run
             return self._returncode
         self._interrupted = True
         self._cancel_requested.set()
         with self._lock:  # the process, not one the output thread is replacing
             popen = self._popen
+        if popen is None:  # starting this very moment, in another thread: wait for it
+            self._started_or_not.wait(timeout)
+            if self._not_run is not None:
+                raise self._not_run
+            with self._lock:
+                popen = self._popen
+        if popen is None:
+            raise RuntimeError(f"{self.name}: neither started nor settled within {timeout} s")
         log.info("cancelling %s (pid %s, job %s)", self.name, popen.pid, self.job_id)
         if popen.poll() is None:
             terminate_tree(popen.pid, grace=grace)
         self._cancel_job(timeout)
         if not self._done.wait(timeout):
             log.warning("%s: output thread did not end within %g s", self.name, timeout)
-            polled = self._popen.poll()
+            polled = popen.poll()
             self._finish(polled if polled is not None else -signal.SIGKILL)
         assert self._returncode is not None
         return self._returncode
@@ -620,7 +718,7 @@ class Handle(BackgroundFuture):
         except Exception as exc:  # never leave a waiter hanging
             log.exception("%s: output thread failed", self.name)
             self._append_err(f"taurus-tools: internal error while running: {exc}\n".encode())
-            polled = self._popen.poll()
+            polled = self._proc().poll()
             rc = 1 if polled is None or polled == 0 else polled
         self._finish(rc)
 
@@ -675,7 +773,7 @@ class Handle(BackgroundFuture):
 
     def _pump(self) -> int:
         """Drain stdout/stderr (and feed stdin) until the process is gone; return its code."""
-        popen = self._popen
+        popen = self._proc()
         sel = _Selector()
         stdin_view = memoryview(self._input) if self._input is not None else None
         offset = 0
@@ -895,10 +993,3 @@ class OutputReader:
 
     def __repr__(self) -> str:
         return f"<OutputReader {self._handle.name} {self.name}>"
-
-
-def handles_of(obj: Union[Handle, Sequence[Handle]]) -> List[Handle]:
-    """A list of handles from one handle or a sequence of them."""
-    if isinstance(obj, Handle):
-        return [obj]
-    return list(obj)

@@ -1,15 +1,18 @@
-"""``waitfor``: wait for one or many handles with progress, live stderr and a real timeout."""
+"""``waitfor``: wait for one or many handles (or any futures) with progress, live stderr and a
+real timeout."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import sys
 import threading
 import time
 from typing import IO, Any, List, Optional, Sequence, Union, overload
 
 from ._log import get_logger
-from ._errors import CommandError, CommandTimeoutError
-from ._process import Handle, handles_of
+from ._errors import CommandError, CommandTimeoutError, ConfigurationError
+from ._process import Handle
+
 
 log = get_logger(__name__)
 
@@ -31,8 +34,48 @@ def is_noise(line: str) -> bool:
     return line.strip() in SRUN_PTY_NOISE
 
 
-def cancel_all(handles: Sequence[Handle]) -> None:
-    """Cancel several handles at once (in parallel: each may wait for Slurm)."""
+def futures_of(obj: Any) -> List["concurrent.futures.Future[Any]"]:
+    """A list of futures from one future (a handle, a started copy, ...) or a sequence of them."""
+    if isinstance(obj, concurrent.futures.Future):
+        return [obj]
+    if isinstance(obj, (str, bytes)) or not isinstance(obj, Sequence):
+        raise ConfigurationError(
+            f"waitfor takes a handle, a started copy or another future, or a list of them; got {obj!r}"
+        )
+    items = list(obj)
+    for i, item in enumerate(items):
+        if not isinstance(item, concurrent.futures.Future):
+            raise ConfigurationError(
+                f"item {i} is {type(item).__name__} ({item!r}); waitfor takes handles, started "
+                "copies and other futures"
+            )
+    return items
+
+
+def _argv_of(item: Any) -> List[str]:
+    args = getattr(item, "args", None)
+    if isinstance(item, Handle) and args:
+        return list(args)
+    return [_name(item)]
+
+
+def _name(item: Any) -> str:
+    name = getattr(item, "name", None)
+    return name if isinstance(name, str) and name else type(item).__name__
+
+
+def _code(item: "concurrent.futures.Future[Any]") -> int:
+    """The exit code of a finished command; for other futures (and commands that never ran)
+    0 if it succeeded, 1 if not."""
+    if isinstance(item, Handle) and item.returncode is not None:
+        return item.returncode
+    if item.cancelled():
+        return 1
+    return 0 if item.exception(timeout=0) is None else 1
+
+
+def cancel_all(handles: Sequence["concurrent.futures.Future[Any]"]) -> None:
+    """Cancel several handles (or other futures) at once (in parallel: each may wait for Slurm)."""
     running = [h for h in handles if not h.done()]
     if len(running) == 1:
         running[0].cancel()
@@ -46,7 +89,7 @@ def cancel_all(handles: Sequence[Handle]) -> None:
 
 @overload
 def waitfor(
-    handles: Handle,
+    handles: "concurrent.futures.Future[Any]",
     timeout: Optional[float] = ...,
     *,
     poll_interval: float = ...,
@@ -59,7 +102,7 @@ def waitfor(
 
 @overload
 def waitfor(
-    handles: Sequence[Handle],
+    handles: Sequence["concurrent.futures.Future[Any]"],
     timeout: Optional[float] = ...,
     *,
     poll_interval: float = ...,
@@ -71,7 +114,7 @@ def waitfor(
 
 
 def waitfor(
-    handles: Union[Handle, Sequence[Handle]],
+    handles: Union["concurrent.futures.Future[Any]", Sequence["concurrent.futures.Future[Any]"]],
     timeout: Optional[float] = None,
     *,
     poll_interval: float = 0.5,
@@ -84,8 +127,11 @@ def waitfor(
 
     Parameters
     ----------
-    handles : Handle or sequence of Handle
-        What to wait for.
+    handles : Handle, future, or a sequence of them
+        What to wait for: command handles, and any other future (a started
+        :class:`ParallelCopy`, a ``then()`` future, ...).  A future that is not a command
+        counts as exit code 0 if it succeeded and 1 if not (its ``result()`` has the
+        details); so does a command that never ran (what it ran ``after`` failed).
     timeout : float, optional
         Seconds to wait in all.  When it runs out every unfinished command is cancelled
         (process tree and Slurm job) and :class:`CommandTimeoutError` is raised.
@@ -96,7 +142,8 @@ def waitfor(
         Show a progress bar (commands done / total, elapsed time) once the wait has
         lasted a second.
     check : bool
-        Raise :class:`CommandError` (argv, exit code, stderr tail) if any command failed.
+        Raise :class:`CommandError` (argv, exit code, stderr tail) if any command failed;
+        for another future (or a command that never ran), its own error.
     show_stderr : bool
         Print each command's stderr lines as they arrive (srun's ``--pty`` noise dropped).
     file : text stream, optional
@@ -107,16 +154,24 @@ def waitfor(
     Ctrl-C (KeyboardInterrupt) while waiting cancels every unfinished command, then
     re-raises.
     """
-    single = isinstance(handles, Handle)
-    items = handles_of(handles)
+    single = isinstance(handles, concurrent.futures.Future)
+    items = futures_of(handles)
     if timeout is not None and timeout < 0:
         raise ValueError(f"timeout must be >= 0 seconds or None, got {timeout}")
     if poll_interval <= 0:
         raise ValueError(f"poll_interval must be > 0 seconds, got {poll_interval}")
     out = file if file is not None else sys.stderr
     wake = threading.Event()
+
+    def ended(_: Any) -> None:
+        wake.set()
+
     for h in items:
-        h.add_waker(wake)
+        if isinstance(h, Handle):
+            h.add_waker(wake)
+        else:
+            h.add_done_callback(ended)
+    commands = [h for h in items if isinstance(h, Handle)]
     positions = [0] * len(items)
     start = time.monotonic()
     deadline = None if timeout is None else start + timeout
@@ -127,6 +182,8 @@ def waitfor(
         if not show_stderr:
             return
         for i, h in enumerate(items):
+            if not isinstance(h, Handle):
+                continue
             lines, positions[i] = h.read_stderr_lines(positions[i], final=final)
             for line in lines:
                 if is_noise(line):
@@ -150,7 +207,7 @@ def waitfor(
             if deadline is not None and now >= deadline:
                 cancel_all(pending)
                 echo(final=True)
-                raise CommandTimeoutError([h.args for h in pending], timeout or 0.0)
+                raise CommandTimeoutError([_argv_of(h) for h in pending], timeout or 0.0)
             if bar is None and progress and now - start >= PROGRESS_DELAY_S:
                 bar = _make_bar(items, len(items) - len(pending), out, now - start)
             pause = poll_interval if deadline is None else min(poll_interval, deadline - now)
@@ -161,19 +218,24 @@ def waitfor(
         cancel_all(items)
         raise
     finally:
-        for h in items:
+        for h in commands:
             h.remove_waker(wake)
         if bar is not None:
             bar.close()
     echo(final=True)
-    codes = [h.returncode for h in items]
-    assert all(c is not None for c in codes)
+    codes = [_code(h) for h in items]
     if check:
-        failed = [h for h in items if h.returncode != 0]
+        failed = [h for h, code in zip(items, codes) if code != 0]
         if failed:
             first = failed[0]
             if len(failed) > 1:
                 log.error("%d of %d commands failed", len(failed), len(items))
+            if not isinstance(first, Handle) or first.returncode is None:
+                if first.cancelled():
+                    raise concurrent.futures.CancelledError(f"{_name(first)} was cancelled")
+                error = first.exception(timeout=0)
+                assert error is not None
+                raise error
             raise CommandError(
                 first.returncode or 1,
                 first.args,
@@ -184,14 +246,14 @@ def waitfor(
     return codes[0] if single else codes  # type: ignore[return-value]
 
 
-def _label(handle: Handle, index: int, total: int) -> str:
-    return "" if total == 1 else f"[{handle.name}#{index + 1}] "
+def _label(handle: Any, index: int, total: int) -> str:
+    return "" if total == 1 else f"[{_name(handle)}#{index + 1}] "
 
 
-def _make_bar(items: Sequence[Handle], done: int, out: IO[str], elapsed: float) -> Any:
+def _make_bar(items: Sequence[Any], done: int, out: IO[str], elapsed: float) -> Any:
     from tqdm.auto import tqdm
 
-    desc = items[0].name if len(items) == 1 else f"{len(items)} commands"
+    desc = _name(items[0]) if len(items) == 1 else f"{len(items)} commands"
     bar = tqdm(
         total=len(items),
         initial=done,

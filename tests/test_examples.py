@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,15 +17,15 @@ from taurus_tools import Workspace
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-def run_example(name: str, env: dict) -> subprocess.CompletedProcess:
+def run_example(name: str, env: dict, *args: str, returncode: int = 0) -> subprocess.CompletedProcess:
     res = subprocess.run(
-        [sys.executable, str(EXAMPLES / name)],
+        [sys.executable, str(EXAMPLES / name), *args],
         env=env,
         capture_output=True,
         text=True,
         timeout=300,
     )
-    assert res.returncode == 0, f"{name} failed:\n{res.stdout}\n{res.stderr}"
+    assert res.returncode == returncode, f"{name} exited {res.returncode}:\n{res.stdout}\n{res.stderr}"
     return res
 
 
@@ -54,6 +55,7 @@ def test_every_example_is_covered():
         "cache_workspace.py",
         "parallel_copy.py",
         "parallel_copy_slurm.py",
+        "pipeline.py",
         "slurm_jobs.py",
         "stage_out.py",
         "tour.py",
@@ -171,4 +173,56 @@ def test_parallel_copy_slurm(slurm_cluster):
     )
     assert "shard jobs: 16, at most 8 at once" in res.stdout
     assert "parallel copy through Slurm finished" in res.stdout
+    wait_jobs_gone(slurm_cluster, before)
+
+
+def check_pipeline(res: subprocess.CompletedProcess, root: Path, failing: bool) -> None:
+    out = res.stdout
+    assert "Traceback" not in res.stderr, res.stderr
+    # every later step was started at once, pending on the earlier ones
+    assert "steps started: <Handle python" in out and " waiting>" in out, out
+    assert "stage in: ok" in out and "clean up: ok" in out, out
+    if failing:
+        assert "process: CommandError" in out and "stage out: DependencyError" in out, out
+        # (on Slurm, srun's own "task 0: Exited with exit code 1" line comes first)
+        assert "processing stderr: " in out and "analysis: cannot parse sample 2.txt" in out
+        assert "stage out not run; root cause: CommandError, exit code 1" in out
+        assert "results exist: False" in out
+    else:
+        assert "process: ok" in out and "stage out: ok" in out, out
+        assert "sample 4.txt: 50 words" in out
+        assert "results: ['sample 0.count', 'sample 1.count', 'sample 2.count', 'sample 3.count', " \
+               "'sample 4.count']" in out
+        assert "results exist: True" in out
+    assert "scratch left: []" in out  # the clean-up ran in both cases
+    if "backend: local" in out:
+        assert "processing job: None" in out and "in Slurm job: none" in out
+    assert "pipeline finished" in out
+    ws = Workspace("local", root=root)
+    assert ws.list() == [] and len(ws.released()) == 1
+
+
+@pytest.mark.parametrize("failing", [False, True], ids=["ok", "failing-middle"])
+def test_pipeline_local(tmp_path, failing):
+    root = tmp_path / "ws"
+    args = ["--fail"] if failing else []
+    res = run_example("pipeline.py", with_ws_root(local_env(), root), *args, returncode=1 if failing else 0)
+    assert "backend: local" in res.stdout
+    check_pipeline(res, root, failing)
+
+
+@pytest.mark.parametrize("failing", [False, True], ids=["ok", "failing-middle"])
+def test_pipeline_on_slurm(slurm_cluster, tmp_path, failing):
+    root = tmp_path / "ws"
+    env = with_ws_root(dict(os.environ), root)
+    env["TAURUS_TOOLS_BACKEND"] = "slurm"
+    before = set(slurm_cluster.squeue_ids())
+    args = ["--fail"] if failing else []
+    res = run_example("pipeline.py", env, *args, returncode=1 if failing else 0)
+    assert "backend: slurm" in res.stdout
+    check_pipeline(res, root, failing)
+    # the processing ran as a Slurm job, the one its handle names
+    job = re.search(r"^processing job: (\d+)$", res.stdout, re.M)
+    assert job is not None, res.stdout
+    assert f"processing output: in Slurm job: {job.group(1)}" in res.stdout
     wait_jobs_gone(slurm_cluster, before)

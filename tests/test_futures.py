@@ -195,7 +195,8 @@ class TestThen:
         assert isinstance(info.value.__cause__, CommandError) and info.value.__cause__.returncode == 4
         with pytest.raises(DependencyError) as info:
             grandchild.result(timeout=30)
-        assert isinstance(info.value.__cause__, DependencyError)
+        # the root error, not the DependencyError in between
+        assert isinstance(info.value.__cause__, CommandError) and info.value.__cause__.returncode == 4
         assert calls == []
 
     def test_cancelled_source(self):
@@ -219,3 +220,226 @@ class TestThen:
                           work_dir=tmp_path / "work")
         copied = pc.start().then(lambda result: result.files_copied)
         assert copied.result(timeout=60) == 1
+
+
+def local_dm() -> Datamover:
+    return Datamover("local")
+
+
+class TestAfter:
+    """after=[futures]: start only once they succeeded; fail at once, with the root cause, if not."""
+
+    def test_waits_for_its_dependency_then_runs(self, tmp_path):
+        marker = tmp_path / "first done"
+        dm = local_dm()
+        first = start("sh", "-c", 'sleep 0.5; touch "$1"', "sh", str(marker))
+        second = dm.dtls(marker, after=[first])
+        assert not second.running() and second.pid is None and second.poll() is None
+        assert "waiting" in repr(second)
+        assert second.result(timeout=30) == 0
+        # It ran after the first one: the file it lists existed when it started.
+        assert second.communicate()[0].strip() == str(marker)
+        assert second.started is not None and first.ended is not None and second.started >= first.ended
+
+    def test_a_failed_dependency_fails_it_at_once_with_the_root_cause(self, tmp_path):
+        dm = local_dm()
+        first = start("sh", "-c", "echo broken >&2; exit 4")
+        second = dm.dtcp(tmp_path / "a", tmp_path / "b", after=[first])
+        third = dm.dtls(tmp_path, after=[second])
+        for h in (second, third):
+            with pytest.raises(DependencyError) as info:
+                h.result(timeout=30)
+            cause = info.value.__cause__
+            assert isinstance(cause, CommandError) and cause.returncode == 4 and "broken" in cause.stderr
+            assert "not run" in str(info.value)
+            assert h.pid is None and h.returncode is None and h.started is None
+            with pytest.raises(DependencyError):
+                h.wait(timeout=5)
+            with pytest.raises(DependencyError):
+                h.poll()  # a polling loop ends, with the reason
+            assert "not run" in repr(h)
+        assert not (tmp_path / "b").exists()
+
+    def test_on_always_runs_after_a_failure(self, tmp_path):
+        dm = local_dm()
+        first = start("sh", "-c", "exit 2")
+        target = tmp_path / "scratch"
+        target.mkdir()
+        cleanup = dm.dtrm("-r", target, after=[first], on="always")
+        assert cleanup.result(timeout=30) == 0
+        assert not target.exists()
+
+    def test_waits_for_all_of_them(self, tmp_path):
+        dm = local_dm()
+        slow = start("sleep", "1")
+        quick = start("true")
+        step = dm.dtls(tmp_path, after=[quick, slow])
+        quick.result(timeout=30)
+        assert not step.done()
+        assert step.result(timeout=30) == 0 and step.started >= slow.ended
+
+    def test_one_failure_among_many(self):
+        ok = start("true")
+        bad = start("sh", "-c", "exit 7")
+        step = local_dm().dtls("/", after=[ok, bad])
+        with pytest.raises(DependencyError) as info:
+            step.result(timeout=30)
+        assert info.value.__cause__.returncode == 7
+
+    def test_cancel_while_waiting_means_never_run(self, tmp_path):
+        marker = tmp_path / "ran"
+        first = start("sleep", "1")
+        second = local_dm().dtcp("/dev/null", marker, after=[first])
+        assert second.cancel() < 0
+        assert second.cancelled() and second.done()
+        with pytest.raises(concurrent.futures.CancelledError):
+            second.result(timeout=0)
+        assert second.wait(timeout=0) < 0 and second.poll() < 0
+        first.result(timeout=30)
+        # the dependency ending later must not start it
+        with pytest.raises(AssertionError):
+            wait_for(marker.exists, timeout=1.0, interval=0.1, what="the cancelled copy")
+        assert second.pid is None
+
+    def test_a_cancelled_dependency(self):
+        first = start("sleep", "30")
+        second = local_dm().dtls("/", after=[first])
+        first.cancel(grace=0.5)
+        with pytest.raises(DependencyError) as info:
+            second.result(timeout=30)
+        assert isinstance(info.value.__cause__, CommandCancelledError)
+
+    def test_after_an_already_finished_future_starts_at_once(self):
+        first = start("true")
+        first.result(timeout=30)
+        step = local_dm().dtls("/", after=[first])
+        assert step.running() or step.done()  # started in this call, not later
+        assert step.pid is not None and step.result(timeout=30) == 0
+
+    def test_after_accepts_then_futures_and_plain_futures(self):
+        plain: concurrent.futures.Future = concurrent.futures.Future()
+        first = start("true").then(lambda rc: "parsed")
+        step = local_dm().dtls("/", after=[first, plain])
+        assert not step.done()
+        plain.set_result(None)
+        assert step.result(timeout=30) == 0
+
+    def test_a_plain_future_that_failed(self):
+        plain: concurrent.futures.Future = concurrent.futures.Future()
+        plain.set_exception(ValueError("upstream broke"))
+        step = local_dm().dtls("/", after=[plain])
+        with pytest.raises(DependencyError, match="upstream broke") as info:
+            step.result(timeout=5)
+        assert isinstance(info.value.__cause__, ValueError)
+
+    def test_bad_arguments_say_what_is_valid(self):
+        from taurus_tools import ConfigurationError
+
+        with pytest.raises(ConfigurationError, match="after\\[0\\] is str"):
+            local_dm().dtls("/", after=["not a future"])
+        with pytest.raises(ConfigurationError, match="on must be one of"):
+            local_dm().dtls("/", after=[start("true")], on="sometimes")
+        with pytest.raises(ConfigurationError, match="list of futures"):
+            local_dm().dtls("/", after=5)
+
+    def test_a_start_error_lands_on_the_future(self, tmp_path):
+        first = start("true")
+        gone = tmp_path / "missing-program"
+        step = local_dm().run(gone, after=[first])
+        with pytest.raises(OSError):
+            step.result(timeout=30)
+        with pytest.raises(OSError):
+            step.wait(timeout=5)
+
+    def test_srun_and_run_take_after(self, tmp_path):
+        dm = local_dm()
+        first = start("sh", "-c", "exit 5")
+        with pytest.raises(DependencyError):
+            dm.run("echo", "x", after=[first]).result(timeout=30)
+        ran = dm.run("echo", "hello world", after=[start("true")])
+        assert ran.result(timeout=30) == 0 and ran.communicate()[0] == "hello world\n"
+
+    def test_copies_take_after(self, tmp_path):
+        src = tmp_path / "src"
+        src.mkdir()
+        (src / "f").write_text("data")
+        dm = local_dm()
+        bad = start("sh", "-c", "exit 3")
+        pc = ParallelCopy(src, tmp_path / "dst", datamover=dm, progress=False, work_dir=tmp_path / "w1")
+        assert pc.start(after=[bad]) is pc
+        with pytest.raises(DependencyError) as info:
+            pc.result(timeout=60)
+        assert info.value.__cause__.returncode == 3
+        with pytest.raises(DependencyError):
+            pc.wait(timeout=5)
+        assert not (tmp_path / "dst").exists()
+        # and one that waits, then copies; a command after the copy
+        gate = start("sleep", "0.5")
+        pc2 = ParallelCopy(src, tmp_path / "dst2", datamover=dm, progress=False, work_dir=tmp_path / "w2")
+        pc2.start(after=[gate])
+        assert not pc2.running()
+        listed = dm.dtls(tmp_path / "dst2", after=[pc2])
+        assert listed.result(timeout=60) == 0 and listed.communicate()[0] == "f\n"
+        assert pc2.result(timeout=5).files_copied == 1
+
+    def test_a_copy_cancelled_while_waiting(self, tmp_path):
+        src = tmp_path / "src"
+        src.mkdir()
+        gate = start("sleep", "0.5")
+        pc = ParallelCopy(src, tmp_path / "dst", datamover=local_dm(), progress=False, work_dir=tmp_path / "w")
+        pc.start(after=[gate])
+        assert pc.cancel() and pc.cancelled()
+        from taurus_tools import CopyCancelledError
+
+        with pytest.raises(CopyCancelledError):
+            pc.wait(timeout=5)
+        gate.result(timeout=30)
+        assert not pc.running() and not (tmp_path / "dst").exists()
+
+    def test_waitfor_on_a_never_run_command(self):
+        from taurus_tools import waitfor
+
+        step = local_dm().dtls("/", after=[start("false")])
+        assert waitfor(step, progress=False) == 1
+        with pytest.raises(DependencyError):
+            waitfor(step, progress=False, check=True)
+
+
+class TestWaitforAnyFuture:
+    """waitfor takes copies and then() futures as well as handles."""
+
+    def test_mixed_list(self, tmp_path):
+        from taurus_tools import waitfor
+
+        src = tmp_path / "src"
+        src.mkdir()
+        (src / "f").write_text("x")
+        pc = ParallelCopy(src, tmp_path / "dst", datamover=local_dm(), progress=False, work_dir=tmp_path / "w")
+        pc.start()
+        parsed = start("echo", "3").then(lambda rc: 3)
+        broken = start("true").then(lambda rc: 1 / 0)
+        codes = waitfor([start("sh", "-c", "exit 2"), pc, parsed, broken], progress=False)
+        assert codes == [2, 0, 0, 1]
+        with pytest.raises(ZeroDivisionError):
+            waitfor([parsed, broken], progress=False, check=True)
+
+    def test_timeout_cancels_a_copy(self, tmp_path):
+        from taurus_tools import CommandTimeoutError, waitfor
+
+        gate = start("sleep", "30")
+        (tmp_path / "src").mkdir()
+        pc = ParallelCopy(tmp_path / "src", tmp_path / "dst", datamover=local_dm(), progress=False,
+                          work_dir=tmp_path / "w")
+        pc.start(after=[gate])
+        with pytest.raises(CommandTimeoutError, match="ParallelCopy"):
+            waitfor(pc, timeout=0.3, progress=False)
+        assert pc.cancelled()
+        gate.cancel(grace=0.5)
+
+    def test_wrong_type_says_what_is_valid(self):
+        from taurus_tools import ConfigurationError, waitfor
+
+        with pytest.raises(ConfigurationError, match="waitfor takes"):
+            waitfor("dtls", progress=False)
+        with pytest.raises(ConfigurationError, match="item 1 is int"):
+            waitfor([start("true"), 5], progress=False)
