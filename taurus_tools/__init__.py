@@ -41,6 +41,7 @@ if TYPE_CHECKING:  # what the names below are, for type checkers and editors
     from ._staging import stage_in, stage_out
     from ._wait import waitfor
     from ._workspace import CacheWorkspace, Workspace
+    from ._ws_backends import LocalWorkspaceBackend, SiteWorkspaceBackend, WorkspaceBackend, select_workspace_backend
     from ._ws_format import WorkspaceInfo, parse_filesystems, parse_ws_list
 
 #: Where each public name lives; a module is imported when one of its names is first used,
@@ -76,6 +77,10 @@ _HOMES = {
     **dict.fromkeys(("stage_in", "stage_out"), "_staging"),
     "waitfor": "_wait",
     **dict.fromkeys(("CacheWorkspace", "Workspace"), "_workspace"),
+    **dict.fromkeys(
+        ("LocalWorkspaceBackend", "SiteWorkspaceBackend", "WorkspaceBackend", "select_workspace_backend"),
+        "_ws_backends",
+    ),
     **dict.fromkeys(("WorkspaceInfo", "parse_filesystems", "parse_ws_list"), "_ws_format"),
 }
 
@@ -117,19 +122,23 @@ __all__ = [
     "Handle",
     "Launch",
     "LocalBackend",
+    "LocalWorkspaceBackend",
     "SiteBackend",
+    "SiteWorkspaceBackend",
     "SlurmBackend",
     "SlurmError",
     "StageError",
     "TaurusToolsError",
     "UnknownCommandError",
     "Workspace",
+    "WorkspaceBackend",
     "WorkspaceError",
     "WorkspaceInfo",
     "__version__",
     "parse_filesystems",
     "parse_ws_list",
     "select_backend",
+    "select_workspace_backend",
     "stage_in",
     "stage_out",
     "waitfor",

@@ -184,6 +184,10 @@ class Backend(ABC):
         """Describe how one shard of a parallel copy runs: taurus-tools' own worker, by default."""
         return self.launch_program(shard.name, shard.worker_argv, blocking=True, exclude_nodes=shard.exclude_nodes)
 
+    def is_cluster(self) -> bool:
+        """Whether commands reach a cluster's data-transfer nodes (True by default)."""
+        return True
+
     def _unknown(self, command: str, detail: str = "") -> CommandNotFoundError:
         return CommandNotFoundError(command, self.commands(), detail or f"{self.name} backend")
 
@@ -543,6 +547,10 @@ class LocalBackend(Backend):
     def default_workers(self, wanted: int) -> int:
         """At most one worker per usable CPU: they all run on this machine."""
         return min(wanted, usable_cpus())
+
+    def is_cluster(self) -> bool:
+        """False: commands run on this machine."""
+        return False
 
     def which(self, program: str) -> Optional[str]:
         return shutil.which(program, path=self._path)

@@ -37,7 +37,7 @@ from ._errors import (
     SourceNotFoundError,
     TaurusToolsError,
 )
-from ._names import BACKENDS, COMMANDS
+from ._names import BACKENDS, COMMANDS, WS_BACKENDS
 from ._version import VERSION_LINE, __version__
 
 # The machinery (psutil, Slurm, threads) is imported by the subcommand that needs it, so
@@ -301,7 +301,7 @@ def _ws_parser(sub: Any) -> None:
         **_NO_ABBREV,
     )
     ws.add_argument(
-        "--ws-backend", choices=("auto", "site", "local"), default="auto", help="ws_* tools to use"
+        "--ws-backend", choices=WS_BACKENDS, default="auto", help="ws_* tools to use"
     )
     ws_sub = ws.add_subparsers(dest="ws_command", metavar="{allocate,list,extend,release,find}")
     ws_sub.required = True

@@ -22,3 +22,5 @@ MANAGEMENT_COMMANDS: Tuple[str, ...] = ("dtinfo", "dtqueue", "dtcancel")
 COMMANDS: Tuple[str, ...] = (*TRANSFER_COMMANDS, *MANAGEMENT_COMMANDS)
 #: What ``backend=`` accepts.
 BACKENDS: Tuple[str, ...] = ("auto", "site", "slurm", "local")
+#: What ``Workspace(backend=)`` and ``taurus-tools ws --ws-backend`` accept.
+WS_BACKENDS: Tuple[str, ...] = ("auto", "site", "local")

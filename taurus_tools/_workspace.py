@@ -1,10 +1,9 @@
 """Workspaces: ``Workspace`` over the ``ws_*`` tools, and ``CacheWorkspace``.
 
-Two backends give the same tools: ``site`` runs hpc-workspace's real executables;
-``local`` runs taurus-tools' own implementation (:mod:`taurus_tools._ws_local`) as
-``python -m taurus_tools._ws_local TOOL ...``, which prints what hpc-workspace version 1
-prints.  So every raw method returns a real process handle on both backends, and one
-parser reads both.
+The tools come from a workspace backend (:mod:`taurus_tools._ws_backends`): ``site`` runs
+hpc-workspace's real executables; ``local`` runs taurus-tools' own implementation
+(:mod:`taurus_tools._ws_local`), which prints what hpc-workspace version 1 prints.  So
+every raw method returns a real process handle on both backends, and one parser reads both.
 """
 
 from __future__ import annotations
@@ -20,15 +19,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from ._log import get_logger
-from ._backends import StrPath, find_tools
-from ._errors import (
-    BackendUnavailableError,
-    CommandNotFoundError,
-    ConfigurationError,
-    TaurusToolsError,
-    WorkspaceError,
-)
+from ._backends import StrPath
+from ._errors import CommandNotFoundError, ConfigurationError, TaurusToolsError, WorkspaceError
 from ._process import Handle, Launch
+from ._ws_backends import ROOT_ENV, WS_TOOLS, WorkspaceBackend, select_workspace_backend
 from ._ws_format import (
     NAME_RE,
     WorkspaceInfo,
@@ -56,18 +50,6 @@ log = get_logger(__name__)
 
 __all__ = ["Workspace", "CacheWorkspace", "WS_TOOLS", "ROOT_ENV"]
 
-#: The hpc-workspace tools, in the order users meet them.
-WS_TOOLS = (
-    "ws_allocate",
-    "ws_list",
-    "ws_release",
-    "ws_extend",
-    "ws_find",
-    "ws_restore",
-    "ws_register",
-)
-#: Where the local implementation keeps its workspaces.
-ROOT_ENV = "TAURUS_TOOLS_WS_ROOT"
 #: How long a typed helper waits for a ws_* tool, in seconds.
 TOOL_TIMEOUT_S = 300.0
 #: How long an interrupted ws_* tool may take to finish before it is killed, in seconds.
@@ -118,9 +100,11 @@ class Workspace:
 
     Parameters
     ----------
-    backend : {"auto", "site", "local"}
+    backend : {"auto", "site", "local"} or WorkspaceBackend
         ``"auto"`` uses the real ``ws_*`` tools when ``ws_allocate`` is found in
-        ``tools_dir``, on ``PATH`` or in ``/usr/bin``; else the local implementation.
+        ``tools_dir``, on ``PATH`` or in ``/usr/bin``; else the local implementation (see
+        :func:`~taurus_tools._ws_backends.select_workspace_backend`).  A
+        :class:`~taurus_tools._ws_backends.WorkspaceBackend` is used as it is.
     tools_dir : path-like, optional
         Folder with the site's ``ws_*`` tools.
     root : path-like, optional
@@ -132,43 +116,50 @@ class Workspace:
 
     Attributes
     ----------
+    workspace_backend : WorkspaceBackend
+        The backend that runs the tools.
     backend : str
-        ``"site"`` or ``"local"``; ``reason`` says why.
+        Its name (``"site"`` or ``"local"`` for the built-in ones); ``reason`` says why it
+        was chosen.
     """
 
     def __init__(
         self,
-        backend: str = "auto",
+        backend: Union[str, WorkspaceBackend] = "auto",
         *,
         tools_dir: Optional[StrPath] = None,
         root: Optional[StrPath] = None,
         filesystem: Optional[str] = None,
     ) -> None:
-        if backend not in ("auto", "site", "local"):
-            raise ConfigurationError(f"backend={backend!r} is not one of: auto, site, local")
+        if isinstance(backend, WorkspaceBackend):
+            if tools_dir is not None or root is not None:
+                raise ConfigurationError(
+                    "tools_dir= and root= choose a backend by name; a WorkspaceBackend has its own"
+                )
+            self.workspace_backend = backend
+            log.info("workspace backend: %s", backend)
+        elif isinstance(backend, str):
+            self.workspace_backend = select_workspace_backend(backend, tools_dir=tools_dir, root=root)
+        else:
+            raise ConfigurationError(f"backend must be 'auto', 'site', 'local' or a WorkspaceBackend, got {backend!r}")
         self.filesystem = filesystem
         #: The user the tools act for; workspaces are ``<user>-<name>`` directories.
         self.user = current_user()
-        self._tools: Dict[str, str] = {}
-        self._env: Optional[Dict[str, str]] = None
-        if backend in ("auto", "site"):
-            self._tools, searched = _find_ws_tools(tools_dir)
-            if self._tools:
-                self.backend = "site"
-                self.reason = f"found {', '.join(sorted(self._tools))}"
-            elif backend == "site":
-                raise BackendUnavailableError(f"no ws_allocate found; searched {searched}")
-        if not self._tools:
-            from . import _ws_local
 
-            self.backend = "local"
-            self.root = Path(root) if root is not None else _ws_local.default_root()
-            self._env = {**os.environ, ROOT_ENV: str(self.root)}
-            why = "asked for" if backend == "local" else "no ws_* tools found;"
-            self.reason = f"{why} local workspaces under {self.root}"
-        elif root is not None:
-            raise ConfigurationError("root= applies to the local backend only")
-        log.info("workspace backend: %s (%s)", self.backend, self.reason)
+    @property
+    def backend(self) -> str:
+        """The backend's name: ``"site"`` or ``"local"`` (a backend of your own has its own)."""
+        return self.workspace_backend.name
+
+    @property
+    def reason(self) -> str:
+        """Why the backend was chosen."""
+        return self.workspace_backend.reason
+
+    @property
+    def root(self) -> Optional[Path]:
+        """Where the backend keeps workspaces itself (the local one); None where the site's tools decide."""
+        return self.workspace_backend.root
 
     def __repr__(self) -> str:
         return f"<Workspace backend={self.backend!r}>"
@@ -176,19 +167,13 @@ class Workspace:
     # ------------------------------------------------------------------ raw tools
     def tools(self) -> Tuple[str, ...]:
         """The ``ws_*`` tools this backend can run."""
-        return WS_TOOLS if self.backend == "local" else tuple(t for t in WS_TOOLS if t in self._tools)
+        return self.workspace_backend.tools()
 
     def argv(self, tool: str, *args: StrPath) -> List[str]:
         """The argv that runs ``tool args...`` on this backend."""
         if tool not in WS_TOOLS:
             raise CommandNotFoundError(tool, WS_TOOLS, "not a workspace tool")
-        strs = [os.fspath(a) for a in args]
-        if self.backend == "local":
-            return [sys.executable, "-m", "taurus_tools._ws_local", tool, *strs]
-        exe = self._tools.get(tool)
-        if exe is None:
-            raise CommandNotFoundError(tool, tuple(sorted(self._tools)), "not installed here")
-        return [exe, *strs]
+        return self.workspace_backend.argv(tool, [os.fspath(a) for a in args])
 
     def run(
         self,
@@ -204,7 +189,7 @@ class Workspace:
         called as output arrives, as for the Datamover's commands.
         """
         launch = Launch(tuple(self.argv(tool, *args)), name=tool)
-        return Handle(launch, env=self._env, input=input, text=text, on_output=on_output)
+        return Handle(launch, env=self.workspace_backend.env(), input=input, text=text, on_output=on_output)
 
     def ws_allocate(self, *args: StrPath, **options: Unpack[RunOptions]) -> Handle:
         """``ws_allocate [options] NAME DAYS``: prints the path on stdout."""
@@ -505,7 +490,7 @@ class Workspace:
         argv = self.argv("ws_restore", *self._fs_args(filesystem), released_name, target)
         # The real tool draws the word with terminfo cursor moves (setupterm fails without
         # TERM): give it a terminal whose moves _typed_word() understands.
-        env = {**(self._env or os.environ), "TERM": "xterm"}
+        env = {**(self.workspace_backend.env() or os.environ), "TERM": "xterm"}
         child = pexpect.spawn(argv[0], argv[1:], env=env, encoding="utf-8", timeout=timeout)
         transcript: List[str] = []
 
@@ -805,16 +790,3 @@ def _typed_word(shown: str) -> str:
             pos += 1
         i += 1
     return "".join(cells).strip()
-
-
-def _find_ws_tools(tools_dir: Optional[StrPath]) -> Tuple[Dict[str, str], str]:
-    """The ``ws_*`` tools: in ``tools_dir`` (which must hold ``ws_allocate``), else on ``PATH``
-    or in ``/usr/bin``; with the places searched."""
-    if tools_dir is not None:
-        places: List[Tuple[Optional[StrPath], str, bool]] = [(tools_dir, "tools_dir", True)]
-    else:
-        places = [(None, "PATH", False), ("/usr/bin", "/usr/bin", False)]
-    found, searched = find_tools(
-        WS_TOOLS, places, enough=lambda tools: "ws_allocate" in tools, lacking="no ws_allocate"
-    )
-    return found, ", ".join(searched)

@@ -182,7 +182,7 @@ class Datamover(_Tools):
         return dm.start(launch, text=False, on_output=self._echo())
 
     def is_cluster(self) -> bool:
-        return self.datamover.backend.name != "local"
+        return self.datamover.backend.is_cluster()
 
     def __repr__(self) -> str:
         return f"<taurus_tools.compat.Datamover {self.datamover.backend.name}: {', '.join(self.exe)}>"
@@ -218,7 +218,7 @@ class Workspace(_Tools):
         return Handle(launch, text=False, on_output=self._echo())
 
     def is_cluster(self) -> bool:
-        return self.workspace.backend == "site"
+        return self.workspace.workspace_backend.is_cluster()
 
     def __repr__(self) -> str:
         return f"<taurus_tools.compat.Workspace {self.workspace.backend}: {', '.join(self.exe)}>"

@@ -59,3 +59,104 @@ def test_readme_layout_lists_every_module():
     readme = (root / "README.md").read_text()
     missing = [p.name for p in sorted((root / "taurus_tools").glob("*.py")) if f"`taurus_tools/{p.name}`" not in readme]
     assert not missing, f"README's layout table lacks {missing}"
+
+
+# ----------------------------------------------------------------------------- backends are the seam
+#: The modules that define backends; only they may ask which backend is which.
+BACKEND_MODULES = ("_backends.py", "_ws_backends.py")
+#: Backend names a caller might compare with ("auto" is a request, not a backend).
+BACKEND_NAMES = {"site", "slurm", "local"}
+
+
+def concrete_backends() -> set:
+    """The names of every backend class of the backend modules but the two interfaces."""
+    from taurus_tools import _backends, _ws_backends
+
+    interfaces = (_backends.Backend, _ws_backends.WorkspaceBackend)
+    return {
+        name
+        for module in (_backends, _ws_backends)
+        for name, obj in vars(module).items()
+        if isinstance(obj, type) and issubclass(obj, interfaces) and obj not in interfaces
+    }
+
+
+def backend_checks(source: str, concrete: set) -> list:
+    """Lines of ``source`` that ask which backend they have.
+
+    That is ``isinstance``/``issubclass`` with a concrete backend class, a comparison
+    involving one (``type(b) is SiteBackend``), a comparison of a backend's ``.name``, or a
+    comparison of something named like a backend with a backend's name
+    (``ws.backend == "site"``).  ``isinstance(x, Backend)`` (the interface: is this a
+    backend at all?) is fine.
+    """
+    import ast
+
+    def names_in(node: ast.AST) -> set:
+        return {
+            n.id if isinstance(n, ast.Name) else n.attr
+            for n in ast.walk(node)
+            if isinstance(n, (ast.Name, ast.Attribute))
+        }
+
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and len(node.args) == 2:
+            if node.func.id in ("isinstance", "issubclass") and names_in(node.args[1]) & concrete:
+                found.append(node.lineno)
+        elif isinstance(node, ast.Compare):
+            operands = [node.left, *node.comparators]
+            about_backend = any("backend" in ast.unparse(o).lower() for o in operands)
+            strings = {c.value for o in operands for c in ast.walk(o) if isinstance(c, ast.Constant)}
+            by_name = any(
+                isinstance(o, ast.Attribute) and o.attr == "name" and "backend" in ast.unparse(o.value).lower()
+                for o in operands
+            )
+            if by_name or (about_backend and strings & BACKEND_NAMES) or any(names_in(o) & concrete for o in operands):
+                found.append(node.lineno)
+    return sorted(set(found))
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "if isinstance(dm.backend, SiteBackend): pass",
+        "ok = isinstance(b, (LocalBackend, int))",
+        "ok = issubclass(type(ws.workspace_backend), LocalWorkspaceBackend)",
+        "x = dm.backend.name != 'local'",
+        "x = backend.name in ('site', 'slurm')",
+        "x = self.workspace.backend == 'site'",
+        "x = type(backend) is SlurmBackend",
+    ],
+)
+def test_backend_check_finder_finds(code):
+    assert backend_checks(code, concrete_backends()) == [1]
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "if isinstance(backend, Backend): pass",
+        "ok = isinstance(ws_backend, WorkspaceBackend)",
+        "report = {'backend': dm.backend.name}",
+        "print(f'{ws.backend} ({ws.reason})')",
+        "x = mode == 'local'",
+        "x = backend.is_cluster()",
+    ],
+)
+def test_backend_check_finder_leaves(code):
+    assert backend_checks(code, concrete_backends()) == []
+
+
+def test_no_module_asks_which_backend_it_has():
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parent.parent / "taurus_tools"
+    concrete = concrete_backends()
+    assert {"SiteBackend", "SlurmBackend", "LocalBackend", "SiteWorkspaceBackend", "LocalWorkspaceBackend"} <= concrete
+    found = {
+        path.name: lines
+        for path in sorted(package.rglob("*.py"))
+        if path.name not in BACKEND_MODULES and (lines := backend_checks(path.read_text(), concrete))
+    }
+    assert not found, f"ask the backend (a method on it) instead of checking which it is, at {found}"
