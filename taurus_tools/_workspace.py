@@ -282,7 +282,9 @@ class Workspace:
         """Like :meth:`allocate`, also saying whether it was created (False: reused)."""
         options: List[str] = []
         if comment is not None:
-            options += ["-c", comment]
+            # One word with "=": a comment that starts with "-" stays the comment's value
+            # (boost::program_options in hpc-workspace 1.x and v2's parser both take it).
+            options.append(f"--comment={comment}")
         if reminder is not None:
             options += ["-r", str(_days(reminder, "reminder"))]
         if mail is not None:

@@ -209,7 +209,7 @@ class TestAllocate:
         info, created = site.ws().allocate_ex("data", 10, comment="c", filesystem="scratch")
         assert created is True
         assert info == entry(site, "data")
-        assert site.calls() == ["ws_allocate -F scratch -c c data 10", "ws_list -F scratch data"]
+        assert site.calls() == ["ws_allocate -F scratch --comment=c data 10", "ws_list -F scratch data"]
 
     def test_success_not_listed_falls_back_to_path(self, site):
         info = site.ws(filesystem="ssd").allocate("data", 3)

@@ -173,13 +173,14 @@ class TestOwnBackend:
         assert ws.workspace_backend is recorded
         assert (ws.backend, ws.reason) == ("recorded", "through a wrapper that records argv")
         assert ws.tools() == ("ws_allocate", "ws_list", "ws_release")
-        comment = "it's \"quoted\" ünï $HOME -rf"
+        comment = "-rf it's \"quoted\" ünï $HOME"  # a leading dash stays the comment
         info = ws.allocate("data", 3, comment=comment)
+        assert info.comment == comment
         assert info.path == recorded.local.root / "scratch" / f"{ws.user}-data" and info.path.is_dir()
         ws.release("data")
         assert not info.path.exists()
         made = calls(recorded)
-        assert made[0] == ["ws_allocate", "-c", comment, "data", "3"]
+        assert made[0] == ["ws_allocate", f"--comment={comment}", "data", "3"]
         assert [c[0] for c in made] == ["ws_allocate", "ws_list", "ws_release"]
 
     def test_tool_it_does_not_offer(self, recorded):
