@@ -45,6 +45,7 @@ from ._log import get_logger
 from ._errors import CommandCancelledError, CommandError, CommandNotFoundError
 from ._futures import BackgroundFuture, run_after
 from ._slurm import SRUN_VERBOSE_ENV, SRUN_VERBOSE_OPTION, SlurmClient, SrunVerboseFilter, parse_job_id
+from ._slurm_watch import JOB_POLL
 
 log = get_logger(__name__)
 
@@ -58,8 +59,6 @@ _PIPE_BUF = 4096
 _ORPHAN_PIPE_GRACE_S = 0.5
 #: How much of stderr to search for srun's job id.
 _JOB_ID_SEARCH_LIMIT = 1 << 16
-#: Slurm job polling: first delay, growth factor, longest delay (seconds).
-_JOB_POLL = (0.1, 1.5, 5.0)
 #: How long cancel() lets the output thread read srun's last lines (a job id among them)
 #: after the process tree is gone, before it falls back to cancelling by job name.
 _LAST_WORDS_S = 2.0
@@ -270,7 +269,8 @@ class Handle(BackgroundFuture):
     encoding, errors : str
         How output bytes become str.  ``surrogateescape`` keeps odd file names intact.
     slurm : SlurmClient, optional
-        Client used to follow and cancel Slurm jobs.
+        Client used to follow and cancel Slurm jobs; handles that share one share its
+        watcher (one squeue call per interval for all their jobs).
     on_output : callable, optional
         Called as ``on_output("stdout" or "stderr", data)`` with each piece of output as it
         arrives (from the output thread), e.g. to show it live; it is captured all the same.
@@ -313,6 +313,7 @@ class Handle(BackgroundFuture):
         self._done = threading.Event()
         self._cancel_requested = threading.Event()
         self._submitted = threading.Event()  # the job id is known, or will never be
+        self._follow_wake = threading.Event()  # the followed job ended, or cancel()
         self._interrupted = False
         self._wakers: Set[threading.Event] = set()
         self._out = bytearray()
@@ -599,6 +600,7 @@ class Handle(BackgroundFuture):
             return self._returncode
         self._interrupted = True
         self._cancel_requested.set()
+        self._follow_wake.set()
         with self._lock:  # the process, not one the output thread is replacing
             popen = self._popen
         if popen is None:  # starting this very moment, in another thread: wait for it
@@ -851,33 +853,38 @@ class Handle(BackgroundFuture):
         if self._cancel_requested.is_set():
             return -int(signal.SIGTERM)
         log.debug("%s: following Slurm job %s", self.name, job)
-        first, factor, longest = _JOB_POLL
+        # The client's watcher asks Slurm for all jobs at once; this thread only waits
+        # for it, streaming the job's stderr file meanwhile (no Slurm call for that).
+        watcher = self._slurm.watcher
+        watch = watcher.watch(job, wake=self._follow_wake)
+        first, factor, longest = JOB_POLL
         delay = first
         positions = [0, 0]
-        unknown = 0
         try:
             while True:
                 self._tail_job_output(positions, stderr_only=True)
-                try:
-                    state = self._slurm.job_state(job)
-                except Exception as exc:  # a flaky controller must not lose the job
-                    log.warning("could not query Slurm job %s: %s", job, exc)
-                    state = None
-                if state is not None and state.finished:
-                    self._tail_job_output(positions)
-                    return state.returncode
-                if state is None:
-                    unknown += 1
-                    if unknown >= 5:
-                        self._append_err(
-                            f"taurus-tools: Slurm no longer knows job {job}; its exit code "
-                            "is lost (enable accounting, or raise MinJobAge)\n".encode()
-                        )
-                        return 255
-                if self._cancel_requested.wait(delay):
+                if watch.done():
+                    break
+                if self._cancel_requested.is_set():
                     return -int(signal.SIGTERM)
+                self._follow_wake.wait(delay)
+                self._follow_wake.clear()
                 delay = min(delay * factor, longest)
+            if watch.state is not None:
+                self._tail_job_output(positions)
+                return watch.state.returncode
+            if watch.lost:
+                self._append_err(
+                    f"taurus-tools: Slurm no longer knows job {job}; its exit code "
+                    "is lost (enable accounting, or raise MinJobAge)\n".encode()
+                )
+            else:
+                self._append_err(
+                    f"taurus-tools: stopped following Slurm job {job}: its watcher was closed\n".encode()
+                )
+            return 255
         finally:
+            watcher.forget(watch)
             self._remove_job_output()
 
     def _tail_job_output(self, positions: List[int], *, stderr_only: bool = False) -> None:

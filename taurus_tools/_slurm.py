@@ -1,23 +1,29 @@
 """Talking to Slurm's client commands: is Slurm there, partitions, job ids, job states, scancel.
 
 Everything runs with argv lists and a timeout; nothing here keeps state except
-:class:`SlurmClient`'s small cache of executables.
+:class:`SlurmClient`'s small cache of executables, its count of calls by program, and
+the one job watcher (:mod:`._slurm_watch`) it makes on first use.
 """
 
 from __future__ import annotations
 
+import collections
 import getpass
 import os
 import re
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from ._log import get_logger
 from ._errors import SlurmError
+
+if TYPE_CHECKING:
+    from ._slurm_watch import JobWatcher
 
 log = get_logger(__name__)
 
@@ -53,6 +59,13 @@ TERMINAL_STATES = frozenset(
 
 #: Default time limit for Slurm client calls, in seconds.
 CLIENT_TIMEOUT_S = 30.0
+
+#: What :meth:`SlurmClient.job_states` asks squeue for: id, state, exit status, "|"-separated
+#: (a field ``name:`` + suffix, no width, prints the value unpadded).
+_SQUEUE_STATE_FORMAT = "JobID:|,State:|,exit_code:"
+#: squeue's complaint when the only id it was asked about is no longer known (with more
+#: ids it lists the ones it knows and exits 0).
+_INVALID_JOB_ID = "Invalid job id specified"
 
 
 def parse_job_id(text: str, *, parsable: bool = False) -> Optional[str]:
@@ -304,6 +317,20 @@ def parse_exit_code(state: str, exit_code: str) -> int:
     return rc
 
 
+def _scontrol_exit_code(status: str) -> str:
+    """squeue's ``exit_code`` as scontrol's ``ExitCode=X:S``.
+
+    squeue (22.05) prints the job's raw wait status: 768 for ``exit 3``, 9 for SIGKILL.
+    A value that already reads ``X:S`` is kept, and one that is no number is passed on
+    as it is (:func:`parse_exit_code` makes an unreadable code 1).
+    """
+    status = status.strip()
+    if not status.isdigit():
+        return status or "0:0"
+    raw = int(status)
+    return f"{(raw >> 8) & 0xFF}:{raw & 0x7F}"
+
+
 @dataclass(frozen=True)
 class JobState:
     """State of one Slurm job as scontrol (or sacct) reports it."""
@@ -324,6 +351,9 @@ class JobState:
 class SlurmClient:
     """Thin, stateless-in-spirit wrapper around sinfo, scontrol, sacct, squeue and scancel.
 
+    Handles that follow jobs of one client share its :attr:`watcher`, which asks Slurm
+    about all of them with one squeue call per interval.
+
     Parameters
     ----------
     env : mapping, optional
@@ -336,6 +366,41 @@ class SlurmClient:
         self._which: Dict[str, Optional[str]] = {}
         # What available()'s sinfo said, for the partitions() call that usually follows.
         self._sinfo_partitions: Optional[str] = None
+        self._calls: "collections.Counter[str]" = collections.Counter()
+        self._count_lock = threading.Lock()
+        self._watcher: Optional["JobWatcher"] = None
+        self._watcher_lock = threading.Lock()
+
+    @property
+    def calls(self) -> Dict[str, int]:
+        """How often each client program has run through this client, by name.
+
+        For example ``{"sinfo": 1, "squeue": 14, "scontrol": 2}``: a copy, counted
+        from the client's creation (a call that timed out counts too).
+        """
+        with self._count_lock:
+            return dict(self._calls)
+
+    @property
+    def watcher(self) -> "JobWatcher":
+        """The :class:`~taurus_tools._slurm_watch.JobWatcher` that follows this client's jobs.
+
+        Made on first use; its thread runs only while it has jobs to follow.  After
+        :meth:`close` the next use makes a new one.
+        """
+        with self._watcher_lock:
+            if self._watcher is None:
+                from ._slurm_watch import JobWatcher
+
+                self._watcher = JobWatcher(self)
+            return self._watcher
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Close the watcher, if there is one (see :meth:`JobWatcher.close`)."""
+        with self._watcher_lock:
+            watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.close(timeout)
 
     def which(self, name: str) -> Optional[str]:
         if name not in self._which:
@@ -348,6 +413,8 @@ class SlurmClient:
         if exe is None:
             raise SlurmError(f"{argv[0]} not found on PATH; is Slurm installed?")
         log.debug("slurm: %s", argv)
+        with self._count_lock:
+            self._calls[argv[0]] += 1
         try:
             return subprocess.run(
                 [exe, *argv[1:]],
@@ -420,6 +487,47 @@ class SlurmClient:
                 # sacct says "CANCELLED by 1234".
                 return JobState(str(job_id), state.split()[0], code or "0:0")
         return None
+
+    def job_states(self, job_ids: Iterable[str]) -> Optional[Dict[str, JobState]]:
+        """The states of many jobs from one ``squeue`` call: ``{job_id: JobState}``.
+
+        ``squeue --states=all`` lists pending, running and completing jobs, and finished
+        ones (with their exit status) until the controller forgets them, ``MinJobAge``
+        seconds (300 by default) after their end.  A job missing from the answer is not
+        known to squeue any more: ask :meth:`job_state` (scontrol, then sacct).
+
+        Returns None when squeue cannot run here (not installed, or not executable):
+        then only :meth:`job_state` can tell.
+
+        Raises
+        ------
+        SlurmError
+            squeue ran but failed (the controller did not answer, or not in time):
+            nothing can be concluded about the jobs.
+        """
+        ids = [str(j) for j in job_ids]
+        if not ids:
+            return {}
+        if self.which("squeue") is None:
+            return None
+        argv = ["squeue", "--noheader", "--states=all", f"--jobs={','.join(ids)}", f"--Format={_SQUEUE_STATE_FORMAT}"]
+        try:
+            res = self._run(argv)
+        except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
+            log.debug("squeue cannot run here: %s", exc)
+            return None
+        if res.returncode != 0:
+            if _INVALID_JOB_ID in res.stderr:
+                return {}  # it was asked about one job only, and does not know it
+            first = (res.stderr.strip().splitlines() or ["no message"])[0]
+            raise SlurmError(f"squeue failed (exit {res.returncode}: {first})")
+        wanted = set(ids)
+        states: Dict[str, JobState] = {}
+        for line in res.stdout.splitlines():
+            fields = [f.strip() for f in line.split("|")]
+            if len(fields) >= 3 and fields[0] in wanted:
+                states[fields[0]] = JobState(fields[0], fields[1], _scontrol_exit_code(fields[2]))
+        return states
 
     def cancel(self, job_ids: Iterable[str] = (), *, name: Optional[str] = None) -> None:
         """scancel jobs by id, or by job name for the current user. Errors are logged."""

@@ -11,7 +11,7 @@ machine side by side.  Every client command must be pointed at the right
 cluster with ``SLURM_CONF``; see :attr:`SlurmCluster.env`.
 
 The cluster has one node, ``localhost``, and two partitions, ``debug``
-(the default) and ``datamover``, both ``OverSubscribe=FORCE:8`` so that many
+(the default) and ``datamover``, both ``OverSubscribe=FORCE:8`` (by default) so that many
 small jobs run at the same time on two cores.
 
 This module needs only the standard library and :mod:`psutil`.
@@ -177,6 +177,10 @@ class SlurmCluster:
     min_job_age : int, optional
         Slurm's ``MinJobAge``: seconds a finished job stays visible to
         ``scontrol show job`` (there is no accounting database).
+    oversubscribe : int, optional
+        Jobs that may share one CPU (both partitions are
+        ``OverSubscribe=FORCE:<oversubscribe>``); 8 by default, so 16 small jobs
+        run at once on two CPUs.  A fan-out benchmark raises it.
 
     Attributes
     ----------
@@ -205,6 +209,7 @@ class SlurmCluster:
         real_memory: int = 2000,
         kill_wait: int = 5,
         min_job_age: int = 300,
+        oversubscribe: int = 8,
     ) -> None:
         self.base_dir = Path(base_dir).resolve()
         self.conf_path = self.base_dir / "slurm.conf"
@@ -218,6 +223,9 @@ class SlurmCluster:
         self.real_memory = real_memory
         self.kill_wait = kill_wait
         self.min_job_age = min_job_age
+        if not 1 <= oversubscribe <= 1000:
+            raise ValueError(f"oversubscribe must be 1 to 1000 jobs per CPU, got {oversubscribe!r}")
+        self.oversubscribe = oversubscribe
         self.ctld_port: int | None = None
         self.slurmd_port: int | None = None
         self._ctld: subprocess.Popen[bytes] | None = None
@@ -527,7 +535,7 @@ class SlurmCluster:
             default = " Default=YES" if part == "debug" else ""
             lines.append(
                 f"PartitionName={part} Nodes={_NODE_NAME}{default} MaxTime=INFINITE "
-                "State=UP OverSubscribe=FORCE:8"
+                f"State=UP OverSubscribe=FORCE:{self.oversubscribe}"
             )
         self.conf_path.write_text("\n".join(lines) + "\n")
 
