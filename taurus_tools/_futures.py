@@ -14,13 +14,76 @@ callbacks.  A callback may therefore call ``wait()`` or ``communicate()``.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import threading
-from typing import Any, Callable, Iterable, List
+import time
+from typing import Any, Callable, Deque, Iterable, List
 
 from ._errors import ConfigurationError, DependencyError
+from ._log import get_logger
 
-__all__ = ["BackgroundFuture", "run_after", "root_cause", "ON_CHOICES"]
+log = get_logger(__name__)
+
+__all__ = ["BackgroundFuture", "run_after", "root_cause", "ON_CHOICES", "in_background"]
+
+#: Seconds an idle background thread waits for more work before it ends.
+IDLE_THREAD_S = 30.0
+
+
+class _Threads:
+    """Daemon threads that run one function after another: a new thread only when none is idle.
+
+    Each handle needs a thread for as long as its command runs (it pumps the pipes and
+    follows the job), so a bounded pool would not do; but starting a thread per call is
+    a measurable part of a short command's cost.  A thread that finished its function
+    waits :data:`IDLE_THREAD_S` for the next one, then ends.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._tasks: Deque[Callable[[], None]] = collections.deque()
+        self._idle = 0
+
+    def submit(self, fn: Callable[[], None], name: str) -> None:
+        def task() -> None:
+            threading.current_thread().name = name
+            fn()
+
+        with self._cond:
+            if self._idle > len(self._tasks):  # an idle thread takes it
+                self._tasks.append(task)
+                self._cond.notify()
+                return
+        threading.Thread(target=self._loop, args=(task,), name=name, daemon=True).start()
+
+    def _loop(self, task: Callable[[], None]) -> None:
+        while True:
+            try:
+                task()
+            except BaseException:  # the function's own business; the thread goes on
+                log.exception("background task failed")
+            with self._cond:
+                self._idle += 1
+                deadline = time.monotonic() + IDLE_THREAD_S
+                while not self._tasks:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        self._idle -= 1
+                        return
+                    self._cond.wait(left)
+                task = self._tasks.popleft()
+                self._idle -= 1
+            threading.current_thread().name = "taurus-tools:idle"
+
+
+_THREADS = _Threads()
+
+
+def in_background(fn: Callable[[], None], name: str) -> None:
+    """Run ``fn()`` in a daemon thread (a reused idle one when there is one)."""
+    _THREADS.submit(fn, name)
+
 
 #: When a step with ``after=`` runs: only if every one succeeded, or whatever happened.
 ON_CHOICES = ("success", "always")

@@ -43,7 +43,7 @@ import psutil
 
 from ._log import get_logger
 from ._errors import CommandCancelledError, CommandError, CommandNotFoundError
-from ._futures import BackgroundFuture, run_after
+from ._futures import BackgroundFuture, in_background, run_after
 from ._slurm import SRUN_VERBOSE_ENV, SRUN_VERBOSE_OPTION, SlurmClient, SrunVerboseFilter, parse_job_id
 from ._slurm_watch import JOB_POLL
 
@@ -365,10 +365,7 @@ class Handle(BackgroundFuture):
         with self._lock:
             self._popen = popen
         self._started_or_not.set()
-        self._thread = threading.Thread(
-            target=self._run, name=f"taurus-tools:{self.name}:{popen.pid}", daemon=True
-        )
-        self._thread.start()
+        in_background(self._run, f"taurus-tools:{self.name}:{popen.pid}")
 
     def _fail_before_start(self, error: BaseException) -> None:
         """It will never run: a step it depends on failed (or starting it failed)."""

@@ -443,3 +443,52 @@ class TestWaitforAnyFuture:
             waitfor("dtls", progress=False)
         with pytest.raises(ConfigurationError, match="item 1 is int"):
             waitfor([start("true"), 5], progress=False)
+
+
+class TestBackgroundThreads:
+    """Handles run on reused daemon threads: one per running command, none started for a
+    command when an idle one is there."""
+
+    def test_threads_are_reused_and_each_command_has_its_own(self):
+        import taurus_tools._futures as futures
+
+        # sequential commands: after the first, each finds the previous one's thread idle
+        start("true").result(timeout=30)
+        wait_for(lambda: futures._THREADS._idle, lambda n: n >= 1, timeout=10, what="an idle thread")
+        before = threading.active_count()
+        for _ in range(20):
+            start("true").result(timeout=30)
+        assert threading.active_count() <= before + 1  # (the previous may still be finishing)
+        # concurrent commands each get a thread: none waits for another to finish
+        slow = [start("sleep", "1") for _ in range(5)]
+        quick = start("true")
+        assert quick.result(timeout=5) == 0
+        assert not any(h.done() for h in slow)
+        assert [h.result(timeout=30) for h in slow] == [0] * 5
+        wait_for(lambda: futures._THREADS._idle, lambda n: n >= 5, timeout=10, what="their threads to be idle")
+
+    def test_a_failing_task_does_not_kill_the_thread(self, caplog):
+        from taurus_tools._futures import in_background
+
+        done = threading.Event()
+
+        def boom():
+            raise RuntimeError("boom")
+
+        in_background(boom, "test:boom")
+        in_background(done.set, "test:after")
+        assert done.wait(10)
+        wait_for(lambda: "background task failed" in caplog.text, timeout=10, what="the failure to be logged")
+
+    def test_an_idle_thread_ends_after_its_wait(self, monkeypatch):
+        import taurus_tools._futures as futures
+
+        pool = futures._Threads()
+        monkeypatch.setattr(futures, "IDLE_THREAD_S", 0.2)
+        ran = threading.Event()
+        pool.submit(ran.set, "test:short")
+        assert ran.wait(10)
+        wait_for(lambda: pool._idle, lambda n: n == 0, timeout=10, what="the idle thread to end")
+        again = threading.Event()
+        pool.submit(again.set, "test:again")  # a new thread starts for it
+        assert again.wait(10)
