@@ -65,7 +65,11 @@ except ImportError:  # run as a script (``python -S .../_copy_worker.py``): no p
     from _records import iter_records, link_above  # type: ignore[no-redef]
 
 PART_PREFIX = b".tt-part-"
-_CHUNK = 1 << 24
+#: ``--failed FILE``: the messages go to ``FILE`` + this, the records that failed for good to
+#: ``FILE`` + :data:`PERMANENT_SUFFIX` (the driver's work dir names them the same way).
+MESSAGES_SUFFIX = ".messages"
+PERMANENT_SUFFIX = ".permanent"
+_BLOCK = 1 << 24  # bytes copied, read or hashed at a time
 _STATUS_EVERY_S = 0.5
 COUNTERS = ("files", "bytes", "skipped", "skipped_bytes", "failed", "verified", "mismatches")
 
@@ -121,7 +125,7 @@ def _copy_data(fin: int, fout: int, size: int) -> int:
         # Stop at the expected size: no extra call just to see end-of-file.  A source that
         # grew meanwhile is caught by the caller's fstat (size or mtime changed).
         while copied < size:
-            n = os.copy_file_range(fin, fout, min(_CHUNK, size - copied))
+            n = os.copy_file_range(fin, fout, min(_BLOCK, size - copied))
             if n == 0:
                 break
             copied += n
@@ -131,7 +135,7 @@ def _copy_data(fin: int, fout: int, size: int) -> int:
         os.lseek(fin, copied, os.SEEK_SET)
         os.lseek(fout, copied, os.SEEK_SET)
         while copied < size:
-            data = os.read(fin, min(_CHUNK, size - copied))
+            data = os.read(fin, min(_BLOCK, size - copied))
             if not data:
                 return copied
             os.write(fout, data)
@@ -145,7 +149,7 @@ def file_hash(path: bytes) -> str:
     digest = hashlib.blake2b(digest_size=16)
     with open(path, "rb") as fh:
         while True:
-            data = fh.read(_CHUNK)
+            data = fh.read(_BLOCK)
             if not data:
                 return digest.hexdigest()
             digest.update(data)
@@ -521,8 +525,9 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(opts, str):
         print(f"{_USAGE}\n_copy_worker.py: error: {opts}", file=sys.stderr)
         return 2
-    with open(opts["failed"], "wb") as failed, open(opts["failed"] + ".messages", "w") as messages, \
-            _Lazy(opts["failed"] + ".permanent") as permanent:
+    failed_path = opts["failed"]
+    with open(failed_path, "wb") as failed, open(failed_path + MESSAGES_SUFFIX, "w") as messages, \
+            _Lazy(failed_path + PERMANENT_SUFFIX) as permanent:
         worker = Worker(
             os.fsencode(opts["src"]),
             os.fsencode(opts["dst"]),

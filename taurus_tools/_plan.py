@@ -28,7 +28,7 @@ import stat
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
-from ._records import iter_records, link_above, record_blocks
+from ._records import iter_records, link_above, record_blocks, shard_file_name
 from typing import IO, BinaryIO, Iterator, List, NamedTuple, Sequence, Tuple
 
 __all__ = ["Entry", "ListingStats", "list_tree", "list_from_file", "read_entries", "shard", "ShardPlan"]
@@ -299,7 +299,7 @@ def shard(listing: Path, out_dir: Path, n: int, by: str = "bytes") -> ShardPlan:
             loads[s] += size
             counts[s] += 1
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / f"shard-{s:04d}" for s in range(n)]
+    paths = [out_dir / shard_file_name(s) for s in range(n)]
     handles = [open(p, "wb") for p in paths]
     try:
         start = 0

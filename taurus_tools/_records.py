@@ -1,5 +1,5 @@
-"""Reading the listing and shard files: NUL-terminated records, a few MB at a time; and
-the check that a record's path runs through real folders only.
+"""Reading the listing and shard files: NUL-terminated records, a few MB at a time; the
+name of a shard's file; and the check that a record's path runs through real folders only.
 
 The format (written by :mod:`taurus_tools._plan`) is ``KIND\\tSIZE\\tMTIME_NS\\tPATH\\0``.
 This module imports only :mod:`os` (loaded by every interpreter anyway), so the copy
@@ -18,15 +18,20 @@ if TYPE_CHECKING:  # not at run time: importing typing costs the worker 2 ms
 READ_SIZE = 1 << 22
 
 
+def shard_file_name(index: int) -> str:
+    """``shard-NNNN``: the name of a shard's records file (see :class:`taurus_tools._work_dir.WorkDir`)."""
+    return f"shard-{index:04d}"
+
+
 def record_blocks(path: "str | bytes | object", read_size: int = READ_SIZE) -> Iterator[Tuple[bytes, int]]:
     """Yield ``(block, count)``: runs of whole records (each ending in NUL) and how many."""
     with open(path, "rb") as fh:  # type: ignore[arg-type]
         pending = b""
         while True:
-            chunk = fh.read(read_size)
-            if not chunk:
+            got = fh.read(read_size)
+            if not got:
                 return
-            data = pending + chunk if pending else chunk
+            data = pending + got if pending else got
             cut = data.rfind(b"\0") + 1
             pending = data[cut:]
             if cut:
