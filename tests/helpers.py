@@ -199,3 +199,8 @@ class FakeSlurmClient(SlurmClient):
         if self.states is None:
             return super().wait_gone(job_ids, timeout)
         return True
+
+
+def register_sinfo(fp, stdout: str = "debug*\ndatamover\n") -> None:
+    """Answer the fake ``sinfo -h -o %P`` (partitions; ``*`` marks the default) through ``fp``."""
+    fp.register([f"{FAKE_BIN}/sinfo", "-h", "-o", "%P"], stdout=stdout)
