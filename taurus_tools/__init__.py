@@ -37,7 +37,8 @@ if TYPE_CHECKING:  # what the names below are, for type checkers and editors
     )
     from ._futures import BackgroundFuture
     from ._parallel_copy import CopyConfig, CopyResult, ParallelCopy
-    from ._process import Handle, Launch
+    from ._launch import Launch
+    from ._process import Handle
     from ._staging import stage_in, stage_out
     from ._wait import waitfor
     from ._workspace import CacheWorkspace, Workspace
@@ -73,7 +74,8 @@ _HOMES = {
     ),
     "BackgroundFuture": "_futures",
     **dict.fromkeys(("CopyConfig", "CopyResult", "ParallelCopy"), "_parallel_copy"),
-    **dict.fromkeys(("Handle", "Launch"), "_process"),
+    "Handle": "_process",
+    "Launch": "_launch",
     **dict.fromkeys(("stage_in", "stage_out"), "_staging"),
     "waitfor": "_wait",
     **dict.fromkeys(("CacheWorkspace", "Workspace"), "_workspace"),

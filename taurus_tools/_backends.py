@@ -8,7 +8,7 @@ Three small classes fill one interface (:class:`Backend`):
 * :class:`LocalBackend` runs the plain tool on this machine.
 
 :func:`select_backend` picks one in that order.  Backends only *describe* commands
-(:class:`~taurus_tools._process.Launch`); :class:`~taurus_tools._process.Handle` runs them.
+(:class:`~taurus_tools._launch.Launch`); :class:`~taurus_tools._process.Handle` runs them.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, 
 from ._log import get_logger
 from ._errors import BackendUnavailableError, CommandNotFoundError, ConfigurationError
 from ._names import BACKENDS, MANAGEMENT_COMMANDS, TRANSFER_COMMANDS
-from ._process import Launch, unique_job_name
+from ._launch import Launch, unique_job_name
 from ._slurm import SlurmClient
 
 log = get_logger(__name__)

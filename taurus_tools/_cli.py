@@ -526,7 +526,7 @@ def info(opts: argparse.Namespace) -> int:
 
 
 def run_command(opts: argparse.Namespace, command: str, args: List[str]) -> int:
-    from ._process import signals_deferred
+    from ._proctree import signals_deferred
     from ._wait import waitfor
 
     dm = _datamover(opts)

@@ -18,7 +18,8 @@ from ._backends import (
 )
 from ._errors import CommandNotFoundError, ConfigurationError, UnknownCommandError
 from ._names import COMMANDS
-from ._process import Handle, Launch, unique_job_name
+from ._launch import Launch, unique_job_name
+from ._process import Handle
 from ._slurm import SlurmClient
 
 if TYPE_CHECKING:

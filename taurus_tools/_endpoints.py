@@ -34,7 +34,7 @@ Adding a kind of location (S3 with boto3, rclone remotes) is a new subclass of
   ``free_bytes()`` when it can tell (default: it cannot, so nothing is checked);
 * as the *mover* of a pair (``moves(source, destination)`` is True; the destination is
   asked first, then the source; for S3 the S3 side moves, as one side is local):
-  ``copy_shard(attempt, ...)`` returns the :class:`~taurus_tools._process.Launch` of one
+  ``copy_shard(attempt, ...)`` returns the :class:`~taurus_tools._launch.Launch` of one
   attempt at one shard, through the Datamover's backend where it runs a program
   (``backend.launch_program``).  The program copies the records of ``attempt.records``
   and keeps the protocol of taurus-tools' own worker (:mod:`taurus_tools._copy_worker`):
@@ -73,7 +73,7 @@ from ._work_dir import AttemptFiles
 if TYPE_CHECKING:
     from ._backends import Backend
     from ._copy_state import ShardCounts
-    from ._process import Launch
+    from ._launch import Launch
 
 log = get_logger(__name__)
 

@@ -50,7 +50,9 @@ from ._errors import (
     PathNotWritableError,
 )
 from ._plan import ListingStats, read_entries, shard
-from ._process import Handle, Launch, signals_deferred, terminate_trees
+from ._launch import Launch
+from ._process import Handle
+from ._proctree import signals_deferred, terminate_trees
 from ._slurm import SlurmClient
 from ._wait import cancel_all
 from ._work_dir import AttemptFiles, WorkDir, temporary_for

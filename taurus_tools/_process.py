@@ -1,5 +1,10 @@
 """Process handles: what every Datamover method returns.
 
+The handle is the Popen emulation and the future; it delegates the rest: :mod:`._pipes`
+pumps the pipes, :mod:`._slurm_watch` follows Slurm jobs (one watcher for all handles),
+:mod:`._job_output` reads a batch job's output files back, :mod:`._proctree` stops process
+trees, and :mod:`._launch` describes what to run.
+
 A :class:`Handle` starts a command at once and behaves like :class:`subprocess.Popen`
 (``poll``, ``wait``, ``communicate``, ``returncode``, ``pid``, ``args``, ``terminate``,
 ``kill``, context manager), with three differences that matter on a cluster:
@@ -27,36 +32,29 @@ environment) is left as it is, and srun is then not made verbose.
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import os
-import selectors
 import signal
 import subprocess
 import threading
 import time
-import uuid
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import IO, Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Callable, Iterable, Iterator, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 import psutil
 
 from ._log import get_logger
 from ._errors import CommandCancelledError, CommandError, CommandNotFoundError
 from ._futures import BackgroundFuture, in_background, run_after
+from ._job_output import JobOutput
+from ._launch import Launch
+from ._pipes import devnull, pump
+from ._proctree import terminate_tree
 from ._slurm import SRUN_VERBOSE_ENV, SRUN_VERBOSE_OPTION, SlurmClient, SrunVerboseFilter, parse_job_id
 from ._slurm_watch import JOB_POLL
 
 log = get_logger(__name__)
 
-__all__ = ["Handle", "Launch", "OutputReader", "signals_deferred", "terminate_tree", "terminate_trees"]
+__all__ = ["Handle", "OutputReader"]
 
-_READ_SIZE = 1 << 16
-#: poll(2) needs no kernel object per handle (epoll costs a descriptor and two syscalls).
-_Selector = getattr(selectors, "PollSelector", selectors.DefaultSelector)
-_PIPE_BUF = 4096
-#: After the process exits, how long to keep reading pipes that a grandchild still holds open.
-_ORPHAN_PIPE_GRACE_S = 0.5
 #: How much of stderr to search for srun's job id.
 _JOB_ID_SEARCH_LIMIT = 1 << 16
 #: How long cancel() lets the output thread read srun's last lines (a job id among them)
@@ -64,190 +62,6 @@ _JOB_ID_SEARCH_LIMIT = 1 << 16
 _LAST_WORDS_S = 2.0
 #: Programs whose srun refused SLURM_DEBUG=1 (a site tool whose srun has -Q): run plainly.
 _QUIET_SRUNS: Set[str] = set()
-#: Signals that :func:`signals_deferred` holds back.
-DEFERRED_SIGNALS = tuple(
-    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
-)
-
-
-@contextlib.contextmanager
-def signals_deferred(signums: Sequence[int] = DEFERRED_SIGNALS) -> Iterator[None]:
-    """Hold back Python's handlers of ``signums`` (Ctrl-C, SIGTERM, SIGHUP) for the block.
-
-    A signal that arrives inside the block is recorded and handed to its handler when the
-    block ends, so a handler that raises (``KeyboardInterrupt``) raises there, not in
-    the middle of the block.  Start a process and record its handle inside the block,
-    and end the block inside the ``try`` that cancels the handle::
-
-        handle = None
-        try:
-            with signals_deferred():
-                handle = Handle(launch)   # no signal between the start and this name
-            handle.wait()
-        except KeyboardInterrupt:
-            if handle is not None:
-                handle.cancel()
-
-    The process mask is not touched (a child would inherit blocked signals): only Python
-    handlers are swapped, in the main thread (elsewhere the block just runs, as Python
-    runs handlers only there); a signal that is ignored or left to the system's default
-    action stays so.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    pending: List[int] = []
-    previous: Dict[int, Any] = {}
-
-    def record(signum: int, frame: Any) -> None:
-        pending.append(signum)
-
-    try:
-        for sig in signums:
-            handler = signal.getsignal(sig)
-            if callable(handler):
-                previous[sig] = signal.signal(sig, record)
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        for signum in pending:  # in order; a handler that raises ends the block with it
-            previous[signum](signum, None)
-
-
-@dataclass(frozen=True)
-class Launch:
-    """How to run one command: argv plus what the handle must do beyond the process.
-
-    Backends build these; :class:`Handle` runs them.  Keeping the description apart from
-    the running lets tests check argv without starting anything.
-
-    Attributes
-    ----------
-    argv : tuple of str
-        The program and its arguments, never a shell string.
-    name : str
-        Short name for messages (``"dtcp"``).
-    submits : bool
-        The process only submits a Slurm job and prints its id; the handle then follows
-        the job until it ends.
-    parsable : bool
-        The submission prints ``sbatch --parsable`` output (a bare job id).
-    job_name : str or None
-        A unique Slurm job name, used to cancel a job whose id was never printed.
-    job_output : tuple of Path or None
-        Files the job writes its stdout and stderr to; the handle streams them in and
-        removes them when the job has ended.
-    runs_srun : bool or None
-        The process runs ``srun`` in the foreground (itself, or a site tool that execs
-        it): the handle makes srun verbose to learn the job id and filters the verbose
-        lines from stderr (``--verbose`` when ``argv[0]`` is srun, else
-        ``SLURM_DEBUG=1`` in the environment).  None: when ``argv[0]`` is named ``srun``.
-    """
-
-    argv: Tuple[str, ...]
-    name: str = ""
-    submits: bool = False
-    parsable: bool = False
-    job_name: Optional[str] = None
-    job_output: Optional[Tuple[Path, Path]] = None
-    #: Absolute program to exec (``argv[0]`` stays as given, so messages read as usual);
-    #: spares Popen a PATH search on every call.  Ignored when a call passes ``env``.
-    executable: Optional[str] = field(default=None, compare=False)
-    runs_srun: Optional[bool] = field(default=None, compare=False)
-
-    @property
-    def uses_srun(self) -> bool:
-        """Whether the process runs srun in the foreground (see ``runs_srun``)."""
-        if self.runs_srun is not None:
-            return self.runs_srun
-        return not self.submits and self.is_srun
-
-    @property
-    def is_srun(self) -> bool:
-        """Whether the process is srun itself (``argv[0]`` named ``srun``)."""
-        return os.path.basename(self.argv[0]) == "srun"
-
-
-_DEVNULL_FD: Optional[int] = None
-
-
-def _devnull() -> int:
-    """One read-only /dev/null descriptor shared by all handles (Popen opens one per call)."""
-    global _DEVNULL_FD
-    if _DEVNULL_FD is None:
-        _DEVNULL_FD = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-    return _DEVNULL_FD
-
-
-def unique_job_name(command: str) -> str:
-    """A Slurm job name that is readable in squeue and unique enough to cancel by."""
-    return f"tt-{command}-{uuid.uuid4().hex[:10]}"
-
-
-def terminate_tree(pid: int, *, grace: float = 5.0) -> Optional[int]:
-    """SIGTERM a process and all its descendants, SIGKILL what is left after ``grace`` s.
-
-    Returns the signal that ended the top process last (``SIGTERM`` or ``SIGKILL``), or
-    None if it was already gone.
-    """
-    return terminate_trees([pid], grace=grace)
-
-
-def terminate_trees(pids: Sequence[int], *, grace: float = 5.0) -> Optional[int]:
-    """:func:`terminate_tree` for several processes at once: one ``grace`` for all.
-
-    Stopped processes (SIGSTOP, a suspended job) get SIGCONT after the SIGTERM, so they
-    can act on it.  Returns the strongest signal needed, None when all were gone.
-    """
-    procs: List[psutil.Process] = []
-    for pid in pids:
-        try:
-            top = psutil.Process(pid)
-            procs += [top, *top.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            pass
-    if not procs:
-        return None
-    for p in procs:
-        try:
-            p.send_signal(signal.SIGTERM)
-            p.send_signal(signal.SIGCONT)
-        except psutil.NoSuchProcess:
-            pass
-    alive = _wait_dead(procs, grace)
-    if not alive:
-        return int(signal.SIGTERM)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    _wait_dead(alive, grace)
-    return int(signal.SIGKILL)
-
-
-def _wait_dead(procs: Sequence[psutil.Process], timeout: float) -> List[psutil.Process]:
-    """Wait until the processes have exited; return those still running after ``timeout``.
-
-    A zombie counts as dead.  Unlike :func:`psutil.wait_procs` this never reaps: the
-    exit status of our own child belongs to its Popen (reaping it here made Popen report
-    0 for a killed process), and orphaned zombies are init's to collect, however slowly.
-    """
-    deadline = time.monotonic() + timeout
-    delay = 0.005
-    while True:
-        alive = []
-        for p in procs:
-            try:
-                if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
-                    alive.append(p)
-            except psutil.NoSuchProcess:
-                pass
-        if not alive or time.monotonic() >= deadline:
-            return alive
-        time.sleep(delay)
-        delay = min(delay * 2, 0.05)
 
 
 class Handle(BackgroundFuture):
@@ -398,7 +212,7 @@ class Handle(BackgroundFuture):
         try:
             return subprocess.Popen(
                 list(args),
-                stdin=subprocess.PIPE if self._input is not None else _devnull(),
+                stdin=subprocess.PIPE if self._input is not None else devnull(),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 cwd=self._cwd,
@@ -695,6 +509,9 @@ class Handle(BackgroundFuture):
                     self.job_id = job
         self._notify()
 
+    def _stderr_piece(self, data: bytes, end: bool) -> None:
+        self._stderr_in(data, end=end)
+
     def _stderr_in(self, data: bytes, *, end: bool = False) -> None:
         """The process's own stderr (srun's and the job's): filtered, then appended."""
         filt = self._srun_filter
@@ -772,62 +589,7 @@ class Handle(BackgroundFuture):
 
     def _pump(self) -> int:
         """Drain stdout/stderr (and feed stdin) until the process is gone; return its code."""
-        popen = self._proc()
-        sel = _Selector()
-        stdin_view = memoryview(self._input) if self._input is not None else None
-        offset = 0
-        assert popen.stdout is not None and popen.stderr is not None
-        if popen.stdin is not None:
-            if stdin_view is not None and len(stdin_view):
-                sel.register(popen.stdin, selectors.EVENT_WRITE)
-            else:
-                popen.stdin.close()
-        sel.register(popen.stdout, selectors.EVENT_READ, "out")
-        sel.register(popen.stderr, selectors.EVENT_READ, "err")
-        exited_at: Optional[float] = None
-        try:
-            while sel.get_map():
-                ready = sel.select(timeout=0.2)
-                for key, _ in ready:
-                    fobj: IO[bytes] = key.fileobj  # type: ignore[assignment]
-                    if key.data is None:  # stdin
-                        assert stdin_view is not None
-                        try:
-                            offset += os.write(fobj.fileno(), stdin_view[offset : offset + _PIPE_BUF])
-                        except BrokenPipeError:
-                            offset = len(stdin_view)
-                        if offset >= len(stdin_view):
-                            sel.unregister(fobj)
-                            fobj.close()
-                        continue
-                    data = os.read(fobj.fileno(), _READ_SIZE)
-                    if not data:
-                        sel.unregister(fobj)
-                        fobj.close()
-                        if key.data == "err":
-                            self._stderr_in(b"", end=True)
-                    elif key.data == "out":
-                        self._append_out(data)
-                    else:
-                        self._stderr_in(data)
-                if not ready and popen.poll() is not None:
-                    # The process is gone but something it started keeps our pipes open.
-                    now = time.monotonic()
-                    if exited_at is None:
-                        exited_at = now
-                    elif now - exited_at > _ORPHAN_PIPE_GRACE_S:
-                        log.debug("%s: a child process still holds the output pipes", self.name)
-                        break
-        finally:
-            for key in list(sel.get_map().values()):
-                if key.data == "err":  # given up on (a grandchild holds it): what was held back
-                    self._stderr_in(b"", end=True)
-                try:
-                    key.fileobj.close()  # type: ignore[union-attr]
-                except OSError:
-                    pass
-            sel.close()
-        rc = popen.wait()
+        rc = pump(self._proc(), self._input, self._append_out, self._stderr_piece, name=self.name)
         self._pump_done.set()
         return rc
 
@@ -856,10 +618,10 @@ class Handle(BackgroundFuture):
         watch = watcher.watch(job, wake=self._follow_wake)
         first, factor, longest = JOB_POLL
         delay = first
-        positions = [0, 0]
+        output = JobOutput(self.launch.job_output or ())
         try:
             while True:
-                self._tail_job_output(positions, stderr_only=True)
+                self._take_job_output(output, stderr_only=True)
                 if watch.done():
                     break
                 if self._cancel_requested.is_set():
@@ -868,7 +630,7 @@ class Handle(BackgroundFuture):
                 self._follow_wake.clear()
                 delay = min(delay * factor, longest)
             if watch.state is not None:
-                self._tail_job_output(positions)
+                self._take_job_output(output)
                 return watch.state.returncode
             if watch.lost:
                 self._append_err(
@@ -882,38 +644,14 @@ class Handle(BackgroundFuture):
             return 255
         finally:
             watcher.forget(watch)
-            self._remove_job_output()
+            output.remove()
 
-    def _tail_job_output(self, positions: List[int], *, stderr_only: bool = False) -> None:
-        if self.launch.job_output is None:
-            return
-        for index, path in enumerate(self.launch.job_output):
-            if stderr_only and index == 0:
-                continue
-            try:
-                with open(path, "rb") as fh:
-                    fh.seek(positions[index])
-                    data = fh.read()
-            except FileNotFoundError:
-                continue
-            if not data:
-                continue
-            positions[index] += len(data)
+    def _take_job_output(self, output: JobOutput, *, stderr_only: bool = False) -> None:
+        for index, data in output.read_new(stderr_only=stderr_only):
             if index == 0:
                 self._append_out(data)
             else:
                 self._append_err(data)
-
-    def _remove_job_output(self) -> None:
-        if self.launch.job_output is None:
-            return
-        for path in self.launch.job_output:
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                log.debug("could not remove %s: %s", path, exc)
 
 
 class OutputReader:

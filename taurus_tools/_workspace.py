@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence,
 from ._log import get_logger
 from ._backends import StrPath
 from ._errors import CommandNotFoundError, ConfigurationError, TaurusToolsError, WorkspaceError
-from ._process import Handle, Launch
+from ._launch import Launch
+from ._process import Handle
 from ._ws_backends import ROOT_ENV, WS_TOOLS, WorkspaceBackend, select_workspace_backend
 from ._ws_format import (
     NAME_RE,

@@ -34,7 +34,9 @@ from . import _datamover, _workspace
 from ._log import get_logger
 from ._backends import Backend, SiteBackend, select_backend
 from ._errors import ConfigurationError
-from ._process import Handle, Launch, terminate_tree
+from ._launch import Launch
+from ._process import Handle
+from ._proctree import terminate_tree
 from ._staging import stage_out
 
 __all__ = ["Datamover", "Workspace", "CacheWorkspace", "waitfor", "save_to_project"]

@@ -26,7 +26,7 @@ from taurus_tools._endpoints import (
     endpoint_for,
     mover_for,
 )
-from taurus_tools._process import Launch
+from taurus_tools._launch import Launch
 
 dm = test_parallel_copy.dm  # fixture: the local backend
 

@@ -31,7 +31,7 @@ import pytest
 
 from taurus_tools import Datamover, Handle, SiteBackend, SlurmBackend, waitfor
 from taurus_tools import _process
-from taurus_tools._process import Launch
+from taurus_tools._launch import Launch
 from taurus_tools._slurm import (
     SRUN_QUIET_CONFLICT,
     SRUN_VERBOSE_ENV,

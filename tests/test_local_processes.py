@@ -18,7 +18,7 @@ import pytest
 
 from helpers import NOISE, alive, kill_group, prepend_path, tree, wait_for, wait_until, write_stub
 
-from taurus_tools._process import terminate_tree, terminate_trees
+from taurus_tools._proctree import terminate_tree, terminate_trees
 from taurus_tools import (
     CommandError,
     CommandTimeoutError,

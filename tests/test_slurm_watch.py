@@ -18,7 +18,8 @@ from helpers import FAKE_BIN, FakeSlurmClient, wait_for, wait_until, write_stub
 
 from taurus_tools import Datamover, waitfor
 from taurus_tools._errors import SlurmError
-from taurus_tools._process import Handle, Launch
+from taurus_tools._launch import Launch
+from taurus_tools._process import Handle
 from taurus_tools._slurm import JobState, SlurmClient
 from taurus_tools._slurm_watch import JOB_POLL, LOST_AFTER, JobWatcher
 
