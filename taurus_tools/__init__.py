@@ -35,9 +35,12 @@ if TYPE_CHECKING:  # what the names below are, for type checkers and editors
         UnknownCommandError,
         WorkspaceError,
     )
+    from ._callbacks import NoProgress, ProgressCallback, TqdmProgress
+    from ._copy_config import CopyConfig
     from ._futures import BackgroundFuture
-    from ._parallel_copy import CopyConfig, CopyResult, ParallelCopy
+    from ._parallel_copy import CopyResult, ParallelCopy
     from ._process import Handle, Launch
+    from ._slurm_options import SlurmOptions
     from ._staging import stage_in, stage_out
     from ._wait import waitfor
     from ._workspace import CacheWorkspace, Workspace
@@ -71,8 +74,11 @@ _HOMES = {
         "_errors",
     ),
     "BackgroundFuture": "_futures",
-    **dict.fromkeys(("CopyConfig", "CopyResult", "ParallelCopy"), "_parallel_copy"),
+    **dict.fromkeys(("NoProgress", "ProgressCallback", "TqdmProgress"), "_callbacks"),
+    "CopyConfig": "_copy_config",
+    **dict.fromkeys(("CopyResult", "ParallelCopy"), "_parallel_copy"),
     **dict.fromkeys(("Handle", "Launch"), "_process"),
+    "SlurmOptions": "_slurm_options",
     **dict.fromkeys(("stage_in", "stage_out"), "_staging"),
     "waitfor": "_wait",
     **dict.fromkeys(("CacheWorkspace", "Workspace"), "_workspace"),
@@ -117,11 +123,15 @@ __all__ = [
     "Handle",
     "Launch",
     "LocalBackend",
+    "NoProgress",
+    "ProgressCallback",
     "SiteBackend",
     "SlurmBackend",
     "SlurmError",
+    "SlurmOptions",
     "StageError",
     "TaurusToolsError",
+    "TqdmProgress",
     "UnknownCommandError",
     "Workspace",
     "WorkspaceError",

@@ -31,14 +31,16 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Collection, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import psutil
 
 from ._log import get_logger
-from ._backends import Backend, CopyShard, StrPath
+from ._backends import CopyShard, StrPath
 from ._futures import BackgroundFuture
 from ._datamover import Datamover
+from ._callbacks import NoProgress, ProgressCallback, as_progress
+from ._copy_config import CopyConfig
 from ._copy_worker import COUNTERS as _COUNTERS
 from ._copy_worker import Worker
 from ._errors import (
@@ -58,165 +60,9 @@ log = get_logger(__name__)
 
 __all__ = ["CopyConfig", "CopyResult", "ParallelCopy"]
 
-VERIFY_MODES = ("size", "checksum", "none")
-#: Shards copied at once by default (fewer on the local backend of a small machine).
-DEFAULT_WORKERS = 8
 #: What a copy keeps in its work dir besides the report and the lock; all that is cleaned.
 _WORK_FILES = ("state.json", "state.tmp", "listing", "listing.tmp", "shards", "runs")
 STATE_VERSION = 1
-
-
-@dataclass(frozen=True)
-class CopyConfig:
-    """Everything that shapes a parallel copy, validated once.
-
-    Parameters
-    ----------
-    workers : int, optional
-        Shards copied at the same time (processes or Slurm jobs).  Default: 8 through
-        Slurm or the site's tools; on the local backend 8 or the CPUs this process may
-        use (:func:`os.sched_getaffinity`), whichever is fewer, since there each shard
-        is a process on this machine and more of them than cores only compete.  Raise
-        it for file systems where one stream waits on the network (NFS, Lustre).
-    shards : int, optional
-        How many parts to cut the tree into; default ``workers``: one byte-balanced
-        shard per worker.  Every shard is one more process (or job) to start, and
-        retries redo only the failed entries, so small shards buy little; pass more
-        (e.g. ``4 * workers``) when shards start at very different times, as Slurm
-        jobs in a busy queue do.
-    shard_by : {"bytes", "count"}
-        Balance shards by bytes (largest file first onto the lightest shard, as fpart
-        does) or by number of entries (as ``split -n l/N``).
-    retries : int
-        How many times failed entries are tried again.
-    retry_on : collection of int, optional
-        Exit codes of a shard that are worth retrying (negative: killed by that signal);
-        default: every non-zero code.  Others count as final failures at once.
-    retry_delay_s : float
-        Wait before the first retry; doubles for each further one.
-    resume : bool
-        Reuse the work directory of an interrupted run of the same copy and skip the
-        shards it finished.  ``False`` starts over.
-    verify : {"size", "checksum", "none"}
-        After copying, check every listed file's presence and size; ``checksum`` also
-        compares content hashes (BLAKE2) as each file is copied.
-    atomic : bool
-        Write every file under a temporary name (``.tt-part-TAG-N``) and rename it into
-        place, so that even a copy that is interrupted and never resumed leaves no
-        partial file under a real name.  By default only files already at the
-        destination are replaced that way (their old version survives a crash).  New
-        files are written under their own name, which saves a rename per file (15–20 %
-        of the time with small files on ext4), and get the source's modification time last:
-        until a file is complete it never matches the source, so the resume, or any
-        re-run, copies it again.
-    exclude : sequence of str
-        Glob patterns; an entry is left out when its name or relative path matches.
-    exclude_nodes : sequence of str
-        Slurm nodes the shard jobs must avoid (``--exclude``).
-    work_dir : path-like, optional
-        Where the listing, shards and state go; default
-        ``~/.cache/taurus-tools/copies/<hash of src and dst>``.
-    report : path-like, optional
-        Where ``result_all.json`` is written (into it, when it is a folder); default
-        inside the work directory.  Checked before anything is copied.
-    progress : bool
-        Show a progress bar (bytes, with files and ETA).
-    dry_run : bool
-        List and shard, report the plan, copy nothing.
-    check_space : bool
-        Refuse to start when a local destination lacks the space the plan needs.
-    keep_work_dir : bool
-        Keep the listing and shards after a successful copy.
-    files_from : path-like, optional
-        A text file with one path (relative to ``src``) per line to copy instead of
-        walking ``src``.  Paths that would reach outside ``src`` (absolute paths
-        elsewhere, ``..``, a path below a symbolic link) are refused, each with a
-        message; the rest is copied.
-    """
-
-    workers: Optional[int] = None
-    shards: Optional[int] = None
-    shard_by: str = "bytes"
-    retries: int = 2
-    retry_on: Optional[Collection[int]] = None
-    retry_delay_s: float = 1.0
-    resume: bool = True
-    verify: Optional[str] = "size"
-    atomic: bool = False
-    exclude: Tuple[str, ...] = ()
-    exclude_nodes: Tuple[str, ...] = ()
-    work_dir: Optional[Path] = None
-    report: Optional[Path] = None
-    progress: bool = True
-    dry_run: bool = False
-    check_space: bool = True
-    keep_work_dir: bool = False
-    files_from: Optional[Path] = None
-
-    def __post_init__(self) -> None:
-        def positive(name: str, value: Any, minimum: int = 1) -> None:
-            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-                raise ConfigurationError(f"{name} must be an int >= {minimum}, got {value!r}")
-
-        if self.workers is not None:
-            positive("workers", self.workers)
-        if self.shards is not None:
-            positive("shards", self.shards)
-        positive("retries", self.retries, 0)
-        if self.shard_by not in ("bytes", "count"):
-            raise ConfigurationError(f"shard_by must be 'bytes' or 'count', got {self.shard_by!r}")
-        verify = "none" if self.verify is None else self.verify
-        if verify not in VERIFY_MODES:
-            raise ConfigurationError(f"verify must be one of {', '.join(VERIFY_MODES)} or None, got {self.verify!r}")
-        object.__setattr__(self, "verify", verify)
-        if not isinstance(self.retry_delay_s, (int, float)) or self.retry_delay_s < 0:
-            raise ConfigurationError(f"retry_delay_s must be >= 0 seconds, got {self.retry_delay_s!r}")
-        for name in ("exclude", "exclude_nodes"):
-            value = getattr(self, name)
-            if value is None:
-                value = ()
-            elif isinstance(value, str):
-                value = (value,)
-            try:
-                value = tuple(value)
-            except TypeError:
-                value = (value,)
-            if not all(isinstance(v, str) and v for v in value):
-                raise ConfigurationError(
-                    f"{name} must be a string or a sequence of non-empty strings (glob patterns"
-                    f"{'' if name == 'exclude' else ' or node names'}), got {getattr(self, name)!r}"
-                )
-            object.__setattr__(self, name, value)
-        if self.retry_on is not None:
-            object.__setattr__(self, "retry_on", frozenset(int(c) for c in self.retry_on))
-        for name in ("work_dir", "report", "files_from"):
-            value = getattr(self, name)
-            if value is not None:
-                object.__setattr__(self, name, Path(value))
-
-    @property
-    def shard_count(self) -> int:
-        if self.shards is not None:
-            return self.shards
-        if self.workers is None:
-            raise ConfigurationError("workers is not set yet: see CopyConfig.for_backend")
-        return self.workers
-
-    def for_backend(self, backend: Backend) -> "CopyConfig":
-        """This config with ``workers`` set when it was left to the default (see above)."""
-        if self.workers is not None:
-            return self
-        return dataclasses.replace(self, workers=backend.default_workers(DEFAULT_WORKERS))
-
-    def replace(self, **changes: Any) -> "CopyConfig":
-        valid = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(changes) - valid)
-        if unknown:
-            raise ConfigurationError(
-                f"unknown copy option(s) {', '.join(unknown)}; valid: "
-                + ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(self))
-            )
-        return dataclasses.replace(self, **changes)
 
 
 @dataclass
@@ -337,6 +183,7 @@ class ParallelCopy(BackgroundFuture):
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._part_tag = ""
+        self._progress: Optional[ProgressCallback] = None  # made by start() for run()
 
     # ------------------------------------------------------------------ checks
     def _check_paths(self) -> None:
@@ -368,6 +215,20 @@ class ParallelCopy(BackgroundFuture):
     # ------------------------------------------------------------------ public API
     def run(self) -> CopyResult:
         """Copy, blocking until done; return the result (``ok`` False when anything failed)."""
+        progress, self._progress = self._progress or self._open_progress(), None
+        try:
+            return self._copy(progress)
+        finally:
+            progress.close()
+
+    def _open_progress(self) -> ProgressCallback:
+        """The callback ``config.progress`` asks for, made here: in Jupyter the bar is shown
+        in the cell running this, so :meth:`start` calls it before its thread starts."""
+        if self.config.progress is True and self.config.dry_run:
+            return NoProgress()  # nothing is copied: no bar
+        return as_progress(self.config.progress, desc="Listing")
+
+    def _copy(self, progress: ProgressCallback) -> CopyResult:
         started = time.time()
         dm = self.datamover if self.datamover is not None else Datamover()
         self.config = self.config.for_backend(dm.backend)
@@ -385,6 +246,7 @@ class ParallelCopy(BackgroundFuture):
             state = self._load_state()
             self._part_tag = part_tag_of(self.src, self.dst, self.work_dir)
             fresh = state["listing"] is None
+            progress.set_description("Listing")
             listing, stats = self._listing(state)
             self._plan(state, listing)
             result = CopyResult(
@@ -395,6 +257,8 @@ class ParallelCopy(BackgroundFuture):
                 bytes_planned=stats["bytes"],
                 dry_run=self.config.dry_run,
             )
+            progress.set_total(result.bytes_planned, files=result.files_planned, unit="B")
+            progress.set_description("Copying")
             result.failed_messages.extend(stats.get("messages", []))
             result.files_excluded = stats.get("excluded", 0)
             result.special_skipped = stats.get("special", 0)
@@ -422,7 +286,7 @@ class ParallelCopy(BackgroundFuture):
                 state["new_dst"] = dst_empty
                 # A destination this copy makes gets the source's mode and times, too.
                 state["made_dst"] = not dst_existed
-            self._fan_out(dm, state, result)
+            self._fan_out(dm, state, result, progress)
             if all(s["state"] == "done" for s in state["shards"]):
                 self._set_folders(state, result)
             result.duration_s = time.time() - started
@@ -465,6 +329,7 @@ class ParallelCopy(BackgroundFuture):
             finally:
                 self._finished.set()
 
+        self._progress = self._open_progress()  # here, not in the thread: see _open_progress
         self.set_running_or_notify_cancel()
         self._thread = threading.Thread(target=target, name="taurus-tools:copy", daemon=True)
         self._thread.start()
@@ -707,7 +572,7 @@ class ParallelCopy(BackgroundFuture):
         )
         return dm.backend.launch_copy_shard(shard), status, failed
 
-    def _fan_out(self, dm: Datamover, state: Dict[str, Any], result: CopyResult) -> None:
+    def _fan_out(self, dm: Datamover, state: Dict[str, Any], result: CopyResult, progress: ProgressCallback) -> None:
         shards = state["shards"]
         new_dst = bool(state.get("new_dst"))
         queue: List[_Task] = [
@@ -722,7 +587,8 @@ class ParallelCopy(BackgroundFuture):
         workers = self.config.workers
         assert workers is not None, "run() sets it (CopyConfig.for_backend)"
         wake = self._wake
-        bar = _progress(self.config.progress, result.bytes_planned)
+        # Reading the running shards' counters costs a file read per shard and round.
+        report = not isinstance(progress, NoProgress)
         try:
             while queue or running:
                 if self._stop.is_set():
@@ -749,10 +615,8 @@ class ParallelCopy(BackgroundFuture):
                     task, status, failed, t0 = running.pop(handle)
                     handle.remove_waker(wake)
                     self._finish_shard(handle, task, status, failed, t0, state, queue)
-                if bar is not None:
-                    bar.n = _bytes_done(state, running.values())
-                    bar.set_postfix_str(f"{_files_done(state, running.values())} files", refresh=False)
-                    bar.refresh()
+                if report:
+                    progress.update_to(*_done(state, running.values()))
         except KeyboardInterrupt:
             log.warning("interrupted: cancelling %d running shard(s); run again to resume", len(running))
             cancel_all(list(running))
@@ -760,9 +624,8 @@ class ParallelCopy(BackgroundFuture):
                 shards[task.index]["state"] = "pending"
             self._save_state(state)
             raise
-        finally:
-            if bar is not None:
-                bar.close()
+        if report:
+            progress.update_to(*_done(state, ()))
         # The last shards finished after the loop's last save: record them, so that a
         # resume (after a crash while verifying) does not see them "running" and redo them.
         self._save_state(state)
@@ -1109,28 +972,14 @@ def _failed_entries(s: Dict[str, Any]) -> Tuple[List[str], List[str]]:
     return lines, paths
 
 
-def _bytes_done(state: Dict[str, Any], running: Any) -> int:
-    total = sum(c.get("bytes", 0) + c.get("skipped_bytes", 0) for c in (s.get("counts", {}) for s in state["shards"]))
-    for _task, status, _failed, _t0 in running:
-        c = _read_json(status)
-        total += int(c.get("bytes", 0)) + int(c.get("skipped_bytes", 0))
-    return total
-
-
-def _files_done(state: Dict[str, Any], running: Any) -> int:
-    total = sum(s.get("counts", {}).get("files", 0) + s.get("counts", {}).get("skipped", 0) for s in state["shards"])
-    for _task, status, _failed, _t0 in running:
-        c = _read_json(status)
-        total += int(c.get("files", 0)) + int(c.get("skipped", 0))
-    return total
-
-
-def _progress(enabled: bool, total: int) -> Any:
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="Copying", dynamic_ncols=True)
+def _done(state: Dict[str, Any], running: Any) -> Tuple[int, int]:
+    """Bytes and files done (copied or found there already): finished attempts, and the
+    counters the running shards' workers last wrote."""
+    counts = [s.get("counts", {}) for s in state["shards"]]
+    counts += [_read_json(status) for _task, status, _failed, _t0 in running]
+    done_bytes = sum(int(c.get("bytes", 0)) + int(c.get("skipped_bytes", 0)) for c in counts)
+    done_files = sum(int(c.get("files", 0)) + int(c.get("skipped", 0)) for c in counts)
+    return done_bytes, done_files
 
 
 @contextlib.contextmanager
