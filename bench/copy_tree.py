@@ -29,6 +29,8 @@ Contenders (each copies the contents of SRC into an empty, existing DST):
   pc-cli    taurus-tools copy SRC DST --backend local --work-dir <fresh>, the command line with
             its defaults, stdout to /dev/null and stderr to a pipe (as in a script or a job)
   pc-cli-tty  the same with stderr on a pseudo-terminal, so the progress bar is drawn
+  pc-cli@L, pc-cli-tty@L  the same with another installation's taurus-tools, from
+            --other-cli L=PATH (e.g. an older release, for a before/after in one run)
 
 One round runs every contender once; the order is reversed from one round to the next.
 Every copy goes to a new, empty DST (and ParallelCopy gets a new work dir); ``sync`` runs
@@ -213,10 +215,14 @@ def run_parallel_copy(
         raise RuntimeError(f"ParallelCopy: {result.summary()}")
 
 
-def cli_argv(src: str, dst: str, work_dir: str) -> List[str]:
-    """``taurus-tools copy`` with its defaults, the console script installed beside this Python."""
-    exe = shutil.which("taurus-tools", path=os.path.dirname(sys.executable)) or "taurus-tools"
+def cli_argv(src: str, dst: str, work_dir: str, exe: Optional[str] = None) -> List[str]:
+    """``taurus-tools copy`` with its defaults: ``exe``, else the console script installed beside this Python."""
+    exe = exe or shutil.which("taurus-tools", path=os.path.dirname(sys.executable)) or "taurus-tools"
     return [exe, "copy", src, dst, "--backend", "local", "--work-dir", work_dir]
+
+
+def is_cli(name: str) -> bool:
+    return name.split("@")[0] in CLI_CONTENDERS
 
 
 def run_on_terminal(argv: List[str]) -> None:
@@ -354,8 +360,12 @@ def run(args: argparse.Namespace) -> Dict[str, object]:
     labels["pc-cli"] = "taurus-tools copy SRC DST --backend local (defaults; stderr a pipe)"
     labels["pc-cli-tty"] = "taurus-tools copy SRC DST --backend local (defaults; stderr a terminal, bar drawn)"
     names += CLI_CONTENDERS
-    if args.only:
-        names = [n for n in names if n in args.only]
+    for label, exe in args.other_cli:
+        for kind in CLI_CONTENDERS:
+            labels[f"{kind}@{label}"] = f"{labels[kind]}, {label}: {exe}"
+            names.append(f"{kind}@{label}")
+    if args.only:  # pc-cli also selects pc-cli@LABEL
+        names = [n for n in names if n in args.only or n.split("@")[0] in args.only]
 
     tmpfs = fs_type(base) == "tmpfs"
     cleanup = args.cleanup or ("copy" if tmpfs else "end")
@@ -387,11 +397,12 @@ def run(args: argparse.Namespace) -> Dict[str, object]:
             workers, shards, atomic = pc_config[name]
             # + 1: the manifest
             return lambda: run_parallel_copy(src, dst, work, workers, shards, atomic, totals["files"] + 1)
-        if name in CLI_CONTENDERS:
+        if is_cli(name):
             work = os.path.join(args.work_base, f"tt-work-{counter[0]:03d}") if args.work_base else fresh("work")
             made.append(work)
-            argv = cli_argv(src, dst, work)
-            return (lambda: run_on_terminal(argv)) if name == "pc-cli-tty" else (lambda: run_command(argv))
+            kind, _, label = name.partition("@")
+            argv = cli_argv(src, dst, work, dict(args.other_cli).get(label))
+            return (lambda: run_on_terminal(argv)) if kind == "pc-cli-tty" else (lambda: run_command(argv))
         argv = command_contenders(src, dst, fresh("scratch"))[name]
         return lambda: run_command(argv)
 
@@ -468,9 +479,9 @@ def run(args: argparse.Namespace) -> Dict[str, object]:
     pcs = [n for n in names if n in pc_config]
     best_pc = min(pcs, key=lambda n: stats[n]["median_s"]) if pcs else None
     goals = {}
-    for n in pcs + [n for n in names if n in CLI_CONTENDERS]:
+    for n in pcs + [n for n in names if is_cli(n)]:
         s = stats[n]
-        cp_max = GOAL_CLI if n in CLI_CONTENDERS else GOAL_CP
+        cp_max = GOAL_CLI if is_cli(n) else GOAL_CP
         goals[n] = {
             "vs_cp": s.get("vs_cp"), "cp_max": cp_max, "cp_ok": s.get("vs_cp", math.inf) <= cp_max,
             "vs_fastest_peer": s.get("vs_fastest_peer"),
@@ -571,6 +582,9 @@ def main(argv=None) -> int:
     p.add_argument("--atomic", action="store_true", help="also ParallelCopy(atomic=True) with the defaults")
     p.add_argument("--only", help="comma-separated contenders to run (cp,rsync,fpsync,rclone,pc-w2,pc-cli,"
                                   "pc-cli-tty,...)")
+    p.add_argument("--other-cli", action="append", default=[], metavar="LABEL=PATH",
+                   help="also time this taurus-tools executable through the command line, as pc-cli@LABEL and "
+                        "pc-cli-tty@LABEL (repeatable)")
     add_tree_options(p)
     p.add_argument("--work-base", help="where ParallelCopy's fresh work dirs go (default: under --base)")
     p.add_argument("--cleanup", choices=("copy", "round", "end"),
@@ -596,6 +610,9 @@ def main(argv=None) -> int:
     except ValueError:
         p.error("--workers takes comma-separated W or W:SHARDS")
     args.only = set(args.only.split(",")) if args.only else None
+    if any("=" not in item for item in args.other_cli):
+        p.error("--other-cli takes LABEL=PATH")
+    args.other_cli = [tuple(item.split("=", 1)) for item in args.other_cli]
     if args.rounds < 1 or any((w is not None and w < 1) or (s is not None and s < 1) for w, s in args.workers):
         p.error("--rounds and --workers must be >= 1")
     if not os.path.isdir(args.base):
