@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import fcntl
 import json
 import math
 import os
@@ -62,9 +63,11 @@ import random
 import resource
 import shutil
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
+import termios
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -226,8 +229,9 @@ def is_cli(name: str) -> bool:
 
 
 def run_on_terminal(argv: List[str]) -> None:
-    """Run ``argv`` with stderr on a pseudo-terminal (read here until it closes), stdout to /dev/null."""
+    """Run ``argv`` with stderr on a 100-column pseudo-terminal (read here until it closes), stdout to /dev/null."""
     master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # else 0 columns: an empty bar
     try:
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=slave)
     finally:

@@ -257,8 +257,8 @@ class ParallelCopy(BackgroundFuture):
                 bytes_planned=stats["bytes"],
                 dry_run=self.config.dry_run,
             )
-            progress.set_total(result.bytes_planned, files=result.files_planned, unit="B")
             progress.set_description("Copying")
+            progress.set_total(result.bytes_planned, files=result.files_planned, unit="B")
             result.failed_messages.extend(stats.get("messages", []))
             result.files_excluded = stats.get("excluded", 0)
             result.special_skipped = stats.get("special", 0)
