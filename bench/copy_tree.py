@@ -26,6 +26,11 @@ Contenders (each copies the contents of SRC into an empty, existing DST):
             (pc-wN-sS: the same with shards=S, from --workers N:S;
             pc-default: no workers or shards given, from --workers default;
             pc-atomic: the defaults with atomic=True, from --atomic)
+  pc-cli    taurus-tools copy SRC DST --backend local --work-dir <fresh>, the command line with
+            its defaults, stdout to /dev/null and stderr to a pipe (as in a script or a job)
+  pc-cli-tty  the same with stderr on a pseudo-terminal, so the progress bar is drawn
+  pc-cli@L, pc-cli-tty@L  the same with another installation's taurus-tools, from
+            --other-cli L=PATH (e.g. an older release, for a before/after in one run)
 
 One round runs every contender once; the order is reversed from one round to the next.
 Every copy goes to a new, empty DST (and ParallelCopy gets a new work dir); ``sync`` runs
@@ -48,17 +53,21 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import fcntl
 import json
 import math
 import os
 import platform
+import pty
 import random
 import resource
 import shutil
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
+import termios
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -67,6 +76,9 @@ from taurus_tools import CopyConfig, Datamover, ParallelCopy, __version__
 #: The issue's goals: ParallelCopy / cp -r and ParallelCopy / fastest(rsync, fpsync, rclone).
 GOAL_CP = 1.15
 GOAL_PEERS = 0.8
+#: Issue 13's goal for the command line: taurus-tools copy / cp -r.
+GOAL_CLI = 1.0
+CLI_CONTENDERS = ("pc-cli", "pc-cli-tty")
 PEERS = ("rsync", "fpsync", "rclone")
 MANIFEST = "tt-bench-manifest.json"
 
@@ -206,6 +218,40 @@ def run_parallel_copy(
         raise RuntimeError(f"ParallelCopy: {result.summary()}")
 
 
+def cli_argv(src: str, dst: str, work_dir: str, exe: Optional[str] = None) -> List[str]:
+    """``taurus-tools copy`` with its defaults: ``exe``, else the console script installed beside this Python."""
+    exe = exe or shutil.which("taurus-tools", path=os.path.dirname(sys.executable)) or "taurus-tools"
+    return [exe, "copy", src, dst, "--backend", "local", "--work-dir", work_dir]
+
+
+def is_cli(name: str) -> bool:
+    return name.split("@")[0] in CLI_CONTENDERS
+
+
+def run_on_terminal(argv: List[str]) -> None:
+    """Run ``argv`` with stderr on a 100-column pseudo-terminal (read here until it closes), stdout to /dev/null."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # else 0 columns: an empty bar
+    try:
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=slave)
+    finally:
+        os.close(slave)
+    tail = b""
+    try:
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: every writer has closed the terminal
+                break
+            if not data:
+                break
+            tail = (tail + data)[-2000:]
+    finally:
+        os.close(master)
+    if proc.wait() != 0:
+        raise RuntimeError(f"{argv[0]} exited {proc.returncode}: {tail.decode(errors='replace')[-500:]}")
+
+
 def drop_caches() -> None:
     os.sync()
     with open("/proc/sys/vm/drop_caches", "w") as fh:
@@ -315,8 +361,15 @@ def run(args: argparse.Namespace) -> Dict[str, object]:
         labels["pc-atomic"] = f'ParallelCopy(verify="size", atomic=True), otherwise the defaults (workers={used})'
         pc_config["pc-atomic"] = (None, None, True)
         names.append("pc-atomic")
-    if args.only:
-        names = [n for n in names if n in args.only]
+    labels["pc-cli"] = "taurus-tools copy SRC DST --backend local (defaults; stderr a pipe)"
+    labels["pc-cli-tty"] = "taurus-tools copy SRC DST --backend local (defaults; stderr a terminal, bar drawn)"
+    names += CLI_CONTENDERS
+    for label, exe in args.other_cli:
+        for kind in CLI_CONTENDERS:
+            labels[f"{kind}@{label}"] = f"{labels[kind]}, {label}: {exe}"
+            names.append(f"{kind}@{label}")
+    if args.only:  # pc-cli also selects pc-cli@LABEL
+        names = [n for n in names if n in args.only or n.split("@")[0] in args.only]
 
     tmpfs = fs_type(base) == "tmpfs"
     cleanup = args.cleanup or ("copy" if tmpfs else "end")
@@ -348,6 +401,12 @@ def run(args: argparse.Namespace) -> Dict[str, object]:
             workers, shards, atomic = pc_config[name]
             # + 1: the manifest
             return lambda: run_parallel_copy(src, dst, work, workers, shards, atomic, totals["files"] + 1)
+        if is_cli(name):
+            work = os.path.join(args.work_base, f"tt-work-{counter[0]:03d}") if args.work_base else fresh("work")
+            made.append(work)
+            kind, _, label = name.partition("@")
+            argv = cli_argv(src, dst, work, dict(args.other_cli).get(label))
+            return (lambda: run_on_terminal(argv)) if kind == "pc-cli-tty" else (lambda: run_command(argv))
         argv = command_contenders(src, dst, fresh("scratch"))[name]
         return lambda: run_command(argv)
 
@@ -424,10 +483,11 @@ def run(args: argparse.Namespace) -> Dict[str, object]:
     pcs = [n for n in names if n in pc_config]
     best_pc = min(pcs, key=lambda n: stats[n]["median_s"]) if pcs else None
     goals = {}
-    for n in pcs:
+    for n in pcs + [n for n in names if is_cli(n)]:
         s = stats[n]
+        cp_max = GOAL_CLI if is_cli(n) else GOAL_CP
         goals[n] = {
-            "vs_cp": s.get("vs_cp"), "cp_ok": s.get("vs_cp", math.inf) <= GOAL_CP,
+            "vs_cp": s.get("vs_cp"), "cp_max": cp_max, "cp_ok": s.get("vs_cp", math.inf) <= cp_max,
             "vs_fastest_peer": s.get("vs_fastest_peer"),
             "peer_ok": s.get("vs_fastest_peer", math.inf) <= GOAL_PEERS,
         }
@@ -490,7 +550,7 @@ def markdown(result: Dict[str, object]) -> str:
             peer = "–"
         else:
             peer = f"{v['vs_fastest_peer']:.2f} ({'met' if v['peer_ok'] else 'MISSED'})"
-        lines.append(f"{n}: × cp -r {cp}, goal ≤ {g['cp_max']}; × fastest peer {peer}, goal ≤ {g['peer_max']}")
+        lines.append(f"{n}: × cp -r {cp}, goal ≤ {v['cp_max']}; × fastest peer {peer}, goal ≤ {g['peer_max']}")
     if result["missing"]:
         lines.append(f"not installed, left out: {', '.join(result['missing'])}")
     return "\n".join(lines)
@@ -524,7 +584,11 @@ def main(argv=None) -> int:
                    help="ParallelCopy worker counts to try, W or W:SHARDS, or 'default' for no options "
                         "(default: default,2,8; shards default to workers)")
     p.add_argument("--atomic", action="store_true", help="also ParallelCopy(atomic=True) with the defaults")
-    p.add_argument("--only", help="comma-separated contenders to run (cp,rsync,fpsync,rclone,pc-w2,...)")
+    p.add_argument("--only", help="comma-separated contenders to run (cp,rsync,fpsync,rclone,pc-w2,pc-cli,"
+                                  "pc-cli-tty,...)")
+    p.add_argument("--other-cli", action="append", default=[], metavar="LABEL=PATH",
+                   help="also time this taurus-tools executable through the command line, as pc-cli@LABEL and "
+                        "pc-cli-tty@LABEL (repeatable)")
     add_tree_options(p)
     p.add_argument("--work-base", help="where ParallelCopy's fresh work dirs go (default: under --base)")
     p.add_argument("--cleanup", choices=("copy", "round", "end"),
@@ -550,6 +614,9 @@ def main(argv=None) -> int:
     except ValueError:
         p.error("--workers takes comma-separated W or W:SHARDS")
     args.only = set(args.only.split(",")) if args.only else None
+    if any("=" not in item for item in args.other_cli):
+        p.error("--other-cli takes LABEL=PATH")
+    args.other_cli = [tuple(item.split("=", 1)) for item in args.other_cli]
     if args.rounds < 1 or any((w is not None and w < 1) or (s is not None and s < 1) for w, s in args.workers):
         p.error("--rounds and --workers must be >= 1")
     if not os.path.isdir(args.base):

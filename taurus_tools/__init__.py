@@ -35,10 +35,13 @@ if TYPE_CHECKING:  # what the names below are, for type checkers and editors
         UnknownCommandError,
         WorkspaceError,
     )
+    from ._callbacks import NoProgress, ProgressCallback, TqdmProgress
+    from ._copy_config import CopyConfig
     from ._futures import BackgroundFuture
-    from ._parallel_copy import CopyConfig, CopyResult, ParallelCopy
+    from ._parallel_copy import CopyResult, ParallelCopy
     from ._launch import Launch
     from ._process import Handle
+    from ._slurm_options import SlurmOptions
     from ._staging import stage_in, stage_out
     from ._wait import waitfor
     from ._workspace import CacheWorkspace, Workspace
@@ -73,9 +76,12 @@ _HOMES = {
         "_errors",
     ),
     "BackgroundFuture": "_futures",
-    **dict.fromkeys(("CopyConfig", "CopyResult", "ParallelCopy"), "_parallel_copy"),
+    **dict.fromkeys(("NoProgress", "ProgressCallback", "TqdmProgress"), "_callbacks"),
+    "CopyConfig": "_copy_config",
+    **dict.fromkeys(("CopyResult", "ParallelCopy"), "_parallel_copy"),
     "Handle": "_process",
     "Launch": "_launch",
+    "SlurmOptions": "_slurm_options",
     **dict.fromkeys(("stage_in", "stage_out"), "_staging"),
     "waitfor": "_wait",
     **dict.fromkeys(("CacheWorkspace", "Workspace"), "_workspace"),
@@ -125,12 +131,16 @@ __all__ = [
     "Launch",
     "LocalBackend",
     "LocalWorkspaceBackend",
+    "NoProgress",
+    "ProgressCallback",
     "SiteBackend",
     "SiteWorkspaceBackend",
     "SlurmBackend",
     "SlurmError",
+    "SlurmOptions",
     "StageError",
     "TaurusToolsError",
+    "TqdmProgress",
     "UnknownCommandError",
     "Workspace",
     "WorkspaceBackend",

@@ -13,10 +13,8 @@ Three small classes fill one interface (:class:`Backend`):
 
 from __future__ import annotations
 
-import datetime as _dt
 import getpass
 import os
-import re
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
@@ -29,6 +27,14 @@ from ._errors import BackendUnavailableError, CommandNotFoundError, Configuratio
 from ._names import BACKENDS, MANAGEMENT_COMMANDS, TRANSFER_COMMANDS
 from ._launch import Launch, unique_job_name
 from ._slurm import SlurmClient
+from ._slurm_options import (
+    DEFAULT_PARTITION,
+    SlurmOptions,
+    TimeLimit,
+    WithSlurmOptions,
+    slurm_options,
+    slurm_time,
+)
 
 log = get_logger(__name__)
 
@@ -60,50 +66,7 @@ SITE_LS_AS_IN_A_PIPE = ("-1", "--quoting-style=literal", "--show-control-chars")
 #: Where ZIH installed the datamover tools before they were on PATH.
 HISTORICAL_DT_DIR = "/sw/taurus/tools/slurmtools/default/bin"
 
-_TIME_FORMS = (
-    r"\d+",  # minutes
-    r"\d+:\d{1,2}",  # minutes:seconds
-    r"\d+:\d{1,2}:\d{1,2}",  # hours:minutes:seconds
-    r"\d+-\d+",  # days-hours
-    r"\d+-\d+:\d{1,2}",  # days-hours:minutes
-    r"\d+-\d+:\d{1,2}:\d{1,2}",  # days-hours:minutes:seconds
-)
-_TIME_RE = re.compile("^(?:" + "|".join(_TIME_FORMS) + "|UNLIMITED|INFINITE)$", re.I)
-
 StrPath = Union[str, "os.PathLike[str]"]
-
-
-def slurm_time(value: Union[str, int, _dt.timedelta, None]) -> Optional[str]:
-    """Validate a Slurm time limit; ints are minutes, timedeltas are converted.
-
-    Raises
-    ------
-    ConfigurationError
-        For anything Slurm would reject, naming the accepted forms.
-    """
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise ConfigurationError(f"time must be a Slurm time limit, not {value!r}")
-    if isinstance(value, _dt.timedelta):
-        total = int(value.total_seconds())
-        if total <= 0:
-            raise ConfigurationError(f"time must be positive, got {value}")
-        days, rest = divmod(total, 86400)
-        hours, rest = divmod(rest, 3600)
-        minutes, seconds = divmod(rest, 60)
-        return f"{days}-{hours:02d}:{minutes:02d}:{seconds:02d}"
-    if isinstance(value, int):
-        if value <= 0:
-            raise ConfigurationError(f"time in minutes must be positive, got {value}")
-        return str(value)
-    text = str(value).strip()
-    if not _TIME_RE.match(text):
-        raise ConfigurationError(
-            f"time={value!r} is not a Slurm time limit; use minutes (90), MM:SS, HH:MM:SS, "
-            "D-HH, D-HH:MM, D-HH:MM:SS, an int of minutes or a datetime.timedelta"
-        )
-    return text
 
 
 def srun_argv(
@@ -112,7 +75,7 @@ def srun_argv(
     srun: str = "srun",
     partition: Optional[str] = None,
     account: Optional[str] = None,
-    time: Optional[str] = None,
+    time: TimeLimit = None,
     job_name: Optional[str] = None,
     nodes: Optional[int] = None,
     ntasks: Optional[int] = None,
@@ -124,7 +87,7 @@ def srun_argv(
     for opt, value in (
         ("--partition", partition),
         ("--account", account),
-        ("--time", time),
+        ("--time", slurm_time(time)),
         ("--job-name", job_name),
         ("--nodes", nodes),
         ("--ntasks", ntasks),
@@ -305,8 +268,13 @@ def _tools_in(folder: str, wanted: Iterable[str]) -> Dict[str, str]:
     return found
 
 
-class SiteBackend(Backend):
-    """The site's own ``dt*`` tools (TU Dresden ZIH style)."""
+class SiteBackend(WithSlurmOptions, Backend):
+    """The site's own ``dt*`` tools (TU Dresden ZIH style).
+
+    They take ``--account`` and ``--time`` (from ``slurm``, or the ``account`` and ``time``
+    keywords) and choose partition and nodes themselves: ``partition`` and
+    ``slurm.exclude`` do not reach them.
+    """
 
     name = "site"
 
@@ -315,14 +283,14 @@ class SiteBackend(Backend):
         tools: Mapping[str, str],
         *,
         account: Optional[str] = None,
-        time: Optional[str] = None,
+        time: TimeLimit = None,
+        slurm: Optional[SlurmOptions] = None,
         reason: str = "",
         blocking_last: bool = False,
     ) -> None:
         super().__init__(reason)
         self.tools = dict(tools)
-        self.account = account
-        self.time = time
+        self.slurm = slurm_options(slurm, "SiteBackend", account=account, time=time)
         #: Put ``--blocking`` after the tool's arguments, where taurus_datamover put it (some
         #: site wrappers only look there); default: before them, where ``--`` cannot hide it.
         self.blocking_last = blocking_last
@@ -341,10 +309,10 @@ class SiteBackend(Backend):
         submits = not blocking and command not in ALWAYS_BLOCKING
         if blocking and command not in ALWAYS_BLOCKING:
             options.append("--blocking")
-        if self.account:
-            options.append(f"--account={self.account}")
-        if self.time:
-            options.append(f"--time={self.time}")
+        if self.slurm.account:
+            options.append(f"--account={self.slurm.account}")
+        if self.slurm.time:
+            options.append(f"--time={self.slurm.time}")
         if command == "dtls":
             options.extend(SITE_LS_AS_IN_A_PIPE)
         # Blocking, the tool runs srun, which names the job for us when verbose (the
@@ -383,12 +351,14 @@ def default_job_log_dir() -> Path:
     return Path.home() / ".cache" / "taurus-tools" / "jobs"
 
 
-class SlurmBackend(Backend):
+class SlurmBackend(WithSlurmOptions, Backend):
     """Plain tools as Slurm jobs on the data-mover partition.
 
     Blocking calls run through ``srun`` (the handle is srun itself); non-blocking calls
     are submitted with ``sbatch`` (they survive the Python process) and the handle
-    follows the job, streaming its output files back.
+    follows the job, streaming its output files back.  Every job gets the options of
+    ``slurm`` (or of the ``partition``, ``account`` and ``time`` keywords); a partition
+    that does not exist gives way to Slurm's default one, with a warning.
     """
 
     name = "slurm"
@@ -396,19 +366,20 @@ class SlurmBackend(Backend):
     def __init__(
         self,
         *,
-        partition: Optional[str] = "datamover",
+        partition: Optional[str] = DEFAULT_PARTITION,
         account: Optional[str] = None,
-        time: Optional[str] = None,
+        time: TimeLimit = None,
+        slurm: Optional[SlurmOptions] = None,
         job_log_dir: Optional[StrPath] = None,
         client: Optional[SlurmClient] = None,
         reason: str = "",
     ) -> None:
         super().__init__(reason)
         self.client = client or SlurmClient()
-        self.requested_partition = partition
-        self.partition = self._resolve_partition(partition)
-        self.account = account
-        self.time = time
+        requested = slurm_options(slurm, "SlurmBackend", partition=partition, account=account, time=time)
+        self.requested_partition = requested.partition
+        #: The options every job gets; ``partition`` as found (None: Slurm's default one).
+        self.slurm = requested.replace(partition=self._resolve_partition(requested.partition))
         self.job_log_dir = Path(job_log_dir) if job_log_dir is not None else default_job_log_dir()
         self._wrapper: Optional[str] = None
 
@@ -452,32 +423,26 @@ class SlurmBackend(Backend):
         self, name: str, argv: Sequence[str], *, blocking: bool, exclude_nodes: Sequence[str] = ()
     ) -> Launch:
         job_name = unique_job_name(name)
+        options = self.slurm.excluding(tuple(exclude_nodes))
         if blocking:
             full = srun_argv(
                 argv,
                 srun=self._exe("srun"),
-                partition=self.partition,
-                account=self.account,
-                time=self.time,
+                partition=options.partition,
+                account=options.account,
+                time=options.time,
                 job_name=job_name,
                 nodes=1,
                 ntasks=1,
-                exclude=list(exclude_nodes) or None,
+                exclude=options.exclude or None,
             )
             return Launch(tuple(full), name=name, job_name=job_name, runs_srun=True)
         out = self.job_log_dir / f"{job_name}.out"
         err = self.job_log_dir / f"{job_name}.err"
-        full = [self._exe("sbatch"), "--parsable"]
-        for opt, value in (
-            ("--partition", self.partition),
-            ("--account", self.account),
-            ("--time", self.time),
-        ):
-            if value is not None:
-                full.append(f"{opt}={value}")
-        if exclude_nodes:
-            full.append("--exclude=" + ",".join(exclude_nodes))
-        full += [
+        full = [
+            self._exe("sbatch"),
+            "--parsable",
+            *options.args(),
             f"--job-name={job_name}",
             "--nodes=1",
             "--ntasks=1",
@@ -563,9 +528,10 @@ def select_backend(
     backend: str = "auto",
     *,
     tools_dir: Optional[StrPath] = None,
-    partition: Optional[str] = "datamover",
+    partition: Optional[str] = DEFAULT_PARTITION,
     account: Optional[str] = None,
-    time: Optional[str] = None,
+    time: TimeLimit = None,
+    slurm: Optional[SlurmOptions] = None,
     job_log_dir: Optional[StrPath] = None,
     env: Optional[Mapping[str, str]] = None,
     blocking_last: bool = False,
@@ -573,8 +539,10 @@ def select_backend(
     """Build the backend asked for; ``"auto"`` tries site, then slurm, then local.
 
     ``$TAURUS_TOOLS_BACKEND`` overrides ``"auto"`` (handy in job scripts and CI).
-    ``blocking_last`` is passed to a :class:`SiteBackend`.
+    ``slurm`` (or ``partition``, ``account`` and ``time``) go to the site and slurm
+    backends; ``blocking_last`` is passed to a :class:`SiteBackend`.
     """
+    options = slurm_options(slurm, "select_backend", partition=partition, account=account, time=time)
     environ = os.environ if env is None else env
     if backend == "auto" and environ.get("TAURUS_TOOLS_BACKEND"):
         backend = environ["TAURUS_TOOLS_BACKEND"]
@@ -587,11 +555,9 @@ def select_backend(
         )
     client = SlurmClient(env)
 
-    def slurm(reason: str) -> SlurmBackend:
+    def slurm_backend(reason: str) -> SlurmBackend:
         return SlurmBackend(
-            partition=partition,
-            account=account,
-            time=time,
+            slurm=options,
             job_log_dir=job_log_dir,
             client=client,
             reason=reason,
@@ -603,9 +569,7 @@ def select_backend(
         if tools:
             folders = sorted({os.path.dirname(p) for p in tools.values()})
             reason = f"found datamover tools in {', '.join(folders)}: {', '.join(sorted(tools))}{via_env}"
-            chosen: Backend = SiteBackend(
-                tools, account=account, time=time, reason=reason, blocking_last=blocking_last
-            )
+            chosen: Backend = SiteBackend(tools, slurm=options, reason=reason, blocking_last=blocking_last)
             log.info("datamover backend: %s", chosen)
             return chosen
         if backend == "site":
@@ -617,7 +581,7 @@ def select_backend(
     if backend == "slurm" and not ok:
         raise BackendUnavailableError(f"Slurm is not usable here: {why}")
     if ok:
-        chosen = slurm(f"{no_tools}; Slurm answers ({why})")
+        chosen = slurm_backend(f"{no_tools}; Slurm answers ({why})")
         chosen.reason += f"; jobs go to partition {chosen.partition or '(default)'}"
     elif backend == "auto":
         chosen = LocalBackend(f"{no_tools}; no Slurm ({why}); running tools on this machine", env)

@@ -19,6 +19,7 @@ also when the terminal is gone (what cannot be written is dropped).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -29,6 +30,7 @@ import threading
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ._log import get_logger
+from ._copy_config import CopyConfig, cli_fields
 from ._errors import (
     BackendUnavailableError,
     CommandNotFoundError,
@@ -38,6 +40,7 @@ from ._errors import (
     TaurusToolsError,
 )
 from ._names import BACKENDS, COMMANDS, WS_BACKENDS
+from ._slurm_options import SlurmOptions
 from ._version import VERSION_LINE, __version__
 
 # The machinery (psutil, Slurm, threads) is imported by the subcommand that needs it, so
@@ -79,20 +82,22 @@ def positive_seconds(text: str) -> float:
     return float(value)
 
 
-def positive_int(text: str) -> int:
-    """argparse type: a whole number >= 1."""
-    value = _number(text, int, "a whole number >= 1")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return int(value)
+def whole_number(minimum: int) -> Callable[[str], int]:
+    """argparse type: a whole number >= ``minimum``."""
+    what = f"a whole number >= {minimum}"
+
+    def convert(text: str) -> int:
+        value = _number(text, int, what)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return int(value)
+
+    convert.__name__ = f"whole_number_{minimum}"
+    return convert
 
 
-def non_negative_int(text: str) -> int:
-    """argparse type: a whole number >= 0."""
-    value = _number(text, int, "a whole number >= 0")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
-    return int(value)
+positive_int = whole_number(1)
+non_negative_int = whole_number(0)
 
 
 # ---------------------------------------------------------------------- global options
@@ -101,12 +106,10 @@ def non_negative_int(text: str) -> int:
 _GLOBALS: Tuple[Tuple[Tuple[str, ...], Dict[str, Any]], ...] = (
     (("--backend",), dict(choices=BACKENDS, default="auto", help="where commands run (default: auto)")),
     (("--tools-dir",), dict(default=None, metavar="DIR", help="folder with the site's dt* tools")),
-    (
-        ("--partition",),
-        dict(default="datamover", help="Slurm partition for the slurm backend (default: datamover)"),
-    ),
-    (("--account",), dict(default=None, help="Slurm account (--account)")),
-    (("--time",), dict(default=None, help="job time limit, e.g. 90 or 1-00:00:00")),
+    # Default and help from SlurmOptions' fields (see _global_parent).
+    (("--partition",), dict(slurm_option="partition")),
+    (("--account",), dict(slurm_option="account")),
+    (("--time",), dict(slurm_option="time")),
     (
         ("--no-blocking",),
         dict(
@@ -153,14 +156,46 @@ def _global_parent(tag: Optional[str] = None) -> argparse.ArgumentParser:
         group = parent.add_argument_group(
             "global options", "also accepted before the command (taurus-tools [global options] COMMAND ...)"
         )
+    slurm_fields = {f.name: f for f in dataclasses.fields(SlurmOptions)}
     for names, keywords in _GLOBALS:
         kw = dict(keywords)
+        if "slurm_option" in kw:
+            kw = _option_keywords(slurm_fields[kw.pop("slurm_option")])
         if tag is not None:
             kw["default"] = argparse.SUPPRESS
             if kw.get("action") == "count":
                 kw["dest"] = f"verbose_{tag}"
         group.add_argument(*names, **kw)
     return parent
+
+
+def _option_keywords(f: dataclasses.Field[Any]) -> Dict[str, Any]:
+    """argparse's keywords for an option made from a config field and its metadata.
+
+    A bool becomes a flag (``--no-X`` when its default is True); ``min`` makes a whole
+    number with that minimum, ``choices`` a choice; a tuple, a repeatable option; anything
+    else a string.  The range and the default (``"default_text"`` when the default is
+    worked out later) are added to the help text.
+    """
+    meta = f.metadata
+    kw: Dict[str, Any] = {"dest": f.name, "help": meta["help"], "default": f.default}
+    if "metavar" in meta:
+        kw["metavar"] = meta["metavar"]
+    if isinstance(f.default, bool):
+        kw["action"] = "store_false" if f.default else "store_true"
+        return kw
+    if isinstance(f.default, tuple):
+        kw.update(action="append", default=list(f.default))  # argparse appends to a list
+        return kw
+    if "min" in meta:
+        kw["type"] = whole_number(meta["min"])
+        kw["help"] += f", >= {meta['min']}"
+    if "choices" in meta:
+        kw["choices"] = meta["choices"]
+    shown = meta.get("default_text", f.default)
+    if shown is not None:
+        kw["help"] += f" (default: {shown})"
+    return kw
 
 
 def _merge_verbose(opts: argparse.Namespace) -> argparse.Namespace:
@@ -227,56 +262,21 @@ def _copy_parser(sub: Any) -> None:
     )
     p.add_argument("src", help="folder to copy (its contents)")
     p.add_argument("dst", help="folder to copy into (created if missing)")
-    p.add_argument(
-        "--workers",
-        type=positive_int,
-        default=None,
-        help="shards copied at once, >= 1 (default 8; locally at most one per CPU)",
-    )
-    p.add_argument("--shards", type=positive_int, help="number of shards, >= 1 (default: one per worker)")
-    p.add_argument("--shard-by", choices=("bytes", "count"), default="bytes")
-    p.add_argument("--verify", choices=("size", "checksum", "none"), default="size")
-    p.add_argument(
-        "--atomic",
-        action="store_true",
-        help="write every file under a temporary name and rename it (default: only files that exist already)",
-    )
-    p.add_argument("--retries", type=non_negative_int, default=2, help="retries of failed entries, >= 0 (default 2)")
-    p.add_argument("--no-resume", dest="resume", action="store_false", help="start over")
-    p.add_argument("--report", help="where to write result_all.json")
-    p.add_argument("--work-dir", help="listing, shards and state (default ~/.cache/taurus-tools/copies/...)")
-    p.add_argument("--exclude", action="append", default=[], metavar="GLOB", help="leave out matches (repeatable)")
-    p.add_argument("--exclude-node", action="append", default=[], dest="exclude_nodes", metavar="NODE")
-    p.add_argument("--files-from", help="copy only these paths (one per line, relative to SRC)")
-    p.add_argument("--dry-run", action="store_true", help="list and shard, copy nothing")
-    p.add_argument("--no-space-check", dest="check_space", action="store_false")
-    p.add_argument("--keep-work-dir", action="store_true")
+    group = p.add_argument_group("copy options")
+    for f in cli_fields():  # CopyConfig's fields: their defaults, ranges and help are written there
+        group.add_argument(f.metadata["cli"], **_option_keywords(f))
+
+
+def copy_config(opts: argparse.Namespace) -> CopyConfig:
+    """The :class:`CopyConfig` a ``copy`` command line asks for (``-q``: no progress bar)."""
+    return CopyConfig(**{f.name: getattr(opts, f.name) for f in cli_fields()}, progress=not opts.quiet)
 
 
 def copy_command(opts: argparse.Namespace) -> int:
     from ._parallel_copy import ParallelCopy
 
-    pc = ParallelCopy(
-        opts.src,
-        opts.dst,
-        datamover=_datamover(opts),
-        workers=opts.workers,
-        shards=opts.shards,
-        shard_by=opts.shard_by,
-        verify=opts.verify,
-        atomic=opts.atomic,
-        retries=opts.retries,
-        resume=opts.resume,
-        report=opts.report,
-        work_dir=opts.work_dir,
-        exclude=tuple(opts.exclude),
-        exclude_nodes=tuple(opts.exclude_nodes),
-        files_from=opts.files_from,
-        dry_run=opts.dry_run,
-        check_space=opts.check_space,
-        keep_work_dir=opts.keep_work_dir,
-        progress=not opts.quiet,
-    )
+    config = copy_config(opts)  # before the Datamover: a wrong value stops before any Slurm call
+    pc = ParallelCopy(opts.src, opts.dst, config, datamover=_datamover(opts))
     try:
         result = pc.run()
     except KeyboardInterrupt as exc:
@@ -472,14 +472,8 @@ def _setup_logging(verbose: int) -> None:
 def _datamover(opts: argparse.Namespace) -> Datamover:
     from ._datamover import Datamover
 
-    return Datamover(
-        opts.backend,
-        tools_dir=opts.tools_dir,
-        partition=opts.partition,
-        account=opts.account,
-        time=opts.time,
-        blocking=opts.blocking,
-    )
+    slurm = SlurmOptions(partition=opts.partition, account=opts.account, time=opts.time)
+    return Datamover(opts.backend, tools_dir=opts.tools_dir, slurm=slurm, blocking=opts.blocking)
 
 
 def info(opts: argparse.Namespace) -> int:

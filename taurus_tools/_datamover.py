@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import concurrent.futures
-import datetime as _dt
 import os
 import sys
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, Sequence, Tuple, Union
@@ -13,7 +12,6 @@ from ._backends import (
     Backend,
     StrPath,
     select_backend,
-    slurm_time,
     srun_argv,
 )
 from ._errors import CommandNotFoundError, ConfigurationError, UnknownCommandError
@@ -21,6 +19,7 @@ from ._names import COMMANDS
 from ._launch import Launch, unique_job_name
 from ._process import Handle
 from ._slurm import SlurmClient
+from ._slurm_options import DEFAULT_PARTITION, SlurmOptions, TimeLimit, WithSlurmOptions, node_names, slurm_options
 
 if TYPE_CHECKING:
     if sys.version_info >= (3, 11):
@@ -62,7 +61,7 @@ def _argv(args: Iterable[Arg]) -> Tuple[str, ...]:
     return tuple(out)
 
 
-class Datamover:
+class Datamover(WithSlurmOptions):
     """Run datamover commands (``dtcp``, ``dtls``, ...) in the background.
 
     Parameters
@@ -80,7 +79,9 @@ class Datamover:
         Slurm account to charge (``--account``).
     time : str, int or timedelta, optional
         Job time limit (``--time``): minutes, ``HH:MM:SS``, ``D-HH:MM:SS``, ...
-    blocking : bool
+    slurm : SlurmOptions, optional
+        Partition, account, time limit and nodes to avoid in one validated object,
+        instead of the three keywords above (giving both is an error).
         Default for the commands' ``blocking`` option.  Blocking commands keep a local
         process (``srun``) for the whole transfer; non-blocking ones submit a batch job
         that survives this Python process, and the handle follows the job.  Either way
@@ -93,6 +94,9 @@ class Datamover:
     ----------
     backend : Backend
         The backend in use; ``backend.name`` and ``backend.reason`` say which and why.
+    slurm : SlurmOptions
+        The Slurm options asked for (``partition``, ``account`` and ``time`` read them;
+        the slurm backend's ``partition`` is the one its jobs use).
 
     Examples
     --------
@@ -108,33 +112,21 @@ class Datamover:
         backend: Union[str, Backend] = "auto",
         *,
         tools_dir: Optional[StrPath] = None,
-        partition: Optional[str] = "datamover",
+        partition: Optional[str] = DEFAULT_PARTITION,
         account: Optional[str] = None,
-        time: Union[str, int, _dt.timedelta, None] = None,
+        time: TimeLimit = None,
         blocking: bool = True,
         job_log_dir: Optional[StrPath] = None,
+        slurm: Optional[SlurmOptions] = None,
     ) -> None:
-        if partition is not None and (not isinstance(partition, str) or not partition.strip()):
-            raise ConfigurationError(f"partition must be a non-empty name or None, got {partition!r}")
-        if account is not None and (not isinstance(account, str) or not account.strip() or " " in account):
-            raise ConfigurationError(f"account must be a Slurm account name, got {account!r}")
+        self.slurm = slurm_options(slurm, "Datamover", partition=partition, account=account, time=time)
         if not isinstance(blocking, bool):
             raise ConfigurationError(f"blocking must be True or False, got {blocking!r}")
-        self.partition = partition
-        self.account = account
-        self.time = slurm_time(time)
         self.blocking = blocking
         if isinstance(backend, Backend):
             self.backend = backend
         elif isinstance(backend, str):
-            self.backend = select_backend(
-                backend,
-                tools_dir=tools_dir,
-                partition=partition,
-                account=account,
-                time=self.time,
-                job_log_dir=job_log_dir,
-            )
+            self.backend = select_backend(backend, tools_dir=tools_dir, slurm=self.slurm, job_log_dir=job_log_dir)
         else:
             raise ConfigurationError(
                 f"backend must be 'auto', 'site', 'slurm', 'local' or a Backend, got {backend!r}"
@@ -328,7 +320,7 @@ class Datamover:
         partition: Optional[str] = None,
         exclude: Union[str, Sequence[str], None] = None,
         account: Optional[str] = None,
-        time: Union[str, int, _dt.timedelta, None] = None,
+        time: TimeLimit = None,
         job_name: Optional[str] = None,
         extra: Sequence[str] = (),
         cwd: Optional[StrPath] = None,
@@ -370,16 +362,22 @@ class Datamover:
         if exe is None:
             raise CommandNotFoundError("srun", (), "Slurm is not installed on this machine")
         name = job_name or unique_job_name("srun")
+        options = SlurmOptions(
+            partition=partition,
+            account=account if account is not None else self.account,
+            time=time if time is not None else self.time,
+            exclude=node_names("exclude", exclude),
+        )
         argv = srun_argv(
             program,
             srun=exe,
-            partition=partition,
-            account=account if account is not None else self.account,
-            time=slurm_time(time) if time is not None else self.time,
+            partition=options.partition,
+            account=options.account,
+            time=options.time,
             job_name=name,
             nodes=nodes,
             ntasks=ntasks,
-            exclude=exclude,
+            exclude=options.exclude,
             extra=_argv(extra),
         )
         launch = Launch(tuple(argv), name="srun", job_name=name)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import dataclasses
 import hashlib
 import json
 import os
@@ -32,12 +31,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Collection, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 import psutil
 
 from ._log import get_logger
-from ._backends import Backend, StrPath
+from ._backends import StrPath
+from ._callbacks import NoProgress, ProgressCallback, as_progress
+from ._copy_config import CopyConfig
 from ._copy_state import AttemptRecord, CopyState, ShardCounts, ShardState, ShardStatus, WorkerStatus
 from ._endpoints import Endpoint, ShardAttempt, endpoint_for, make_folder, mover_for
 from ._futures import BackgroundFuture, check_after, run_after
@@ -60,163 +61,6 @@ from ._work_dir import AttemptFiles, WorkDir, temporary_for
 log = get_logger(__name__)
 
 __all__ = ["CopyConfig", "CopyResult", "ParallelCopy"]
-
-VERIFY_MODES = ("size", "checksum", "none")
-#: Shards copied at once by default (fewer on the local backend of a small machine).
-DEFAULT_WORKERS = 8
-
-
-@dataclass(frozen=True)
-class CopyConfig:
-    """Everything that shapes a parallel copy, validated once.
-
-    Parameters
-    ----------
-    workers : int, optional
-        Shards copied at the same time (processes or Slurm jobs).  Default: 8 through
-        Slurm or the site's tools; on the local backend 8 or the CPUs this process may
-        use (:func:`os.sched_getaffinity`), whichever is fewer, since there each shard
-        is a process on this machine and more of them than cores only compete.  Raise
-        it for file systems where one stream waits on the network (NFS, Lustre).
-    shards : int, optional
-        How many parts to cut the tree into; default ``workers``: one byte-balanced
-        shard per worker.  Every shard is one more process (or job) to start, and
-        retries redo only the failed entries, so small shards buy little; pass more
-        (e.g. ``4 * workers``) when shards start at very different times, as Slurm
-        jobs in a busy queue do.
-    shard_by : {"bytes", "count"}
-        Balance shards by bytes (largest file first onto the lightest shard, as fpart
-        does) or by number of entries (as ``split -n l/N``).
-    retries : int
-        How many times failed entries are tried again.
-    retry_on : collection of int, optional
-        Exit codes of a shard that are worth retrying (negative: killed by that signal);
-        default: every non-zero code.  Others count as final failures at once.
-    retry_delay_s : float
-        Wait before the first retry; doubles for each further one.
-    resume : bool
-        Reuse the work directory of an interrupted run of the same copy and skip the
-        shards it finished.  ``False`` starts over.
-    verify : {"size", "checksum", "none"}
-        After copying, check every listed file's presence and size; ``checksum`` also
-        compares content hashes (BLAKE2) as each file is copied.
-    atomic : bool
-        Write every file under a temporary name (``.tt-part-TAG-N``) and rename it into
-        place, so that even a copy that is interrupted and never resumed leaves no
-        partial file under a real name.  By default only files already at the
-        destination are replaced that way (their old version survives a crash).  New
-        files are written under their own name, which saves a rename per file (15–20 %
-        of the time with small files on ext4), and get the source's modification time last:
-        until a file is complete it never matches the source, so the resume, or any
-        re-run, copies it again.
-    exclude : sequence of str
-        Glob patterns; an entry is left out when its name or relative path matches.
-    exclude_nodes : sequence of str
-        Slurm nodes the shard jobs must avoid (``--exclude``).
-    work_dir : path-like, optional
-        Where the listing, shards and state go; default
-        ``~/.cache/taurus-tools/copies/<hash of src and dst>``.
-    report : path-like, optional
-        Where ``result_all.json`` is written (into it, when it is a folder); default
-        inside the work directory.  Checked before anything is copied.
-    progress : bool
-        Show a progress bar (bytes, with files and ETA).
-    dry_run : bool
-        List and shard, report the plan, copy nothing.
-    check_space : bool
-        Refuse to start when a local destination lacks the space the plan needs.
-    keep_work_dir : bool
-        Keep the listing and shards after a successful copy.
-    files_from : path-like, optional
-        A text file with one path (relative to ``src``) per line to copy instead of
-        walking ``src``.  Paths that would reach outside ``src`` (absolute paths
-        elsewhere, ``..``, a path below a symbolic link) are refused, each with a
-        message; the rest is copied.
-    """
-
-    workers: Optional[int] = None
-    shards: Optional[int] = None
-    shard_by: str = "bytes"
-    retries: int = 2
-    retry_on: Optional[Collection[int]] = None
-    retry_delay_s: float = 1.0
-    resume: bool = True
-    verify: Optional[str] = "size"
-    atomic: bool = False
-    exclude: Tuple[str, ...] = ()
-    exclude_nodes: Tuple[str, ...] = ()
-    work_dir: Optional[Path] = None
-    report: Optional[Path] = None
-    progress: bool = True
-    dry_run: bool = False
-    check_space: bool = True
-    keep_work_dir: bool = False
-    files_from: Optional[Path] = None
-
-    def __post_init__(self) -> None:
-        def positive(name: str, value: Any, minimum: int = 1) -> None:
-            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-                raise ConfigurationError(f"{name} must be an int >= {minimum}, got {value!r}")
-
-        if self.workers is not None:
-            positive("workers", self.workers)
-        if self.shards is not None:
-            positive("shards", self.shards)
-        positive("retries", self.retries, 0)
-        if self.shard_by not in ("bytes", "count"):
-            raise ConfigurationError(f"shard_by must be 'bytes' or 'count', got {self.shard_by!r}")
-        verify = "none" if self.verify is None else self.verify
-        if verify not in VERIFY_MODES:
-            raise ConfigurationError(f"verify must be one of {', '.join(VERIFY_MODES)} or None, got {self.verify!r}")
-        object.__setattr__(self, "verify", verify)
-        if not isinstance(self.retry_delay_s, (int, float)) or self.retry_delay_s < 0:
-            raise ConfigurationError(f"retry_delay_s must be >= 0 seconds, got {self.retry_delay_s!r}")
-        for name in ("exclude", "exclude_nodes"):
-            value = getattr(self, name)
-            if value is None:
-                value = ()
-            elif isinstance(value, str):
-                value = (value,)
-            try:
-                value = tuple(value)
-            except TypeError:
-                value = (value,)
-            if not all(isinstance(v, str) and v for v in value):
-                raise ConfigurationError(
-                    f"{name} must be a string or a sequence of non-empty strings (glob patterns"
-                    f"{'' if name == 'exclude' else ' or node names'}), got {getattr(self, name)!r}"
-                )
-            object.__setattr__(self, name, value)
-        if self.retry_on is not None:
-            object.__setattr__(self, "retry_on", frozenset(int(c) for c in self.retry_on))
-        for name in ("work_dir", "report", "files_from"):
-            value = getattr(self, name)
-            if value is not None:
-                object.__setattr__(self, name, Path(value))
-
-    @property
-    def shard_count(self) -> int:
-        if self.shards is not None:
-            return self.shards
-        if self.workers is None:
-            raise ConfigurationError("workers is not set yet: see CopyConfig.for_backend")
-        return self.workers
-
-    def for_backend(self, backend: Backend) -> "CopyConfig":
-        """This config with ``workers`` set when it was left to the default (see above)."""
-        if self.workers is not None:
-            return self
-        return dataclasses.replace(self, workers=backend.default_workers(DEFAULT_WORKERS))
-
-    def replace(self, **changes: Any) -> "CopyConfig":
-        valid = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(changes) - valid)
-        if unknown:
-            raise ConfigurationError(
-                f"unknown copy option(s) {', '.join(unknown)}; valid: "
-                + ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(self))
-            )
-        return dataclasses.replace(self, **changes)
 
 
 @dataclass
@@ -357,10 +201,25 @@ class ParallelCopy(BackgroundFuture):
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._part_tag = ""
+        self._progress: Optional[ProgressCallback] = None  # made by start() for run()
 
     # ------------------------------------------------------------------ public API
     def run(self) -> CopyResult:
         """Copy, blocking until done; return the result (``ok`` False when anything failed)."""
+        progress, self._progress = self._progress or self._open_progress(), None
+        try:
+            return self._copy(progress)
+        finally:
+            progress.close()
+
+    def _open_progress(self) -> ProgressCallback:
+        """The callback ``config.progress`` asks for, made here: in Jupyter the bar is shown
+        in the cell running this, so :meth:`start` calls it before its thread starts."""
+        if self.config.progress is True and self.config.dry_run:
+            return NoProgress()  # nothing is copied: no bar
+        return as_progress(self.config.progress, desc="Listing")
+
+    def _copy(self, progress: ProgressCallback) -> CopyResult:
         started = time.time()
         dm = self.datamover if self.datamover is not None else Datamover()
         self.config = self.config.for_backend(dm.backend)
@@ -372,6 +231,7 @@ class ParallelCopy(BackgroundFuture):
             state = self._load_state()
             self._part_tag = part_tag_of(self.source.location, self.destination.location, self.work_dir)
             fresh = state.listing is None
+            progress.set_description("Listing")
             listing, stats = self._listing(state)
             self._plan(state, listing)
             result = CopyResult(
@@ -382,6 +242,8 @@ class ParallelCopy(BackgroundFuture):
                 bytes_planned=stats.bytes,
                 dry_run=self.config.dry_run,
             )
+            progress.set_description("Copying")
+            progress.set_total(result.bytes_planned, files=result.files_planned, unit="B")
             result.failed_messages.extend(stats.messages)
             result.files_excluded = stats.excluded
             result.special_skipped = stats.special
@@ -413,7 +275,7 @@ class ParallelCopy(BackgroundFuture):
                 state.new_dst = before.empty
                 # A destination this copy makes gets the source's mode and times, too.
                 state.made_dst = not before.existed
-            self._fan_out(dm, state, result)
+            self._fan_out(dm, state, result, progress)
             if all(s.status is ShardStatus.DONE for s in state.shards):
                 self._set_folders(state, result)
             result.duration_s = time.time() - started
@@ -453,14 +315,23 @@ class ParallelCopy(BackgroundFuture):
             raise RuntimeError("this copy was already started")
         futures = check_after(after, on)
         self._started = True
+        # Made here, in the caller's thread, not in the copy's: Jupyter shows a bar in the
+        # cell that made it (see _open_progress).
+        self._progress = self._open_progress()
         if futures:
             run_after(futures, on, self._start_thread, self._fail_before_start)
         else:
             self._start_thread()
         return self
 
+    def _drop_progress(self) -> None:
+        progress, self._progress = self._progress, None
+        if progress is not None:
+            progress.close()
+
     def _fail_before_start(self, error: BaseException) -> None:
         self._error = error
+        self._drop_progress()
         if not self.set_running_or_notify_cancel():  # cancelled meanwhile
             self._finished.set()
             return
@@ -469,6 +340,7 @@ class ParallelCopy(BackgroundFuture):
 
     def _start_thread(self) -> None:
         if not self.set_running_or_notify_cancel():  # cancelled while it waited
+            self._drop_progress()
             self._finished.set()
             return
 
@@ -692,7 +564,7 @@ class ParallelCopy(BackgroundFuture):
             blocking=blocking,
         )
 
-    def _fan_out(self, dm: Datamover, state: CopyState, result: CopyResult) -> None:
+    def _fan_out(self, dm: Datamover, state: CopyState, result: CopyResult, progress: ProgressCallback) -> None:
         shards = state.shards
         queue: List[_QueuedShard] = [
             _QueuedShard(s.index, s.todo, s.attempts, new_dst=state.new_dst and s.attempts == 0)
@@ -703,7 +575,8 @@ class ParallelCopy(BackgroundFuture):
         workers = self.config.workers
         assert workers is not None, "run() sets it (CopyConfig.for_backend)"
         wake = self._wake
-        bar = _progress(self.config.progress, result.bytes_planned)
+        # Reading the running shards' counters costs a file read per shard and round.
+        report = not isinstance(progress, NoProgress)
         try:
             while queue or running:
                 if self._stop.is_set():
@@ -731,12 +604,8 @@ class ParallelCopy(BackgroundFuture):
                     attempt = running.pop(handle)
                     handle.remove_waker(wake)
                     self._finish_shard(handle, attempt, state, queue)
-                if bar is not None:
-                    done = state.shard_counts()
-                    done.add(_running_counts(running.values()))
-                    bar.n = done.bytes + done.skipped_bytes
-                    bar.set_postfix_str(f"{done.files + done.skipped} files", refresh=False)
-                    bar.refresh()
+                if report:
+                    progress.update_to(*_done(state, running.values()))
         except KeyboardInterrupt:
             log.warning("interrupted: cancelling %d running shard(s); run again to resume", len(running))
             cancel_all(list(running))
@@ -744,9 +613,8 @@ class ParallelCopy(BackgroundFuture):
                 shards[attempt.queued.index].status = ShardStatus.PENDING
             self._save_state(state)
             raise
-        finally:
-            if bar is not None:
-                bar.close()
+        if report:
+            progress.update_to(*_done(state, ()))
         # The last shards finished after the loop's last save: record them, so that a
         # resume (after a crash while verifying) does not see them "running" and redo them.
         self._save_state(state)
@@ -1034,9 +902,9 @@ def _running_counts(running: Iterable[_Running]) -> ShardCounts:
     return total
 
 
-def _progress(enabled: bool, total: int) -> Any:
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="Copying", dynamic_ncols=True)
+def _done(state: CopyState, running: Iterable[_Running]) -> Tuple[int, int]:
+    """Bytes and files done (copied or found there already): finished attempts, and the
+    counters the running shards' workers last wrote."""
+    done = state.shard_counts()
+    done.add(_running_counts(running))
+    return done.bytes + done.skipped_bytes, done.files + done.skipped

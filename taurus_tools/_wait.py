@@ -10,9 +10,9 @@ import time
 from typing import IO, Any, List, Optional, Sequence, Union, overload
 
 from ._log import get_logger
+from ._callbacks import Progress, as_progress
 from ._errors import CommandError, CommandTimeoutError, ConfigurationError
 from ._process import Handle
-
 
 log = get_logger(__name__)
 
@@ -93,7 +93,7 @@ def waitfor(
     timeout: Optional[float] = ...,
     *,
     poll_interval: float = ...,
-    progress: bool = ...,
+    progress: Progress = ...,
     check: bool = ...,
     show_stderr: bool = ...,
     file: Optional[IO[str]] = ...,
@@ -106,7 +106,7 @@ def waitfor(
     timeout: Optional[float] = ...,
     *,
     poll_interval: float = ...,
-    progress: bool = ...,
+    progress: Progress = ...,
     check: bool = ...,
     show_stderr: bool = ...,
     file: Optional[IO[str]] = ...,
@@ -118,7 +118,7 @@ def waitfor(
     timeout: Optional[float] = None,
     *,
     poll_interval: float = 0.5,
-    progress: bool = True,
+    progress: Progress = True,
     check: bool = False,
     show_stderr: bool = True,
     file: Optional[IO[str]] = None,
@@ -138,9 +138,13 @@ def waitfor(
     poll_interval : float
         Longest pause between progress updates, in seconds.  Finishing commands and new
         stderr lines wake the wait at once.
-    progress : bool
-        Show a progress bar (commands done / total, elapsed time) once the wait has
-        lasted a second.
+    progress : bool or ProgressCallback
+        ``True``: a progress bar (commands done / total, elapsed time) once the wait has
+        lasted a second, where one can be seen (a terminal, Jupyter); ``False`` or
+        None: none; a
+        :class:`ProgressCallback` gets the number of commands as the total (unit
+        ``"cmd"``), one update per finished command, a tick per poll, and the stderr
+        lines to print (:meth:`~ProgressCallback.write`).
     check : bool
         Raise :class:`CommandError` (argv, exit code, stderr tail) if any command failed;
         for another future (or a command that never ran), its own error.
@@ -175,8 +179,13 @@ def waitfor(
     positions = [0] * len(items)
     start = time.monotonic()
     deadline = None if timeout is None else start + timeout
-    bar: Any = None
     labels = [_label(h, i, len(items)) for i, h in enumerate(items)]
+    what = _name(items[0]) if len(items) == 1 else f"{len(items)} commands"
+    # Made before the first report, in this thread (Jupyter shows a bar where it is made).
+    bar = as_progress(progress, file=out, desc=f"Waiting for {what}", leave=False, delay=PROGRESS_DELAY_S)
+    bar.set_description(f"Waiting for {what}")
+    bar.set_total(len(items), unit="cmd")
+    reported = 0
 
     def echo(final: bool = False) -> None:
         if not show_stderr:
@@ -188,19 +197,15 @@ def waitfor(
             for line in lines:
                 if is_noise(line):
                     continue
-                text = labels[i] + line
-                if bar is not None:
-                    bar.write(text, file=out)
-                else:
-                    print(text, file=out, flush=True)
+                bar.write(labels[i] + line, out)
 
     try:
         while True:
             pending = [h for h in items if not h.done()]
             echo()
-            if bar is not None:
-                bar.n = len(items) - len(pending)
-                bar.refresh()
+            finished = len(items) - len(pending)
+            bar.update(finished - reported)  # 0: a tick, for the clock
+            reported = finished
             if not pending:
                 break
             now = time.monotonic()
@@ -208,8 +213,6 @@ def waitfor(
                 cancel_all(pending)
                 echo(final=True)
                 raise CommandTimeoutError([_argv_of(h) for h in pending], timeout or 0.0)
-            if bar is None and progress and now - start >= PROGRESS_DELAY_S:
-                bar = _make_bar(items, len(items) - len(pending), out, now - start)
             pause = poll_interval if deadline is None else min(poll_interval, deadline - now)
             wake.wait(max(pause, 0.0))
             wake.clear()
@@ -220,8 +223,7 @@ def waitfor(
     finally:
         for h in commands:
             h.remove_waker(wake)
-        if bar is not None:
-            bar.close()
+        bar.close()
     echo(final=True)
     codes = [_code(h) for h in items]
     if check:
@@ -248,20 +250,3 @@ def waitfor(
 
 def _label(handle: Any, index: int, total: int) -> str:
     return "" if total == 1 else f"[{_name(handle)}#{index + 1}] "
-
-
-def _make_bar(items: Sequence[Any], done: int, out: IO[str], elapsed: float) -> Any:
-    from tqdm.auto import tqdm
-
-    desc = _name(items[0]) if len(items) == 1 else f"{len(items)} commands"
-    bar = tqdm(
-        total=len(items),
-        initial=done,
-        desc=f"Waiting for {desc}",
-        unit="cmd",
-        file=out,
-        leave=False,
-        dynamic_ncols=True,
-    )
-    bar.start_t -= elapsed  # count from the start of the wait, not from the bar
-    return bar

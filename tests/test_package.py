@@ -43,13 +43,28 @@ def test_cli_module_loads_no_machinery():
 def test_names_resolve_to_their_modules():
     got = run(
         "import json, taurus_tools as t; "
-        "print(json.dumps({n: getattr(t, n).__module__ for n in ('Datamover', 'waitfor', 'CopyResult')}))"
+        "print(json.dumps({n: getattr(t, n).__module__ for n in ('Datamover', 'waitfor', 'CopyResult', "
+        "'CopyConfig', 'SlurmOptions', 'ProgressCallback', 'NoProgress', 'TqdmProgress')}))"
     )
     assert got == {
         "Datamover": "taurus_tools._datamover",
         "waitfor": "taurus_tools._wait",
         "CopyResult": "taurus_tools._parallel_copy",
+        "CopyConfig": "taurus_tools._copy_config",
+        "SlurmOptions": "taurus_tools._slurm_options",
+        "ProgressCallback": "taurus_tools._callbacks",
+        "NoProgress": "taurus_tools._callbacks",
+        "TqdmProgress": "taurus_tools._callbacks",
     }
+
+
+def test_options_and_callbacks_load_no_machinery():
+    """The CLI builds its parser from these before it needs any machinery; tqdm comes with a bar."""
+    loaded = run(
+        "import json, sys, taurus_tools as t; t.SlurmOptions, t.CopyConfig, t.ProgressCallback, t.TqdmProgress; "
+        "print(json.dumps(sorted(sys.modules)))"
+    )
+    assert not {"psutil", "tqdm", "taurus_tools._process", "taurus_tools._backends"} & set(loaded)
 
 
 def test_readme_layout_lists_every_module():

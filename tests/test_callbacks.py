@@ -1,0 +1,361 @@
+"""Progress as callbacks: what waits and copies report, and which bar ``progress=True`` draws where.
+
+The choice of bar depends on modules (IPython, ipywidgets, tqdm.notebook) that a test machine
+may not have: those are replaced in ``sys.modules`` for each test.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import threading
+import types
+import warnings
+from pathlib import Path
+from typing import Any, List, Optional, Tuple
+
+import pytest
+
+import taurus_tools._callbacks as callbacks
+import taurus_tools._parallel_copy as pc_mod
+from taurus_tools import (
+    CommandTimeoutError,
+    ConfigurationError,
+    CopyConfig,
+    Datamover,
+    NoProgress,
+    ParallelCopy,
+    ProgressCallback,
+    TqdmProgress,
+    waitfor,
+)
+
+pytestmark = pytest.mark.timeout(120)
+
+
+class Recorder(ProgressCallback):
+    """Keeps every call, and the thread it came from."""
+
+    def __init__(self) -> None:
+        self.calls: List[Tuple[str, Any]] = []
+        self.threads: set = set()
+        self.lock = threading.Lock()
+
+    def _note(self, name: str, value: Any) -> None:
+        with self.lock:
+            self.calls.append((name, value))
+            self.threads.add(threading.current_thread().name)
+
+    def set_total(self, total, *, files=None, unit="B"):
+        self._note("total", (total, files, unit))
+
+    def update(self, amount=0, files=0):
+        self._note("update", (amount, files))
+
+    def set_description(self, text):
+        self._note("description", text)
+
+    def write(self, text, file=None):
+        self._note("write", text)
+
+    def close(self):
+        self._note("close", None)
+
+    def of(self, name: str) -> List[Any]:
+        return [value for what, value in self.calls if what == name]
+
+
+def make_tree(root: Path, files: int = 40) -> int:
+    """``files`` files of different sizes in a few folders; returns their bytes."""
+    total = 0
+    for i in range(files):
+        path = root / f"d{i % 4}" / f"f{i:03d}.bin"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = os.urandom(1000 + 997 * i)
+        path.write_bytes(data)
+        total += len(data)
+    return total
+
+
+@pytest.fixture
+def dm() -> Datamover:
+    return Datamover("local")
+
+
+# ============================================================================ copies
+class TestCopyReports:
+    def test_totals_then_monotone_updates_that_add_up_to_the_bytes_copied(self, tmp_path, dm):
+        size = make_tree(tmp_path / "src")
+        rec = Recorder()
+        result = ParallelCopy(
+            tmp_path / "src", tmp_path / "dst", datamover=dm, workers=2, work_dir=tmp_path / "w", progress=rec
+        ).run()
+        assert result.ok and result.bytes_copied == size and result.files_copied == 40
+        assert rec.of("total") == [(size, 40, "B")]
+        updates = rec.of("update")
+        assert updates and all(amount >= 0 and files >= 0 for amount, files in updates)
+        assert sum(a for a, _ in updates) == result.bytes_copied
+        assert sum(f for _, f in updates) == result.files_copied
+        names = [what for what, _ in rec.calls]
+        assert names.index("total") < names.index("update")
+        assert names[-1] == "close" and names.count("close") == 1
+        assert rec.of("description")[:2] == ["Listing", "Copying"]
+
+    def test_a_started_copy_reports_from_its_thread_and_closes(self, tmp_path, dm):
+        size = make_tree(tmp_path / "src", files=12)
+        rec = Recorder()
+        pc = ParallelCopy(
+            tmp_path / "src", tmp_path / "dst", datamover=dm, workers=2, work_dir=tmp_path / "w", progress=rec
+        ).start()
+        result = pc.result(timeout=60)
+        assert sum(a for a, _ in rec.of("update")) == result.bytes_copied == size
+        assert rec.calls[-1] == ("close", None)
+        assert rec.threads == {"taurus-tools:copy"}
+
+    def test_start_makes_the_bar_in_the_calling_thread(self, tmp_path, dm, monkeypatch):
+        """In Jupyter a bar shows in the cell that is running when it is made: start()'s."""
+        make_tree(tmp_path / "src", files=4)
+        made_in = []
+        real = pc_mod.as_progress
+
+        def as_progress(progress, **options):
+            made_in.append(threading.current_thread())
+            return real(progress, **options)
+
+        monkeypatch.setattr(pc_mod, "as_progress", as_progress)
+        pc = ParallelCopy(
+            tmp_path / "src", tmp_path / "dst", datamover=dm, workers=1, work_dir=tmp_path / "w", progress=True
+        )
+        assert made_in == []
+        pc.start()
+        assert made_in == [threading.current_thread()]
+        assert pc.result(timeout=60).ok
+        assert made_in == [threading.current_thread()]
+
+    def test_a_copy_that_cannot_start_still_closes(self, tmp_path, dm):
+        make_tree(tmp_path / "src", files=3)
+        (tmp_path / "w").write_text("a file where the work dir goes")
+        rec = Recorder()
+        pc = ParallelCopy(tmp_path / "src", tmp_path / "dst", datamover=dm, work_dir=tmp_path / "w", progress=rec)
+        with pytest.raises(ConfigurationError, match="work dir"):
+            pc.run()
+        assert rec.calls == [("close", None)]
+
+    def test_dry_run_draws_no_bar(self, tmp_path, dm, monkeypatch):
+        make_tree(tmp_path / "src", files=3)
+        monkeypatch.setattr(callbacks, "_is_terminal", lambda file: True)
+        pc = ParallelCopy(tmp_path / "src", tmp_path / "dst", datamover=dm, work_dir=tmp_path / "w", dry_run=True)
+        assert isinstance(pc._open_progress(), NoProgress)
+
+    @pytest.mark.parametrize("bad", ["yes", 1, object()])
+    def test_progress_must_be_a_bool_none_or_callback(self, bad):
+        with pytest.raises(ConfigurationError, match="progress must be True, False, None or a ProgressCallback"):
+            CopyConfig(progress=bad)
+
+    @pytest.mark.parametrize("value", [True, False, None])
+    def test_progress_values_that_are_fine(self, value):
+        assert CopyConfig(progress=value).progress is value
+
+
+# ============================================================================ waits
+class TestWaitReports:
+    def test_commands_as_the_total_one_update_each_and_lines_through_write(self, tmp_path, dm):
+        rec = Recorder()
+        handles = [dm.dtls(str(tmp_path)), dm.dtls(str(tmp_path / "missing"))]
+        codes = waitfor(handles, timeout=60, progress=rec)
+        assert codes[0] == 0 and codes[1] != 0
+        assert rec.of("total") == [(2, None, "cmd")]
+        assert sum(a for a, _ in rec.of("update")) == 2
+        assert all(a >= 0 for a, _ in rec.of("update"))
+        assert any("missing" in line for line in rec.of("write"))  # ls's complaint, labelled
+        assert rec.of("description") == ["Waiting for 2 commands"]
+        assert rec.calls[-1] == ("close", None)
+
+    def test_a_timeout_closes_the_callback(self, dm):
+        rec = Recorder()
+        handle = dm.call("dtcp", "/dev/zero", "/dev/null")  # never ends by itself
+        with pytest.raises(CommandTimeoutError):
+            waitfor(handle, timeout=0.3, progress=rec)
+        assert rec.calls[-1] == ("close", None)
+        assert sum(a for a, _ in rec.of("update")) == 0
+
+    def test_progress_true_into_a_file_draws_nothing(self, tmp_path, dm):
+        out = io.StringIO()
+        handle = dm.call("dtcp", "/dev/zero", "/dev/null")
+        with pytest.raises(CommandTimeoutError):
+            waitfor(handle, timeout=1.5, progress=True, file=out)  # past the 1 s delay of a bar
+        assert out.getvalue() == ""
+
+
+# ============================================================================ the interface
+class TestInterface:
+    def test_update_to_reports_only_increases(self):
+        rec = Recorder()
+        for amount, files in [(10, 1), (5, 1), (5, 0), (25, 3), (25, 3)]:
+            rec.update_to(amount, files)
+        assert rec.of("update") == [(10, 1), (0, 0), (0, 0), (15, 2), (0, 0)]
+
+    def test_calling_it_is_an_update_in_bytes(self):
+        rec = Recorder()
+        rec(4096)  # boto3's Callback=
+        assert rec.of("update") == [(4096, 0)]
+
+    def test_the_base_class_does_nothing_and_prints_lines(self, capsys):
+        with ProgressCallback() as cb:
+            cb.set_total(5)
+            cb.update(3, 1)
+            cb.set_description("x")
+            cb.write("a line")
+        assert capsys.readouterr().err == "a line\n"
+
+    @pytest.mark.parametrize("value", [False, None])
+    def test_false_and_none_mean_no_progress(self, value):
+        assert isinstance(callbacks.as_progress(value), NoProgress)
+
+    def test_a_callback_is_used_as_it_is(self):
+        rec = Recorder()
+        assert callbacks.as_progress(rec) is rec
+
+    def test_tqdm_progress_draws_totals_and_files(self):
+        from tqdm.std import tqdm
+
+        out = io.StringIO()
+        bar = TqdmProgress(desc="Listing", file=out, tqdm_class=tqdm)
+        bar.set_total(2048, files=2, unit="B")
+        bar.set_description("Copying")
+        bar.update(1024, 1)
+        bar.update(1024, 1)
+        bar.close()
+        text = out.getvalue().split("\r")[-1]
+        assert "Copying" in text and "100%" in text and "2.00k/2.00k" in text and "2/2 files" in text
+
+    def test_tqdm_progress_with_a_delay_appears_only_after_it(self, monkeypatch):
+        from tqdm.std import tqdm
+
+        now = [1000.0]
+        monkeypatch.setattr(callbacks, "_clock", lambda: now[0])
+        out = io.StringIO()
+        bar = TqdmProgress(file=out, tqdm_class=tqdm, delay=1.0, leave=False)
+        bar.set_total(3, unit="cmd")
+        bar.update(1)
+        bar.write("early line", out)
+        assert bar.bar is None and out.getvalue() == "early line\n"
+        now[0] += 1.5
+        bar.update(1)
+        assert bar.bar is not None and bar.bar.n == 2 and bar.bar.total == 3
+        bar.close()
+
+
+# ============================================================================ which bar, where
+@pytest.fixture
+def modules(monkeypatch):
+    """Stand-ins for IPython (a Jupyter kernel or not), ipywidgets and tqdm.notebook."""
+
+    class Fake:
+        def kernel(self, running: bool = True) -> None:
+            shell = types.SimpleNamespace(config={"IPKernelApp": {}} if running else {})
+            module = types.ModuleType("IPython")
+            module.get_ipython = lambda: shell  # type: ignore[attr-defined]
+            monkeypatch.setitem(sys.modules, "IPython", module)
+
+        def widgets(self, present: bool) -> None:
+            if present:
+                module = types.ModuleType("ipywidgets")
+                module.FloatProgress = object  # type: ignore[attr-defined]
+                monkeypatch.setitem(sys.modules, "ipywidgets", module)
+            else:
+                monkeypatch.setitem(sys.modules, "ipywidgets", None)  # import raises ImportError
+
+        def notebook_tqdm(self, works: bool = True) -> Optional[type]:
+            if not works:
+                monkeypatch.setitem(sys.modules, "tqdm.notebook", None)
+                return None
+            made: List[Any] = []
+
+            class NotebookBar:
+                def __init__(self, **options: Any) -> None:
+                    self.options, self.n, self.start_t = options, 0, 0.0
+                    made.append(threading.current_thread())
+
+                def __getattr__(self, name: str) -> Any:
+                    return lambda *args, **kwargs: None
+
+            NotebookBar.made = made  # type: ignore[attr-defined]
+            module = types.ModuleType("tqdm.notebook")
+            module.tqdm = NotebookBar  # type: ignore[attr-defined]
+            monkeypatch.setitem(sys.modules, "tqdm.notebook", module)
+            return NotebookBar
+
+    monkeypatch.delitem(sys.modules, "IPython", raising=False)
+    return Fake()
+
+
+class TestChoice:
+    def test_a_pipe_or_file_gets_no_bar(self, modules):
+        assert callbacks.choose_bar(io.StringIO()) == (None, {})
+        assert isinstance(callbacks.auto_progress(file=io.StringIO()), NoProgress)
+        modules.kernel(running=False)  # IPython imported, but a terminal IPython, not Jupyter
+        assert isinstance(callbacks.as_progress(True, file=io.StringIO()), NoProgress)
+
+    def test_a_terminal_gets_a_text_bar(self, modules):
+        from tqdm.std import tqdm
+
+        master, slave = os.openpty()
+        try:
+            with open(slave, "w", closefd=False) as terminal:
+                cls, options = callbacks.choose_bar(terminal)
+                assert cls is tqdm and options == {"dynamic_ncols": True}
+                bar = callbacks.auto_progress(file=terminal, desc="Copying")
+                assert isinstance(bar, TqdmProgress) and isinstance(bar.bar, tqdm)
+                bar.close()
+        finally:
+            os.close(master)
+            os.close(slave)
+
+    def test_jupyter_with_ipywidgets_gets_the_widget_bar_made_at_once(self, modules):
+        modules.kernel()
+        modules.widgets(present=True)
+        notebook_bar = modules.notebook_tqdm()
+        cls, options = callbacks.choose_bar(io.StringIO())
+        assert cls is notebook_bar and options == {}
+        bar = callbacks.auto_progress(file=sys.stderr, desc="Listing")
+        assert isinstance(bar, TqdmProgress) and isinstance(bar.bar, notebook_bar)
+        assert notebook_bar.made == [threading.current_thread()]
+        assert bar.bar.options["desc"] == "Listing"
+
+    @pytest.mark.parametrize("why", ["no ipywidgets", "tqdm.notebook fails"])
+    def test_jupyter_without_widgets_gets_a_slow_text_bar_and_no_warning(self, modules, why, monkeypatch):
+        from tqdm.std import tqdm
+
+        modules.kernel()
+        modules.widgets(present=why != "no ipywidgets")
+        modules.notebook_tqdm(works=why != "tqdm.notebook fails")
+        now = [0.0]
+        monkeypatch.setattr(callbacks, "_clock", lambda: now[0])
+        out = io.StringIO()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            cls, options = callbacks.choose_bar(out)
+            assert cls is tqdm and options["mininterval"] == callbacks.NOTEBOOK_TEXT_INTERVAL_S >= 5
+            bar = callbacks.auto_progress(file=out, desc="Copying")
+            bar.set_total(200, files=200)
+            for _ in range(200):  # one update a second for 200 s
+                now[0] += 1.0
+                bar.update(1, 1)
+            bar.close()
+        assert caught == []
+        draws = out.getvalue().count("\r")
+        # Made, total, close, and one redraw per NOTEBOOK_TEXT_INTERVAL_S: not one per update.
+        assert draws <= 3 + 200 / callbacks.NOTEBOOK_TEXT_INTERVAL_S + 2, out.getvalue()
+        assert "200/200 files" in out.getvalue().split("\r")[-1]
+
+    def test_a_broken_ipython_is_not_a_kernel(self, monkeypatch):
+        module = types.ModuleType("IPython")
+
+        def get_ipython():
+            raise RuntimeError("half imported")
+
+        module.get_ipython = get_ipython  # type: ignore[attr-defined]
+        monkeypatch.setitem(sys.modules, "IPython", module)
+        assert callbacks.choose_bar(io.StringIO()) == (None, {})
