@@ -339,7 +339,7 @@ def run(args: argparse.Namespace) -> Dict[str, object]:
     os.makedirs(root, exist_ok=True)
     params = tree_params(args)
     totals = make_tree(src, params, quiet=args.json)
-    # The copy workers run as "python -m taurus_tools._copy_worker", which puts the current
+    # The copy workers run as "python -m taurus_tools.transfer.worker", which puts the current
     # folder first on sys.path: a checkout there must not shadow the taurus_tools under test.
     os.chdir(root)
     names = [n for n in ("cp", "rsync", "fpsync", "rclone") if shutil.which(n)]

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Sharding a 1,000,000-file list: taurus_tools._plan.shard against fpart and split (run by hand, not in CI).
+"""Sharding a 1,000,000-file list: taurus_tools.transfer.plan.shard against fpart and split (run by hand, not in CI).
 
 Requirement (issue "ParallelCopy", Performance): a 1,000,000-line "size path" list into 64
 shards: time within 2 x of ``fpart -n 64 -a -i LIST`` (the C peer), peak memory <= 250 MB,
@@ -23,7 +23,7 @@ else by a small ``python -S`` runner whose own few MB are then included):
   fpart       fpart -n 64 -a -i LIST -o OUT/part
   split       split -n l/64 LIST OUT/x
 
-The listing in our record format (``f\\tSIZE\\t0\\tPATH\\0``, see taurus_tools._plan) and the
+The listing in our record format (``f\\tSIZE\\t0\\tPATH\\0``, see taurus_tools.transfer.plan) and the
 "size path" list are written before anything is timed.  Every contender's output is then
 read back (not timed): each of the 1,000,000 paths must be in exactly one shard; balance =
 max shard bytes / max(mean shard bytes, largest file).
@@ -67,7 +67,7 @@ OURS_SNIPPET = r"""
 import json, sys, time
 from pathlib import Path
 t0 = time.perf_counter()
-from taurus_tools._plan import shard
+from taurus_tools.transfer.plan import shard
 t1 = time.perf_counter()
 plan = shard(Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), by=sys.argv[4])
 t2 = time.perf_counter()
@@ -173,8 +173,8 @@ def commands(name: str, text: str, listing: str, out: str, shards: int) -> List[
 
 
 LABELS = {
-    "ours": 'taurus_tools._plan.shard(listing, out, 64, by="bytes")',
-    "ours-count": 'taurus_tools._plan.shard(listing, out, 64, by="count")',
+    "ours": 'taurus_tools.transfer.plan.shard(listing, out, 64, by="bytes")',
+    "ours-count": 'taurus_tools.transfer.plan.shard(listing, out, 64, by="count")',
     "fpart": "fpart -n 64 -a -i LIST -o OUT/part",
     "split": "split -n l/64 LIST OUT/x",
 }

@@ -61,7 +61,7 @@ from slurm_cluster import SLURM_ENV_PREFIXES, SlurmCluster  # noqa: E402  (tests
 
 import taurus_tools  # noqa: E402
 from taurus_tools import Datamover, waitfor  # noqa: E402
-from taurus_tools._slurm import SlurmClient  # noqa: E402
+from taurus_tools.slurm.client import SlurmClient  # noqa: E402
 
 
 def say(msg: str, quiet: bool) -> None:

@@ -14,9 +14,9 @@ from ._version import __version__
 # read any constant of this name as True.
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # what the names below are, for type checkers and editors
-    from ._backends import Backend, LocalBackend, SiteBackend, SlurmBackend, select_backend
-    from ._datamover import COMMANDS, Datamover
-    from ._errors import (
+    from .datamover.backends import Backend, LocalBackend, SiteBackend, SlurmBackend, select_backend
+    from .datamover.datamover import COMMANDS, Datamover
+    from .errors import (
         BackendUnavailableError,
         CommandCancelledError,
         CommandError,
@@ -35,24 +35,29 @@ if TYPE_CHECKING:  # what the names below are, for type checkers and editors
         UnknownCommandError,
         WorkspaceError,
     )
-    from ._callbacks import NoProgress, ProgressCallback, TqdmProgress
-    from ._copy_config import CopyConfig
-    from ._futures import BackgroundFuture
-    from ._parallel_copy import CopyResult, ParallelCopy
-    from ._launch import Launch
-    from ._process import Handle
-    from ._slurm_options import SlurmOptions
-    from ._staging import stage_in, stage_out
-    from ._wait import waitfor
-    from ._workspace import CacheWorkspace, Workspace
-    from ._ws_backends import LocalWorkspaceBackend, SiteWorkspaceBackend, WorkspaceBackend, select_workspace_backend
-    from ._ws_format import WorkspaceInfo, parse_filesystems, parse_ws_list
+    from .callbacks import NoProgress, ProgressCallback, TqdmProgress
+    from .transfer.config import CopyConfig
+    from .futures import BackgroundFuture
+    from .transfer.parallel_copy import CopyResult, ParallelCopy
+    from .process.launch import Launch
+    from .process.handle import Handle
+    from .slurm.options import SlurmOptions
+    from .transfer.staging import stage_in, stage_out
+    from .datamover.wait import waitfor
+    from .workspace.workspace import CacheWorkspace, Workspace
+    from .workspace.backends import (
+        LocalWorkspaceBackend,
+        SiteWorkspaceBackend,
+        WorkspaceBackend,
+        select_workspace_backend,
+    )
+    from .workspace.format import WorkspaceInfo, parse_filesystems, parse_ws_list
 
 #: Where each public name lives; a module is imported when one of its names is first used,
 #: so that importing taurus_tools (and running ``taurus-tools --version``) stays cheap.
 _HOMES = {
-    **dict.fromkeys(("Backend", "LocalBackend", "SiteBackend", "SlurmBackend", "select_backend"), "_backends"),
-    **dict.fromkeys(("COMMANDS", "Datamover"), "_datamover"),
+    **dict.fromkeys(("Backend", "LocalBackend", "SiteBackend", "SlurmBackend", "select_backend"), "datamover.backends"),
+    **dict.fromkeys(("COMMANDS", "Datamover"), "datamover.datamover"),
     **dict.fromkeys(
         (
             "BackendUnavailableError",
@@ -73,23 +78,23 @@ _HOMES = {
             "UnknownCommandError",
             "WorkspaceError",
         ),
-        "_errors",
+        "errors",
     ),
-    "BackgroundFuture": "_futures",
-    **dict.fromkeys(("NoProgress", "ProgressCallback", "TqdmProgress"), "_callbacks"),
-    "CopyConfig": "_copy_config",
-    **dict.fromkeys(("CopyResult", "ParallelCopy"), "_parallel_copy"),
-    "Handle": "_process",
-    "Launch": "_launch",
-    "SlurmOptions": "_slurm_options",
-    **dict.fromkeys(("stage_in", "stage_out"), "_staging"),
-    "waitfor": "_wait",
-    **dict.fromkeys(("CacheWorkspace", "Workspace"), "_workspace"),
+    "BackgroundFuture": "futures",
+    **dict.fromkeys(("NoProgress", "ProgressCallback", "TqdmProgress"), "callbacks"),
+    "CopyConfig": "transfer.config",
+    **dict.fromkeys(("CopyResult", "ParallelCopy"), "transfer.parallel_copy"),
+    "Handle": "process.handle",
+    "Launch": "process.launch",
+    "SlurmOptions": "slurm.options",
+    **dict.fromkeys(("stage_in", "stage_out"), "transfer.staging"),
+    "waitfor": "datamover.wait",
+    **dict.fromkeys(("CacheWorkspace", "Workspace"), "workspace.workspace"),
     **dict.fromkeys(
         ("LocalWorkspaceBackend", "SiteWorkspaceBackend", "WorkspaceBackend", "select_workspace_backend"),
-        "_ws_backends",
+        "workspace.backends",
     ),
-    **dict.fromkeys(("WorkspaceInfo", "parse_filesystems", "parse_ws_list"), "_ws_format"),
+    **dict.fromkeys(("WorkspaceInfo", "parse_filesystems", "parse_ws_list"), "workspace.format"),
 }
 
 

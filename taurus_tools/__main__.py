@@ -14,7 +14,7 @@ def main() -> int:
 
         print(VERSION_LINE)
         return 0
-    from ._cli import main as cli_main
+    from .cli.main import main as cli_main
 
     return cli_main()
 

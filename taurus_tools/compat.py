@@ -30,14 +30,15 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Union
 
-from . import _datamover, _workspace
+from .datamover import datamover as _datamover
+from .workspace import workspace as _workspace
 from ._log import get_logger
-from ._backends import Backend, SiteBackend, select_backend
-from ._errors import ConfigurationError
-from ._launch import Launch
-from ._process import Handle
-from ._proctree import terminate_tree
-from ._staging import stage_out
+from .datamover.backends import Backend, SiteBackend, select_backend
+from .errors import ConfigurationError
+from .process.launch import Launch
+from .process.handle import Handle
+from .process.tree import terminate_tree
+from .transfer.staging import stage_out
 
 __all__ = ["Datamover", "Workspace", "CacheWorkspace", "waitfor", "save_to_project"]
 

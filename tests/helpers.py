@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import os
 import signal
@@ -9,11 +10,11 @@ import stat
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterable, List, Optional, Sequence, TypeVar
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, TypeVar
 
 import psutil
 
-from taurus_tools._slurm import JobState, SlurmClient
+from taurus_tools.slurm.client import JobState, SlurmClient
 
 T = TypeVar("T")
 
@@ -204,3 +205,70 @@ class FakeSlurmClient(SlurmClient):
 def register_sinfo(fp, stdout: str = "debug*\ndatamover\n") -> None:
     """Answer the fake ``sinfo -h -o %P`` (partitions; ``*`` marks the default) through ``fp``."""
     fp.register([f"{FAKE_BIN}/sinfo", "-h", "-o", "%P"], stdout=stdout)
+
+
+#: Names that need care on every backend (used by the copy tests through Slurm and the contract suite).
+HOSTILE = ["with space", "quote'\"s", "new\nline", "-leading-dash", "ünïcødé-名前"]
+MiB = 1 << 20
+
+
+# ---------------------------------------------------------------- trees of hostile names
+def make_tree(root: Path, big_files: int = 0, big_mib: int = 0) -> None:
+    """Hostile names, a nested copy of them, links (relative, absolute, dangling, to a
+    folder), empty folders, a zero-byte file; plus ``big_files`` files of ``big_mib`` MiB."""
+    root.mkdir(parents=True)
+    nested = root / "sub dir" / "-x ü"
+    nested.mkdir(parents=True)
+    for i, name in enumerate(HOSTILE):
+        (root / name).write_bytes(os.urandom(1000 + i))
+        (nested / name).write_bytes(os.urandom(3000 + i))
+    (root / "zero").write_bytes(b"")
+    (root / "empty dir").mkdir()
+    (root / "a" / "b" / "empty").mkdir(parents=True)
+    os.symlink("with space", root / "link to file")
+    os.symlink("sub dir", root / "link to dir")
+    os.symlink("/etc/hostname", root / "absolute link")  # copied as a link, never followed
+    os.symlink("no such target", root / "dangling\nlink")
+    os.symlink("../../new\nline", nested / "up-link")
+    for i in range(big_files):
+        block = os.urandom(MiB)
+        with open(root / f"big {i}.bin", "wb") as fh:
+            for _ in range(big_mib):
+                fh.write(block)
+
+
+def snapshot(root: Path) -> Dict[str, Tuple]:
+    """Every entry below ``root``: kind plus link target or mode and content digest."""
+    out: Dict[str, Tuple] = {}
+    base = os.fsencode(root)
+    for dirpath, dirnames, filenames in os.walk(base):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            rel = os.fsdecode(os.path.relpath(path, base))
+            st = os.lstat(path)
+            if stat.S_ISLNK(st.st_mode):
+                out[rel] = ("link", os.readlink(path))
+            elif stat.S_ISDIR(st.st_mode):
+                out[rel] = ("dir",)
+            else:
+                digest = hashlib.blake2b(digest_size=16)
+                with open(path, "rb") as fh:
+                    for chunk in iter(lambda: fh.read(MiB), b""):
+                        digest.update(chunk)
+                out[rel] = ("file", st.st_size, stat.S_IMODE(st.st_mode), digest.hexdigest())
+    return out
+
+
+def assert_identical(src: Path, dst: Path) -> Dict[str, Tuple]:
+    want, got = snapshot(src), snapshot(dst)
+    assert sorted(got) == sorted(want), (sorted(set(want) - set(got)), sorted(set(got) - set(want)))
+    for rel in want:
+        assert got[rel] == want[rel], rel
+    assert "empty dir" in got and "a/b/empty" in got and "new\nline" in got
+    return want
+
+
+def counts(snap: Dict[str, Tuple]) -> Tuple[int, int]:
+    """(files + links, bytes) of a snapshot: what a copy plans."""
+    entries = [v for v in snap.values() if v[0] != "dir"]
+    return len(entries), sum(v[1] for v in entries if v[0] == "file")

@@ -17,8 +17,8 @@ from typing import Any, List, Optional, Tuple
 
 import pytest
 
-import taurus_tools._callbacks as callbacks
-import taurus_tools._parallel_copy as pc_mod
+import taurus_tools.callbacks as callbacks
+import taurus_tools.transfer.parallel_copy as pc_mod
 from taurus_tools import (
     CommandTimeoutError,
     ConfigurationError,

@@ -279,7 +279,7 @@ def test_after_runs_steps_in_order_and_stops_at_a_failure(backend, tmp_path, blo
 def test_parallel_copy_verifies_and_resumes(backend, tmp_path):
     """The copy engine over each backend: a hostile tree arrives byte-identical and verified;
     a second run finds everything there; a changed source file is all the third one copies."""
-    from test_parallel_copy_slurm import HOSTILE, assert_identical, counts, make_tree
+    from helpers import HOSTILE, assert_identical, counts, make_tree
 
     from taurus_tools import ParallelCopy
 

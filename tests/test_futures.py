@@ -450,7 +450,7 @@ class TestBackgroundThreads:
     command when an idle one is there."""
 
     def test_threads_are_reused_and_each_command_has_its_own(self):
-        import taurus_tools._futures as futures
+        import taurus_tools.futures as futures
 
         # sequential commands: after the first, each finds the previous one's thread idle
         start("true").result(timeout=30)
@@ -468,7 +468,7 @@ class TestBackgroundThreads:
         wait_for(lambda: futures._THREADS._idle, lambda n: n >= 5, timeout=10, what="their threads to be idle")
 
     def test_a_failing_task_does_not_kill_the_thread(self, caplog):
-        from taurus_tools._futures import in_background
+        from taurus_tools.futures import in_background
 
         done = threading.Event()
 
@@ -481,7 +481,7 @@ class TestBackgroundThreads:
         wait_for(lambda: "background task failed" in caplog.text, timeout=10, what="the failure to be logged")
 
     def test_an_idle_thread_ends_after_its_wait(self, monkeypatch):
-        import taurus_tools._futures as futures
+        import taurus_tools.futures as futures
 
         pool = futures._Threads()
         monkeypatch.setattr(futures, "IDLE_THREAD_S", 0.2)

@@ -31,13 +31,13 @@ def run(code: str) -> dict:
 
 def test_import_loads_no_machinery():
     loaded = run("import json, sys, taurus_tools; print(json.dumps(sorted(sys.modules)))")
-    heavy = {"psutil", "tqdm", "pexpect", "taurus_tools._process", "taurus_tools._slurm"}
+    heavy = {"psutil", "tqdm", "pexpect", "taurus_tools.process.handle", "taurus_tools.slurm.client"}
     assert not heavy & set(loaded), heavy & set(loaded)
 
 
 def test_cli_module_loads_no_machinery():
-    loaded = run("import json, sys, taurus_tools._cli; print(json.dumps(sorted(sys.modules)))")
-    assert not {"psutil", "tqdm", "taurus_tools._process", "taurus_tools._backends"} & set(loaded)
+    loaded = run("import json, sys, taurus_tools.cli.main; print(json.dumps(sorted(sys.modules)))")
+    assert not {"psutil", "tqdm", "taurus_tools.process.handle", "taurus_tools.datamover.backends"} & set(loaded)
 
 
 def test_names_resolve_to_their_modules():
@@ -47,14 +47,14 @@ def test_names_resolve_to_their_modules():
         "'CopyConfig', 'SlurmOptions', 'ProgressCallback', 'NoProgress', 'TqdmProgress')}))"
     )
     assert got == {
-        "Datamover": "taurus_tools._datamover",
-        "waitfor": "taurus_tools._wait",
-        "CopyResult": "taurus_tools._parallel_copy",
-        "CopyConfig": "taurus_tools._copy_config",
-        "SlurmOptions": "taurus_tools._slurm_options",
-        "ProgressCallback": "taurus_tools._callbacks",
-        "NoProgress": "taurus_tools._callbacks",
-        "TqdmProgress": "taurus_tools._callbacks",
+        "Datamover": "taurus_tools.datamover.datamover",
+        "waitfor": "taurus_tools.datamover.wait",
+        "CopyResult": "taurus_tools.transfer.parallel_copy",
+        "CopyConfig": "taurus_tools.transfer.config",
+        "SlurmOptions": "taurus_tools.slurm.options",
+        "ProgressCallback": "taurus_tools.callbacks",
+        "NoProgress": "taurus_tools.callbacks",
+        "TqdmProgress": "taurus_tools.callbacks",
     }
 
 
@@ -64,28 +64,41 @@ def test_options_and_callbacks_load_no_machinery():
         "import json, sys, taurus_tools as t; t.SlurmOptions, t.CopyConfig, t.ProgressCallback, t.TqdmProgress; "
         "print(json.dumps(sorted(sys.modules)))"
     )
-    assert not {"psutil", "tqdm", "taurus_tools._process", "taurus_tools._backends"} & set(loaded)
+    assert not {"psutil", "tqdm", "taurus_tools.process.handle", "taurus_tools.datamover.backends"} & set(loaded)
 
 
-def test_readme_layout_lists_every_module():
+def test_readme_layout_matches_the_tree():
+    """The README's layout table names every module and subpackage, and nothing that is gone."""
+    import re
     from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent
     readme = (root / "README.md").read_text()
-    missing = [p.name for p in sorted((root / "taurus_tools").glob("*.py")) if f"`taurus_tools/{p.name}`" not in readme]
-    assert not missing, f"README's layout table lacks {missing}"
+    section = readme[readme.index("## Layout"):]
+    section = section[: section.index("\n## ", 1)]
+    listed = set(re.findall(r"^\| `(taurus_tools/[^`]*)`", section, re.M))
+    package = root / "taurus_tools"
+    wanted = {
+        f"taurus_tools/{path.relative_to(package).as_posix()}"
+        for path in package.rglob("*.py")
+        if path.name != "__init__.py" or path.parent == package
+    }
+    wanted |= {f"taurus_tools/{d.name}/" for d in package.iterdir() if (d / "__init__.py").is_file()}
+    assert not sorted(wanted - listed), f"README's layout table lacks {sorted(wanted - listed)}"
+    assert not sorted(listed - wanted), f"README's layout table names what is not there: {sorted(listed - wanted)}"
 
 
 # ----------------------------------------------------------------------------- backends are the seam
 #: The modules that define backends; only they may ask which backend is which.
-BACKEND_MODULES = ("_backends.py", "_ws_backends.py")
+BACKEND_MODULES = ("datamover/backends.py", "workspace/backends.py")
 #: Backend names a caller might compare with ("auto" is a request, not a backend).
 BACKEND_NAMES = {"site", "slurm", "local"}
 
 
 def concrete_backends() -> set:
     """The names of every backend class of the backend modules but the two interfaces."""
-    from taurus_tools import _backends, _ws_backends
+    from taurus_tools.datamover import backends as _backends
+    from taurus_tools.workspace import backends as _ws_backends
 
     interfaces = (_backends.Backend, _ws_backends.WorkspaceBackend)
     return {
@@ -170,8 +183,9 @@ def test_no_module_asks_which_backend_it_has():
     concrete = concrete_backends()
     assert {"SiteBackend", "SlurmBackend", "LocalBackend", "SiteWorkspaceBackend", "LocalWorkspaceBackend"} <= concrete
     found = {
-        path.name: lines
+        name: lines
         for path in sorted(package.rglob("*.py"))
-        if path.name not in BACKEND_MODULES and (lines := backend_checks(path.read_text(), concrete))
+        if (name := path.relative_to(package).as_posix()) not in BACKEND_MODULES
+        and (lines := backend_checks(path.read_text(), concrete))
     }
     assert not found, f"ask the backend (a method on it) instead of checking which it is, at {found}"

@@ -42,7 +42,7 @@ FILES = {
 DRIVER = r"""
 import sys
 from taurus_tools import Datamover, ParallelCopy
-from taurus_tools._process import Launch
+from taurus_tools.process.handle import Launch
 
 src, dst, work = sys.argv[1:4]
 real = ParallelCopy._launch

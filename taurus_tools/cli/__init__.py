@@ -1,0 +1,1 @@
+"""The ``taurus-tools`` command line."""

@@ -1,0 +1,1 @@
+"""Datamover commands (dtcp, dtls, ...) and programs as background handles, on a backend each."""

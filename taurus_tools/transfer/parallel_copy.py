@@ -1,0 +1,910 @@
+"""``ParallelCopy``: list once, shard by bytes, copy shards in parallel, retry, resume, verify.
+
+The steps, each leaving its result in the work directory (:class:`~taurus_tools.transfer.work_dir.WorkDir`)
+so that a crashed or interrupted copy resumes where it stopped:
+
+1. list the source once (``Endpoint.list``) into the listing;
+2. shard it (:func:`taurus_tools.transfer.plan.shard`) into one records file per shard;
+3. run one copy process per shard (``Endpoint.copy_shard``) through the Datamover's
+   backend (a local process, an ``srun`` job on the data-mover partition, or the site's
+   ``dtrsync``), at most ``workers`` at a time; each shard's state is recorded in the
+   state file (:class:`~taurus_tools.transfer.state.CopyState`); each shard's process
+   verifies its files at the destination when it has copied them (the site's
+   ``dtrsync`` cannot: those shards are verified by ``Endpoint.verify_shard``);
+4. retry only what failed or did not verify (those entries of a shard, not the shard),
+   with backoff;
+5. write ``result_all.json`` (the schema of the distributed-transfer report, plus ours).
+
+The source and the destination are :class:`~taurus_tools.transfer.endpoints.Endpoint` objects,
+chosen from the location strings: the driver reaches them only through that interface.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
+
+import psutil
+
+from .._log import get_logger
+from ..datamover.backends import StrPath
+from ..callbacks import NoProgress, ProgressCallback, as_progress
+from .config import CopyConfig
+from .state import AttemptRecord, CopyState, ShardCounts, ShardState, ShardStatus, WorkerStatus
+from .endpoints import Endpoint, ShardAttempt, endpoint_for, make_folder, mover_for
+from ..futures import BackgroundFuture, check_after, run_after
+from ..datamover.datamover import Datamover
+from ..errors import (
+    ConfigurationError,
+    CopyCancelledError,
+    CopyError,
+    InsufficientSpaceError,
+    PathNotWritableError,
+)
+from .plan import ListingStats, read_entries, shard
+from ..process.launch import Launch
+from ..process.handle import Handle
+from ..process.tree import signals_deferred, terminate_trees
+from ..slurm.client import SlurmClient
+from ..datamover.wait import cancel_all
+from .work_dir import AttemptFiles, WorkDir, temporary_for
+
+log = get_logger(__name__)
+
+__all__ = ["CopyConfig", "CopyResult", "ParallelCopy"]
+
+
+@dataclass
+class CopyResult:
+    """What a parallel copy did.  ``ok`` is True only when nothing failed."""
+
+    ok: bool
+    src: str
+    dst: str
+    files_planned: int = 0
+    bytes_planned: int = 0
+    files_copied: int = 0
+    bytes_copied: int = 0
+    files_skipped: int = 0
+    bytes_skipped: int = 0
+    files_failed: int = 0
+    failed_messages: List[str] = field(default_factory=list)
+    retries: int = 0
+    files_verified: int = 0
+    mismatches: int = 0
+    #: Entries ``exclude`` left out (a folder counts once).
+    files_excluded: int = 0
+    #: Sockets, FIFOs and devices not copied (they are not data), and some of their paths.
+    special_skipped: int = 0
+    special_examples: List[str] = field(default_factory=list)
+    duration_s: float = 0.0
+    report: Optional[Path] = None
+    dry_run: bool = False
+
+    @property
+    def throughput_mb_s(self) -> float:
+        """Copied megabytes (10^6 bytes) per second."""
+        return self.bytes_copied / 1e6 / self.duration_s if self.duration_s > 0 else 0.0
+
+    def summary(self) -> str:
+        state = "dry run" if self.dry_run else "ok" if self.ok else "FAILED"
+        left_out = []
+        if self.files_excluded:
+            left_out.append(f"{self.files_excluded} entries excluded")
+        if self.special_skipped:
+            left_out.append(f"{self.special_skipped} special files (FIFOs, sockets, devices: not data) not copied")
+        nothing = ""
+        if not self.files_planned and self.files_excluded:
+            nothing = f"nothing to copy: every entry of {self.src} was excluded; "
+        return (
+            f"{state}: {nothing}{self.files_copied} files ({_human(self.bytes_copied)}) copied, "
+            f"{self.files_skipped} already there, {self.files_failed} failed, "
+            f"of {self.files_planned} planned ({_human(self.bytes_planned)}); "
+            + "".join(f"{part}; " for part in left_out)
+            + f"{self.retries} retries; {self.duration_s:.1f} s, {self.throughput_mb_s:.0f} MB/s"
+            + (f"; report: {self.report}" if self.report else "")
+        )
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+@dataclass
+class _QueuedShard:
+    """A shard waiting for its next attempt."""
+
+    index: int
+    records: Path  # what this attempt copies: the shard, or what failed before
+    attempt: int = 0
+    not_before: float = 0.0
+    new_dst: bool = False  # nothing of it can be at the destination yet: no skip checks
+
+
+@dataclass
+class _Running:
+    """An attempt that runs: its place in the queue, what the mover was asked, when it was launched."""
+
+    queued: _QueuedShard
+    shard: ShardAttempt
+    launched: float
+
+
+class ParallelCopy(BackgroundFuture):
+    """Copy a tree with many processes or Slurm jobs, reliably.
+
+    :meth:`run` copies and returns the :class:`CopyResult`.  :meth:`start` runs it in the
+    background; the copy is then also a :class:`concurrent.futures.Future`: ``result()``
+    returns the ``CopyResult`` of a copy that succeeded and raises :class:`CopyError`
+    (carrying the result) for one that did not, ``cancel()`` stops it (resumable).
+
+    Parameters
+    ----------
+    src, dst : path-like
+        Copy the contents of folder ``src`` into folder ``dst`` (created if needed).
+    config : CopyConfig, optional
+        All options at once; keyword arguments below override its fields.
+    datamover : Datamover, optional
+        Where shards run; default ``Datamover()`` (site tools, Slurm, or local).
+    **options
+        Any :class:`CopyConfig` field (``workers=16``, ``verify="checksum"``, ...).
+
+    Examples
+    --------
+    >>> result = ParallelCopy("/scratch/ws/run1", "/projects/p_x/run1", workers=8).run()
+    >>> result.ok, result.report
+    """
+
+    def __init__(
+        self,
+        src: Union[StrPath, Endpoint],
+        dst: Union[StrPath, Endpoint],
+        config: Optional[CopyConfig] = None,
+        *,
+        datamover: Optional[Datamover] = None,
+        **options: Any,
+    ) -> None:
+        BackgroundFuture.__init__(self)
+        self.config = (config or CopyConfig()).replace(**options) if options else (config or CopyConfig())
+        self.source = endpoint_for(src)
+        self.destination = endpoint_for(dst)
+        self.source.check_source()
+        self.destination.check_destination(self.source)
+        self._mover = mover_for(self.source, self.destination)
+        #: The source and destination: a Path for a local folder, else the location.
+        self.src: Union[Path, str] = self.source.local_path or self.source.location
+        self.dst: Union[Path, str] = self.destination.local_path or self.destination.location
+        self.datamover = datamover
+        if self.config.work_dir is not None:
+            self.work = WorkDir(self.config.work_dir)
+        else:
+            self.work = WorkDir.default_for(self.source.location, self.destination.location)
+        self.work_dir = self.work.root
+        self._thread: Optional[threading.Thread] = None
+        self._started = False  # start() was called (the thread may wait for after=)
+        self._finished = threading.Event()  # the background run has ended and is settled
+        self._copy_result: Optional[CopyResult] = None
+        self._error: Optional[BaseException] = None
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._part_tag = ""
+        self._progress: Optional[ProgressCallback] = None  # made by start() for run()
+
+    # ------------------------------------------------------------------ public API
+    def run(self) -> CopyResult:
+        """Copy, blocking until done; return the result (``ok`` False when anything failed)."""
+        progress, self._progress = self._progress or self._open_progress(), None
+        try:
+            return self._copy(progress)
+        finally:
+            progress.close()
+
+    def _open_progress(self) -> ProgressCallback:
+        """The callback ``config.progress`` asks for, made here: in Jupyter the bar is shown
+        in the cell running this, so :meth:`start` calls it before its thread starts."""
+        if self.config.progress is True and self.config.dry_run:
+            return NoProgress()  # nothing is copied: no bar
+        return as_progress(self.config.progress, desc="Listing")
+
+    def _copy(self, progress: ProgressCallback) -> CopyResult:
+        started = time.time()
+        dm = self.datamover if self.datamover is not None else Datamover()
+        self.config = self.config.for_backend(dm.backend)
+        # Every place the copy writes, checked before any work: no traceback after the data.
+        self.work.create()
+        report_path = self._report_path()
+        before = self.destination.prepare(create=not self.config.dry_run)
+        with self.work.locked():
+            state = self._load_state()
+            self._part_tag = part_tag_of(self.source.location, self.destination.location, self.work_dir)
+            fresh = state.listing is None
+            progress.set_description("Listing")
+            listing, stats = self._listing(state)
+            self._plan(state, listing)
+            result = CopyResult(
+                ok=False,
+                src=self.source.location,
+                dst=self.destination.location,
+                files_planned=stats.files + stats.links,
+                bytes_planned=stats.bytes,
+                dry_run=self.config.dry_run,
+            )
+            progress.set_description("Copying")
+            progress.set_total(result.bytes_planned, files=result.files_planned, unit="B")
+            result.failed_messages.extend(stats.messages)
+            result.files_excluded = stats.excluded
+            result.special_skipped = stats.special
+            result.special_examples = list(stats.special_examples)
+            if result.special_skipped:
+                log.warning(
+                    "%d special files (FIFOs, sockets, devices) are not copied: %s%s",
+                    result.special_skipped,
+                    ", ".join(result.special_examples),
+                    ", ..." if result.special_skipped > len(result.special_examples) else "",
+                )
+            if not result.files_planned and result.files_excluded:
+                log.warning(
+                    "nothing to copy: exclude left out all %d entries of %s",
+                    result.files_excluded,
+                    self.source.describe(),
+                )
+            if self.config.dry_run:
+                result.ok = not result.failed_messages
+                result.duration_s = time.time() - started
+                result.report = self._write_report(result, state, dm, started, report_path)
+                if fresh:  # nothing to resume: a later copy must list the tree as it is then
+                    self.work.state.unlink()
+                return result
+            if self.config.check_space:
+                self._check_space(plan_bytes=stats.bytes)
+            if fresh:
+                # Nothing there yet: the first attempts need not look for files to skip.
+                state.new_dst = before.empty
+                # A destination this copy makes gets the source's mode and times, too.
+                state.made_dst = not before.existed
+            self._fan_out(dm, state, result, progress)
+            if all(s.status is ShardStatus.DONE for s in state.shards):
+                self._set_folders(state, result)
+            result.duration_s = time.time() - started
+            result.ok = not result.failed_messages and result.files_failed == 0
+            result.report = self._write_report(result, state, dm, started, report_path)
+            if result.ok:
+                state.finished = True
+                self._save_state(state)
+            if result.ok and not self.config.keep_work_dir:
+                self.work.clean()
+            return result
+
+    def _run_or_cancelled(self) -> CopyResult:
+        try:
+            return self.run()
+        except KeyboardInterrupt:
+            if self._stop.is_set():
+                raise CopyCancelledError(
+                    f"the copy was cancelled; run it again to resume from {self.work_dir}"
+                ) from None
+            raise
+
+    def start(self, *, after: Iterable["concurrent.futures.Future[Any]"] = (), on: str = "success") -> "ParallelCopy":
+        """Run in a background thread (e.g. from Jupyter); see :meth:`wait`.
+
+        Parameters
+        ----------
+        after : iterable of futures
+            Start only once these have ended (handles, other copies, ``then()`` futures);
+            it returns at once all the same.
+        on : {"success", "always"}
+            ``"success"``: if one of ``after`` failed, the copy never runs and fails with
+            :class:`DependencyError` (``__cause__``: the root error); ``"always"``: run
+            regardless.
+        """
+        if self._started:
+            raise RuntimeError("this copy was already started")
+        futures = check_after(after, on)
+        self._started = True
+        # Made here, in the caller's thread, not in the copy's: Jupyter shows a bar in the
+        # cell that made it (see _open_progress).
+        self._progress = self._open_progress()
+        if futures:
+            run_after(futures, on, self._start_thread, self._fail_before_start)
+        else:
+            self._start_thread()
+        return self
+
+    def _drop_progress(self) -> None:
+        progress, self._progress = self._progress, None
+        if progress is not None:
+            progress.close()
+
+    def _fail_before_start(self, error: BaseException) -> None:
+        self._error = error
+        self._drop_progress()
+        if not self.set_running_or_notify_cancel():  # cancelled meanwhile
+            self._finished.set()
+            return
+        self._settle(error=error)
+        self._finished.set()
+
+    def _start_thread(self) -> None:
+        if not self.set_running_or_notify_cancel():  # cancelled while it waited
+            self._drop_progress()
+            self._finished.set()
+            return
+
+        def target() -> None:
+            try:
+                self._copy_result = self._run_or_cancelled()
+            except BaseException as exc:  # handed to wait() and result()
+                self._error = exc
+            try:
+                if self._error is not None:
+                    self._settle(error=self._error)
+                elif self._copy_result is not None and not self._copy_result.ok:
+                    self._settle(error=CopyError(self._copy_result))
+                else:
+                    self._settle(self._copy_result)
+            finally:
+                self._finished.set()
+
+        self._thread = threading.Thread(target=target, name="taurus-tools:copy", daemon=True)
+        self._thread.start()
+
+    def wait(self, timeout: Optional[float] = None) -> CopyResult:
+        """Wait for a :meth:`start`-ed copy; return its result (``ok`` says whether it
+        succeeded) or raise its error (:class:`CopyCancelledError`, ...).
+
+        Interrupting the wait (Ctrl-C) leaves the copy running: wait again, or
+        :meth:`cancel` it.  (:meth:`result` raises :class:`CopyError` for a failed copy.)
+        """
+        if not self._started:
+            raise RuntimeError("call start() first")
+        # The future's state, not the thread's liveness: a KeyboardInterrupt inside
+        # Thread.join (Python <= 3.12) can leave is_alive() False while the copy runs.
+        try:
+            self.exception(timeout)
+        except concurrent.futures.TimeoutError:
+            raise TimeoutError(f"the copy is still running after {timeout} s") from None
+        except concurrent.futures.CancelledError:  # cancelled before it started
+            raise CopyCancelledError("the copy was cancelled before it started") from None
+        if self._error is not None:
+            raise self._error
+        if self._copy_result is None:  # never: target() sets one of the two
+            raise RuntimeError("the copy ended without a result or an error")
+        return self._copy_result
+
+    def cancel(self) -> bool:  # type: ignore[override]
+        """Stop the copy: running shards are cancelled (processes and jobs), the work dir
+        stays resumable, and :meth:`wait` raises :class:`CopyCancelledError`.  Returns False
+        if it had already ended."""
+        if self.done():
+            return False
+        if concurrent.futures.Future.cancel(self):  # still waiting for what it runs after
+            return True
+        self._stop.set()
+        self._wake.set()
+        return True
+
+    # ------------------------------------------------------------------ state
+    def _load_state(self) -> CopyState:
+        fresh = CopyState(src=self.source.location, dst=self.destination.location, plan=self._plan_key())
+        path = self.work.state
+        if not path.exists():
+            return fresh
+        # An unfinished earlier run may have left temporary files (a killed worker's) that
+        # this run, with another plan, would not overwrite: remove them at the end.
+        fresh.sweep_parts = True
+        if not self.config.resume:
+            log.info("resume=False: starting over in %s", self.work_dir)
+            self.work.start_over()
+            return fresh
+        try:
+            state = CopyState.load(path)
+        except ConfigurationError as exc:  # a version this release cannot read
+            raise ConfigurationError(
+                f"cannot resume the copy in the work dir {self.work_dir}: {exc}. Resume it with the "
+                "taurus-tools release that started it, or start over: resume=False (taurus-tools copy "
+                "--no-resume) replaces its state, or give another work_dir (--work-dir)"
+            ) from None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            log.warning("unreadable state in %s: starting over", self.work_dir)
+            return fresh
+        if state.plan != self._plan_key():
+            log.warning("%s holds a different copy plan: starting over", self.work_dir)
+            self.work.start_over()
+            return fresh
+        if state.finished:
+            # A finished copy kept with keep_work_dir: the tree may have changed; list anew.
+            self.work.start_over()
+            fresh.sweep_parts = False
+            return fresh
+        if state.version != fresh.version:
+            log.info("resuming a work dir of state version %d (saved as version %d)", state.version, fresh.version)
+            state.version = fresh.version
+        state.new_dst = False  # what the earlier run copied is there now: skip it
+        for s in state.shards:
+            if s.status is ShardStatus.FAILED:  # a new run is a new chance, for what failed only
+                s.status, s.attempts, s.todo = ShardStatus.PENDING, 0, s.failed_list or s.todo
+                # Permission denied may have been fixed since: those entries are tried again too.
+                if s.permanent is not None:
+                    with contextlib.suppress(OSError):
+                        os.unlink(self.work.kept_permanent(s.index))
+                s.permanent = None
+                s.permanent_messages = {}
+        done = sum(1 for s in state.shards if s.status is ShardStatus.DONE)
+        log.info("resuming %s: %d of %d shards done", self.work_dir, done, len(state.shards))
+        self._stop_leftovers(state)
+        return state
+
+    def _stop_leftovers(self, state: CopyState) -> None:
+        """Stop shard processes and jobs a killed driver left running (they would race us)."""
+        names, pids = [], []
+        for s in state.shards:
+            if s.status is not ShardStatus.RUNNING:
+                continue
+            if s.pid:
+                try:
+                    proc = psutil.Process(s.pid)
+                    if any(str(self.work_dir) in part for part in proc.cmdline()):
+                        log.warning("stopping shard %d's process %d left by an earlier run", s.index, s.pid)
+                        pids.append(s.pid)
+                except (psutil.Error, OSError):
+                    pass
+            if s.job_name:
+                names.append(s.job_name)
+            s.status = ShardStatus.PENDING
+        if pids:
+            terminate_trees(pids)  # all at once, one grace period (stopped ones continued)
+        if names:
+            client = SlurmClient()
+            if client.which("scancel"):
+                for name in names:
+                    client.cancel(name=name)
+
+    def _plan_key(self) -> str:
+        c = self.config
+        return json.dumps(
+            [
+                self.source.location,
+                self.destination.location,
+                c.shard_count,
+                c.shard_by,
+                list(c.exclude),
+                str(c.files_from or ""),
+            ]
+        )
+
+    def _save_state(self, state: CopyState) -> None:
+        state.save(self.work.state, self.work.state_tmp)
+
+    # ------------------------------------------------------------------ steps
+    def _listing(self, state: CopyState) -> Tuple[Path, ListingStats]:
+        path = self.work.listing
+        if state.listing is not None and path.exists():
+            return path, state.listing
+        tmp = self.work.listing_tmp
+        with open(tmp, "wb") as out:
+            stats = self.source.list(out, exclude=self.config.exclude, files_from=self.config.files_from)
+        os.replace(tmp, path)
+        state.listing = stats
+        self._save_state(state)
+        log.info(
+            "listed %s: %d files, %d links, %d folders, %s",
+            self.source.describe(),
+            stats.files,
+            stats.links,
+            stats.dirs,
+            _human(stats.bytes),
+        )
+        return path, stats
+
+    def _plan(self, state: CopyState, listing: Path) -> List[ShardState]:
+        if state.shards:
+            return state.shards
+        plan = shard(listing, self.work.shards, self.config.shard_count, self.config.shard_by)
+        state.shards = [
+            ShardState(
+                index=i,
+                path=p,
+                bytes=b,
+                files=n,
+                todo=p,
+                status=ShardStatus.PENDING if n or i == 0 else ShardStatus.DONE,
+            )
+            for i, (p, b, n) in enumerate(zip(plan.paths, plan.bytes, plan.files))
+        ]
+        self._save_state(state)
+        return state.shards
+
+    def _check_space(self, plan_bytes: int) -> None:
+        free = self.destination.free_bytes()
+        if free is not None and free < plan_bytes:
+            raise InsufficientSpaceError(
+                f"{self.destination.describe()} has {_human(free)} free but the copy needs {_human(plan_bytes)}; "
+                "free some space, or pass check_space=False (--no-space-check) if files already there "
+                "will be skipped"
+            )
+
+    # ------------------------------------------------------------------ fan-out
+    def _launch(self, dm: Datamover, queued: _QueuedShard) -> Tuple[Launch, Path, Path]:
+        """How the next attempt at a shard runs (the mover's launch) and its status and failed files."""
+        self.work.make_runs()
+        attempt = self._attempt(queued, blocking=dm.blocking)
+        # An earlier run's files of this attempt number must not pass for this attempt's.
+        for stale in attempt.files.written_by_the_attempt():
+            with contextlib.suppress(FileNotFoundError):
+                stale.unlink()
+        launch = self._mover.copy_shard(attempt, source=self.source, destination=self.destination, backend=dm.backend)
+        return launch, attempt.files.status, attempt.files.failed
+
+    def _attempt(self, queued: _QueuedShard, *, blocking: bool = True) -> ShardAttempt:
+        """The next attempt at a shard, as the mover is asked for it."""
+        return ShardAttempt(
+            index=queued.index,
+            attempt=queued.attempt,
+            records=queued.records,
+            files=self.work.attempt(queued.index, queued.attempt),
+            verify=self.config.verify or "none",
+            new=queued.new_dst,
+            atomic=self.config.atomic,
+            copy_tag=self._part_tag,
+            exclude_nodes=tuple(self.config.exclude_nodes),
+            blocking=blocking,
+        )
+
+    def _fan_out(self, dm: Datamover, state: CopyState, result: CopyResult, progress: ProgressCallback) -> None:
+        shards = state.shards
+        queue: List[_QueuedShard] = [
+            _QueuedShard(s.index, s.todo, s.attempts, new_dst=state.new_dst and s.attempts == 0)
+            for s in shards
+            if s.status in (ShardStatus.PENDING, ShardStatus.RUNNING)
+        ]
+        running: Dict[Handle, _Running] = {}
+        workers = self.config.workers
+        assert workers is not None, "run() sets it (CopyConfig.for_backend)"
+        wake = self._wake
+        # Reading the running shards' counters costs a file read per shard and round.
+        report = not isinstance(progress, NoProgress)
+        try:
+            while queue or running:
+                if self._stop.is_set():
+                    raise KeyboardInterrupt
+                now = time.monotonic()
+                while queue and len(running) < workers:
+                    ready = [q for q in queue if q.not_before <= now]
+                    if not ready:
+                        break
+                    queued = ready[0]
+                    queue.remove(queued)
+                    launch, _status, _failed = self._launch(dm, queued)
+                    launched = time.time()
+                    with signals_deferred():  # no Ctrl-C/SIGTERM between the start and `running`
+                        handle = Handle(launch)
+                        running[handle] = _Running(queued, self._attempt(queued, blocking=dm.blocking), launched)
+                    handle.add_waker(wake)
+                    s = shards[queued.index]
+                    s.status, s.pid, s.job_name = ShardStatus.RUNNING, handle.pid, launch.job_name
+                    log.debug("shard %d attempt %d: %s", queued.index, queued.attempt, handle.args)
+                self._save_state(state)
+                wake.wait(0.5)
+                wake.clear()
+                for handle in [h for h in running if h.done()]:
+                    attempt = running.pop(handle)
+                    handle.remove_waker(wake)
+                    self._finish_shard(handle, attempt, state, queue)
+                if report:
+                    progress.update_to(*_done(state, running.values()))
+        except KeyboardInterrupt:
+            log.warning("interrupted: cancelling %d running shard(s); run again to resume", len(running))
+            cancel_all(list(running))
+            for attempt in running.values():
+                shards[attempt.queued.index].status = ShardStatus.PENDING
+            self._save_state(state)
+            raise
+        if report:
+            progress.update_to(*_done(state, ()))
+        # The last shards finished after the loop's last save: record them, so that a
+        # resume (after a crash while verifying) does not see them "running" and redo them.
+        self._save_state(state)
+        for s in shards:
+            result.files_copied += s.counts.files
+            result.bytes_copied += s.counts.bytes
+            result.files_skipped += s.counts.skipped
+            result.bytes_skipped += s.counts.skipped_bytes
+            result.files_verified += s.counts.verified
+            result.mismatches += s.counts.mismatches
+            if s.status is ShardStatus.FAILED:
+                lines, paths = _failed_entries(s)
+                result.files_failed += len(paths)
+                result.failed_messages.extend(lines)
+        result.retries = state.retries
+
+    def _set_folders(self, state: CopyState, result: CopyResult) -> None:
+        """Once every file is in place: folders get the source's permission bits and times.
+
+        In the driver, like the listing: a few metadata calls per folder.  Every folder
+        record is in shard 0.  Failures fail the copy; a rerun tries again.
+        """
+        if state.sweep_parts:
+            self._sweep_parts(state)
+        if state.folders_done:
+            return
+        failures = self._mover.set_folders(
+            state.shards[0].path,
+            root=state.made_dst,
+            status=self.work.folders_status,
+            source=self.source,
+            destination=self.destination,
+        )
+        result.failed_messages.extend(f"{_one_line(path)}: {error}" for path, error in failures)
+        if not failures:
+            state.folders_done = True
+            self._save_state(state)
+
+    def _sweep_parts(self, state: CopyState) -> None:
+        """Remove the temporary files an unfinished earlier run of this copy left (a killed
+        worker's), which this run's plan did not overwrite."""
+        removed = self._mover.remove_leftovers(
+            state.shards[0].path, copy_tag=self._part_tag, destination=self.destination
+        )
+        if removed:
+            log.info(
+                "removed %d temporary files an interrupted earlier run left in %s",
+                removed,
+                self.destination.describe(),
+            )
+        state.sweep_parts = False
+        self._save_state(state)
+
+    def _finish_shard(self, handle: Handle, attempt: _Running, state: CopyState, queue: List[_QueuedShard]) -> None:
+        queued, files = attempt.queued, attempt.shard.files
+        s = state.shards[queued.index]
+        rc = handle.returncode
+        assert rc is not None
+        status = WorkerStatus.read(files.status)
+        tool_checked = False
+        if status is None and rc == 0:
+            # A tool that reports no counters and does not verify (the site's dtrsync).
+            # The mover verifies it (as planned, then checked at the destination).
+            status = WorkerStatus(
+                self._mover.verify_shard(attempt.shard, source=self.source, destination=self.destination)
+            )
+            rc = 1 if status.counts.failed else 0
+            tool_checked = True
+        counts = status.counts if status is not None else ShardCounts()
+
+        state.results.append(
+            AttemptRecord(
+                shard=queued.index,
+                attempt=queued.attempt,
+                start_time_ms=int(attempt.launched * 1000),
+                end_time_ms=int(time.time() * 1000),
+                bytes=counts.bytes,
+                files=counts.files,
+                exit_code=rc,
+                worker_start_ms=status.started_ms if status else None,
+                host=status.host if status else None,
+                job_id=status.job_id if status else None,
+            )
+        )
+        s.attempts = queued.attempt + 1
+        per_file, permanent_paths, generic = _failure_info(files, handle, rc)
+        # The worker's lists of failed entries are complete only when it got to its end
+        # (status "done"); exit 1 may also be a crash, or srun refusing the job.
+        listed = rc == 1 and (bool(status and status.done) or tool_checked)
+        # Failures no retry can heal (permission denied, ...): kept aside, not retried.
+        if listed and files.permanent.exists():
+            kept = self.work.kept_permanent(queued.index)
+            with open(kept, "ab") as out, open(files.permanent, "rb") as new:
+                shutil.copyfileobj(new, out)
+            s.permanent = kept
+            s.permanent_messages.update({p: per_file[p] for p in permanent_paths})
+        has_failed_list = files.failed.exists() and files.failed.stat().st_size > 0
+        if rc == 0 or (listed and not has_failed_list and s.permanent is not None):
+            s.counts.add(counts)
+            if s.permanent is not None:  # the rest is done; what cannot heal failed for good
+                s.status = ShardStatus.FAILED
+                s.failed_list = self._final_list(queued, [s.permanent])
+                s.messages = dict(s.permanent_messages)
+                s.generic = generic
+            else:
+                s.status = ShardStatus.DONE
+            return
+        retry_ok = self.config.retry_on is None or rc in self.config.retry_on
+        if retry_ok and queued.attempt < self.config.retries:
+            state.retries += 1
+            delay = self.config.retry_delay_s * (2**queued.attempt)
+            # Retry only what failed when the worker said what that was.
+            todo = files.failed if has_failed_list and listed else queued.records
+            if todo != queued.records:
+                s.counts.add(counts)  # else the retry sees this attempt's files again (as skipped)
+            s.todo = todo
+            s.status = ShardStatus.PENDING
+            log.info(
+                "shard %d failed (exit %s); retry %d in %.1f s", queued.index, rc, queued.attempt + 1, delay
+            )
+            queue.append(_QueuedShard(queued.index, todo, queued.attempt + 1, time.monotonic() + delay))
+            return
+        s.counts.add(counts)
+        s.status = ShardStatus.FAILED
+        # What failed: the worker's list of failed entries, or (when the shard command
+        # itself failed, e.g. srun refused it) every entry it was given; and what failed
+        # for good in earlier attempts.
+        failed_list = files.failed if has_failed_list and listed else queued.records
+        if s.permanent is not None:
+            failed_list = self._final_list(queued, [failed_list, s.permanent])
+            per_file = {**s.permanent_messages, **per_file}
+        s.failed_list = failed_list
+        s.messages = per_file
+        s.generic = generic
+        log.error("shard %d failed for good (exit %s): %s", queued.index, rc, generic)
+
+    def _final_list(self, queued: _QueuedShard, parts: List[Path]) -> Path:
+        """One file with the records of ``parts``: what a shard failed for good."""
+        merged = self.work.final_list(queued.index, queued.attempt)
+        tmp = temporary_for(merged)  # a part may be an earlier run's file of that name
+        with open(tmp, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as fh:
+                    shutil.copyfileobj(fh, out)
+        os.replace(tmp, merged)
+        return merged
+
+    # ------------------------------------------------------------------ report
+    def _report_path(self) -> Path:
+        """Where the report goes (into ``report`` when that is a folder); checked writable now."""
+        path = self.config.report or self.work.report
+        if path.is_dir():
+            path = path / self.work.report.name
+        make_folder(path.parent, "report's folder")
+        if path.is_dir():
+            raise ConfigurationError(f"report {path} is a folder")
+        if not os.access(path.parent, os.W_OK | os.X_OK):
+            raise PathNotWritableError(f"cannot write the report into {path.parent}: permission denied")
+        return path
+
+    def _write_report(
+        self, result: CopyResult, state: CopyState, dm: Datamover, started: float, path: Path
+    ) -> Path:
+        attempts = []
+        for r in state.results:
+            duration = max(1, r.end_time_ms - r.start_time_ms)
+            attempts.append(
+                {
+                    "start_time_ms": r.start_time_ms,
+                    "end_time_ms": r.end_time_ms,
+                    "duration_ms": duration,
+                    "average_mbps": round(r.bytes * 8 / 1e6 / (duration / 1000), 3),
+                    "total_bytes_transferred": r.bytes,
+                    "total_number_of_files": r.files,
+                    # The distributed-transfer report's name for the shard, 1 first.
+                    "chunk_number": r.shard + 1,
+                    "attempt": r.attempt,
+                    "exit_code": r.exit_code,
+                    # Launch to the shard's first instruction: a job's wait for the queue,
+                    # the node and the interpreter (None for a site tool: it says nothing).
+                    "start_delay_ms": max(0, r.worker_start_ms - r.start_time_ms) if r.worker_start_ms else None,
+                    "host": r.host,
+                    "job_id": r.job_id,
+                }
+            )
+        report = {
+            "total_retries": result.retries,
+            "total_size_gib": round(result.bytes_planned / 2**30, 6),
+            "failed_messages": result.failed_messages,
+            "benchmark_results": attempts,
+            "ok": result.ok,
+            "src": result.src,
+            "dst": result.dst,
+            "backend": dm.backend.name,
+            "workers": self.config.workers,
+            "shards": len(state.shards),
+            "shard_by": self.config.shard_by,
+            "verify": self.config.verify,
+            "atomic": self.config.atomic,
+            "files_planned": result.files_planned,
+            "bytes_planned": result.bytes_planned,
+            "files_copied": result.files_copied,
+            "bytes_copied": result.bytes_copied,
+            "files_skipped": result.files_skipped,
+            "bytes_skipped": result.bytes_skipped,
+            "files_failed": result.files_failed,
+            "files_verified": result.files_verified,
+            "mismatches": result.mismatches,
+            "files_excluded": result.files_excluded,
+            "special_skipped": result.special_skipped,
+            "special_examples": result.special_examples,
+            "duration_s": round(result.duration_s, 3),
+            "dry_run": result.dry_run,
+            "start_time_ms": int(started * 1000),
+        }
+        tmp = temporary_for(path)
+        # Names that are not UTF-8 (surrogate escapes) become \udcXX escapes: valid JSON.
+        tmp.write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8", errors="backslashreplace")
+        os.replace(tmp, path)
+        return path
+
+
+def part_tag_of(src: Union[str, Path], dst: Union[str, Path], work_dir: Union[str, Path]) -> str:
+    """A copy's tag, which its workers' temporary names (``.tt-part-TAG-SHARD``) hold.
+
+    The same for every run of one copy (source, destination, work dir), so a rerun, even
+    with another plan, knows the names an earlier run may have left; 48 bits of a hash,
+    so no other copy, and no file of the user's, has them.
+    """
+    key = f"{src}\0{dst}\0{work_dir}".encode("utf-8", "surrogateescape")
+    return hashlib.sha256(key).hexdigest()[:12]
+
+
+def _failure_info(files: AttemptFiles, handle: Handle, rc: int) -> Tuple[Dict[str, str], List[str], str]:
+    """Per-entry errors the worker wrote, the entries among them that failed for good,
+    and one line about the shard command itself."""
+    per_file: Dict[str, str] = {}
+    permanent: List[str] = []
+    try:
+        with open(files.messages, encoding="utf-8", errors="surrogateescape") as fh:
+            for line in fh:
+                item = json.loads(line)
+                per_file[item["path"]] = item["error"]
+                if item.get("permanent"):
+                    permanent.append(item["path"])
+    except (OSError, ValueError):
+        pass
+    tail = " | ".join(handle.stderr_text.strip().splitlines()[-3:]) or "no message"
+    return per_file, permanent, f"shard command exited with code {rc}: {tail}"
+
+
+def _one_line(rel: str) -> str:
+    """A path on one line: names holding line breaks are quoted."""
+    return repr(rel) if any(c in rel for c in "\n\r") else rel
+
+
+def _failed_entries(s: ShardState) -> Tuple[List[str], List[str]]:
+    """One readable line per entry of a shard that failed for good, and their paths."""
+    per_file = s.messages
+    lines, paths = [], []
+    try:
+        records = [entry for entry, _ in read_entries(s.failed_list)] if s.failed_list is not None else []
+    except (OSError, ValueError):
+        records = []
+    for entry in records:
+        rel = os.fsdecode(entry.path)
+        if entry.kind == "d":  # a folder counts as no file, but what went wrong is said
+            if rel in per_file:
+                lines.append(f"{_one_line(rel)}/: {per_file[rel]}")
+            continue
+        paths.append(rel)
+        lines.append(f"{_one_line(rel)}: {per_file.get(rel) or s.generic or 'failed'}")
+    if not lines:
+        lines.append(s.generic or "a shard failed")
+    return lines, paths
+
+
+def _running_counts(running: Iterable[_Running]) -> ShardCounts:
+    """What the attempts that run have counted so far (their status files)."""
+    total = ShardCounts()
+    for attempt in running:
+        status = WorkerStatus.read(attempt.shard.files.status)
+        if status is not None:
+            total.add(status.counts)
+    return total
+
+
+def _done(state: CopyState, running: Iterable[_Running]) -> Tuple[int, int]:
+    """Bytes and files done (copied or found there already): finished attempts, and the
+    counters the running shards' workers last wrote."""
+    done = state.shard_counts()
+    done.add(_running_counts(running))
+    return done.bytes + done.skipped_bytes, done.files + done.skipped
