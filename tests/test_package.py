@@ -189,3 +189,25 @@ def test_no_module_asks_which_backend_it_has():
         and (lines := backend_checks(path.read_text(), concrete))
     }
     assert not found, f"ask the backend (a method on it) instead of checking which it is, at {found}"
+
+
+def test_a_regular_install_ships_every_subpackage():
+    """pyproject.toml's package list (what `pip install .` copies) holds every subpackage."""
+    import sys
+    from pathlib import Path
+
+    import setuptools
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        tomllib = pytest.importorskip("tomli")
+    root = Path(__file__).resolve().parent.parent
+    config = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    find = config.get("packages", {})
+    assert isinstance(find, dict) and "find" in find, "list the packages with [tool.setuptools.packages.find]"
+    shipped = set(setuptools.find_packages(where=str(root), include=find["find"]["include"]))
+    present = {
+        ".".join(path.parent.relative_to(root).parts) for path in (root / "taurus_tools").rglob("__init__.py")
+    }
+    assert present <= shipped, f"not installed: {sorted(present - shipped)}"
