@@ -172,7 +172,7 @@ def waitfor(
 
     for h in items:
         if isinstance(h, Handle):
-            h.add_waker(wake)
+            h.add_waker(wake, stdout=False)
         else:
             h.add_done_callback(ended)
     commands = [h for h in items if isinstance(h, Handle)]

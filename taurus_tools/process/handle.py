@@ -129,7 +129,8 @@ class Handle(BackgroundFuture):
         self._submitted = threading.Event()  # the job id is known, or will never be
         self._follow_wake = threading.Event()  # the followed job ended, or cancel()
         self._interrupted = False
-        self._wakers: Set[threading.Event] = set()
+        self._wakers: Set[threading.Event] = set()  # set on any output and at the end
+        self._err_wakers: Set[threading.Event] = set()  # set on stderr and at the end
         self._out = bytearray()
         self._err = bytearray()
         self._returncode: Optional[int] = None
@@ -374,16 +375,19 @@ class Handle(BackgroundFuture):
         text = chunk.decode(self.encoding, "replace")
         return text.splitlines(), pos + len(chunk)
 
-    def add_waker(self, event: threading.Event) -> None:
-        """Set ``event`` whenever output arrives or the command ends (used by ``waitfor``)."""
+    def add_waker(self, event: threading.Event, *, stdout: bool = True) -> None:
+        """Set ``event`` whenever output arrives or the command ends; with ``stdout=False``
+        only for stderr and the end (``waitfor``, which shows stderr live: a command that
+        prints much on stdout then costs it no wake-ups)."""
         with self._lock:
-            self._wakers.add(event)
+            (self._wakers if stdout else self._err_wakers).add(event)
         if self.done():
             event.set()
 
     def remove_waker(self, event: threading.Event) -> None:
         with self._lock:
             self._wakers.discard(event)
+            self._err_wakers.discard(event)
 
     def cancel(self, *, grace: float = 5.0, timeout: float = 30.0) -> int:  # type: ignore[override]
         """Stop the command for good and return its (negative) exit code.
@@ -455,9 +459,12 @@ class Handle(BackgroundFuture):
             self._slurm.cancel(name=self.launch.job_name)
 
     # ------------------------------------------------------------------ internals
-    def _notify(self) -> None:
+    def _notify(self, *, stdout_only: bool = False) -> None:
         for event in list(self._wakers):
             event.set()
+        if not stdout_only:
+            for event in list(self._err_wakers):
+                event.set()
 
     def _finish(self, rc: int) -> None:
         with self._lock:
@@ -485,7 +492,7 @@ class Handle(BackgroundFuture):
         with self._lock:
             self._out += data
         self._echo("stdout", data)
-        self._notify()
+        self._notify(stdout_only=True)
 
     def _echo(self, stream: str, data: bytes) -> None:
         if self._on_output is not None:
