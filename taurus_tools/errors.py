@@ -14,6 +14,7 @@ from typing import Any, Optional, Sequence, Tuple
 
 __all__ = [
     "TaurusToolsError",
+    "S3Error",
     "ConfigurationError",
     "BackendUnavailableError",
     "CommandNotFoundError",
@@ -249,6 +250,14 @@ class StageError(TaurusToolsError, RuntimeError):
 
     def __reduce__(self) -> Tuple[Any, ...]:
         return (type(self), (str(self.args[0]), self.staged, self.target))
+
+
+class S3Error(TaurusToolsError, OSError):
+    """An S3 location cannot be used: no such bucket, credentials refused, access denied, the
+    endpoint unreachable.  The message names the location and the endpoint, never a secret."""
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        return (type(self), (str(self),))
 
 
 class SourceNotFoundError(TaurusToolsError, FileNotFoundError):

@@ -163,3 +163,15 @@ def no_slurm_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Never let the environment steer a test to Slurm or to site tools."""
     for var in ("SLURM_CONF", "TAURUS_TOOLS_BACKEND", "TAURUS_TOOLS_DT_DIR"):
         monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3 server (``rclone serve s3``) on 127.0.0.1 for the session; buckets are folders."""
+    from s3_server import RcloneS3Server
+
+    server = RcloneS3Server(tmp_path_factory.mktemp("s3") / "data").start()
+    try:
+        yield server
+    finally:
+        server.stop()

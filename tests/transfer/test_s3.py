@@ -1,0 +1,215 @@
+"""S3 locations, the client's settings and listing a prefix, against a real ``rclone serve s3``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import time
+
+import pytest
+
+from taurus_tools import ConfigurationError
+from taurus_tools.errors import S3Error
+from taurus_tools.transfer.plan import read_entries
+from taurus_tools.transfer.s3 import S3Config, S3Location, key_problem, list_prefix, make_client
+
+pytestmark = pytest.mark.timeout(120)
+
+
+class TestLocation:
+    @pytest.mark.parametrize(
+        "text, bucket, prefix",
+        [
+            ("s3://bucket", "bucket", ""),
+            ("s3://bucket/", "bucket", ""),
+            ("s3://my.bucket-1/data", "my.bucket-1", "data/"),
+            ("s3://b12/data/", "b12", "data/"),
+            ("s3://b12/a b/ü 名/", "b12", "a b/ü 名/"),
+        ],
+    )
+    def test_valid(self, text, bucket, prefix):
+        loc = S3Location.parse(text)
+        assert (loc.bucket, loc.prefix) == (bucket, prefix)
+        assert str(loc) == f"s3://{bucket}/{prefix}"
+        assert loc.key("x/y") == prefix + "x/y"
+
+    @pytest.mark.parametrize(
+        "text, why",
+        [
+            ("/local/path", "not an S3 location"),
+            ("s3:/bucket", "not an S3 location"),
+            ("s3://", "not a valid bucket name"),
+            ("s3://Upper", "not a valid bucket name"),
+            ("s3://ab", "not a valid bucket name"),
+            ("s3://a..b/x", "not a valid bucket name"),
+            ("s3://-bucket", "not a valid bucket name"),
+            ("s3://bucket/../etc", "'..' component"),
+            ("s3://bucket/a//b", "empty component"),
+        ],
+    )
+    def test_invalid_says_what_is_valid(self, text, why):
+        with pytest.raises(ConfigurationError, match=why) as info:
+            S3Location.parse(text)
+        assert "s3://BUCKET/PREFIX" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "key, problem",
+    [
+        ("a/b.txt", None),
+        ("new\nline", None),  # a valid POSIX name: kept
+        ("-leading dash ü", None),
+        ("", "is empty"),
+        ("/abs", "starts with '/'"),
+        ("a//b", "empty component"),
+        ("a/../b", "'..' component"),
+        ("./a", "'.' component"),
+        ("nul\0byte", "NUL"),
+        ("x" * 256, "longer than 255 bytes"),
+    ],
+)
+def test_key_problem(key, problem):
+    got = key_problem(key)
+    assert (got is None) if problem is None else (problem in got)
+
+
+class TestConfig:
+    @pytest.mark.parametrize(
+        "options, why",
+        [
+            (dict(endpoint_url="127.0.0.1:9000"), "http"),
+            (dict(endpoint_url="ftp://host"), "http"),
+            (dict(threads=0), "threads"),
+            (dict(threads=True), "threads"),
+            (dict(max_attempts=0), "max_attempts"),
+            (dict(connect_timeout_s=0), "connect_timeout_s"),
+        ],
+    )
+    def test_bad_values_are_refused(self, options, why):
+        with pytest.raises(ConfigurationError, match=why):
+            S3Config(**options)
+
+    def test_client_for_a_non_aws_endpoint(self, s3_server, monkeypatch):
+        for name, value in s3_server.env().items():
+            monkeypatch.setenv(name, value)
+        client, endpoint = make_client(S3Config(threads=32))
+        assert endpoint == s3_server.endpoint_url  # from AWS_ENDPOINT_URL, as boto3 resolves it
+        cfg = client.meta.config
+        assert cfg.s3["addressing_style"] == "path"
+        assert cfg.request_checksum_calculation == "when_required"
+        assert cfg.response_checksum_validation == "when_required"
+        assert cfg.max_pool_connections >= 32
+
+    def test_client_for_aws_keeps_the_defaults(self, monkeypatch):
+        for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("AWS_CONFIG_FILE", "/dev/null")
+        client, endpoint = make_client(S3Config())
+        assert endpoint is None
+        assert client.meta.config.s3 is None or client.meta.config.s3.get("addressing_style") != "path"
+
+
+@pytest.fixture
+def s3(s3_server, monkeypatch, request):
+    """A client of the test server and a fresh bucket."""
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    client, endpoint = make_client(S3Config())
+    bucket = f"tt-{request.node.name.lower().replace('_', '-')[:40].strip('-')}-{time.monotonic_ns() % 100000}"
+    client.create_bucket(Bucket=bucket)
+    return client, endpoint, bucket
+
+
+HOSTILE_KEYS = ["with space.txt", "quote'\"s", "new\nline", "-leading-dash", "ünïcødé-名前", "#hash;semi", "d/e/f.bin"]
+
+
+class TestListing:
+    def test_hostile_keys_become_records(self, s3, tmp_path):
+        client, endpoint, bucket = s3
+        for i, key in enumerate(HOSTILE_KEYS):
+            client.put_object(Bucket=bucket, Key="data/" + key, Body=b"x" * (i + 1))
+        client.put_object(Bucket=bucket, Key="data-old/not-below", Body=b"no")  # a sibling prefix
+        out = tmp_path / "listing"
+        with open(out, "wb") as fh:
+            stats = list_prefix(client, S3Location.parse(f"s3://{bucket}/data"), fh, endpoint=endpoint)
+        entries = {e.path.decode(): e for e, _raw in read_entries(out)}
+        assert sorted(entries) == sorted(HOSTILE_KEYS)
+        for i, key in enumerate(HOSTILE_KEYS):
+            assert entries[key].kind == "f" and entries[key].size == i + 1
+        assert stats.files == len(HOSTILE_KEYS) and stats.bytes == sum(range(1, len(HOSTILE_KEYS) + 1))
+        assert stats.errors == 0
+        now_ns = time.time_ns()
+        assert all(abs(e.mtime_ns - now_ns) < 600e9 for e in entries.values())
+
+    def test_many_pages_stream(self, s3, tmp_path):
+        client, endpoint, bucket = s3
+        for i in range(2100):  # three pages of at most 1,000 keys
+            client.put_object(Bucket=bucket, Key=f"k/{i:05d}", Body=b"")
+        out = io.BytesIO()
+        stats = list_prefix(client, S3Location.parse(f"s3://{bucket}/k/"), out, endpoint=endpoint)
+        assert stats.files == 2100
+        assert out.getvalue().count(b"\0") == 2100
+
+    def test_a_missing_bucket(self, s3, tmp_path):
+        client, endpoint, _ = s3
+        with pytest.raises(S3Error, match="the bucket 'tt-no-such-bucket' does not exist"):
+            list_prefix(client, S3Location.parse("s3://tt-no-such-bucket/x"), io.BytesIO(), endpoint=endpoint)
+
+    def test_a_wrong_secret_is_refused_at_once_and_never_shown(self, s3_server, monkeypatch):
+        for name, value in s3_server.env().items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret-value")
+        client, endpoint = make_client(S3Config())
+        started = time.monotonic()
+        with pytest.raises(S3Error, match="credentials were refused") as info:
+            list_prefix(client, S3Location.parse("s3://somebucket/x"), io.BytesIO(), endpoint=endpoint)
+        assert time.monotonic() - started < 10
+        text = str(info.value) + repr(info.value.__reduce__())
+        assert "wrong-secret-value" not in text and s3_server.secret not in text
+        assert info.value.__cause__ is None and info.value.__suppress_context__
+
+    def test_an_unreachable_endpoint_fails_in_bounded_time(self, monkeypatch):
+        from slurm_cluster import _free_tcp_ports
+
+        (port,) = _free_tcp_ports(1)  # nothing listens there
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+        client, endpoint = make_client(S3Config(endpoint_url=f"http://127.0.0.1:{port}", connect_timeout_s=1,
+                                                max_attempts=2))
+        started = time.monotonic()
+        with pytest.raises(S3Error, match="cannot be reached"):
+            list_prefix(client, S3Location.parse("s3://bucket/x"), io.BytesIO(), endpoint=endpoint)
+        assert time.monotonic() - started < 30
+
+
+class _Pages:
+    """A stand-in paginator with keys rclone's file-backed server cannot store."""
+
+    def __init__(self, keys):
+        self.keys = keys
+
+    def paginate(self, **kwargs):
+        when = dt.datetime(2026, 1, 2, tzinfo=dt.timezone.utc)
+        yield {"Contents": [{"Key": k, "Size": 0 if k.endswith("/") else 3, "LastModified": when} for k in self.keys]}
+
+
+class _Client:
+    def __init__(self, keys):
+        self.keys = keys
+
+    def get_paginator(self, name):
+        assert name == "list_objects_v2"
+        return _Pages(self.keys)
+
+
+def test_keys_that_are_no_file_names_are_refused_with_their_reason():
+    # (rclone's server keeps objects as files, so it cannot hold these: a stand-in lists them)
+    keys = ["p/ok", "p/a/../../etc/passwd", "p//abs", "p/x//y", "p/./z", "p/nul\0", "p/folder/"]
+    out = io.BytesIO()
+    stats = list_prefix(_Client(keys), S3Location.parse("s3://bucket/p"), out)
+    assert out.getvalue() == b"f\t3\t%d\tok\0" % int(dt.datetime(2026, 1, 2, tzinfo=dt.timezone.utc).timestamp() * 1e9)
+    assert stats.files == 1 and stats.errors == 5
+    assert stats.dirs == 1  # the folder marker is a folder, as for rclone and the AWS CLI
+    joined = "\n".join(stats.messages)
+    assert "'..' component" in joined and "starts with '/'" in joined and "empty component" in joined
+    assert "'.' component" in joined and "NUL" in joined
