@@ -333,7 +333,8 @@ def _output_of(process: Any) -> Any:
 def _stop(process: Any) -> int:
     """End ``process`` for good: the process tree, and the Slurm job of one of ours."""
     if isinstance(process, Handle):
-        return process.cancel()
+        rc = process.cancel()
+        return -15 if rc is None else rc  # (compat handles have no after=: never None here)
     terminate_tree(process.pid)
     return int(process.wait())
 

@@ -7,9 +7,15 @@ handles and started copies alike.  ``result()`` returns the value (an exit code,
 reads as success.  ``cancel()`` stops the work (process tree, Slurm job), and ``cancelled()``
 then says so.
 
-Completion is recorded in two steps, in this order: the object's own end (its event, which
-``wait()``/``communicate()`` wait for) and then the future's state, which runs the done
-callbacks.  A callback may therefore call ``wait()`` or ``communicate()``.
+Completion is recorded in two steps, in this order: the object's own outcome (exit code,
+output, result) and then the future's state, which wakes ``wait()``/``result()`` and runs the
+done callbacks.  A callback may therefore call ``wait()`` or ``communicate()``.
+
+Chaining: :func:`run_after` starts a step once the futures it depends on have ended (all
+succeeded, or ``on="always"``) and fails it with :class:`DependencyError` (``__cause__``: the
+root error) otherwise; handles and copies take ``after=``/``on=`` through it, and
+:meth:`BackgroundFuture.then` shares its idea of the root cause.  :func:`in_background` runs
+the handles' pipe readers on reused daemon threads.
 """
 
 from __future__ import annotations

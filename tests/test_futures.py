@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 import concurrent.futures
 import threading
 
@@ -492,3 +494,162 @@ class TestBackgroundThreads:
         again = threading.Event()
         pool.submit(again.set, "test:again")  # a new thread starts for it
         assert again.wait(10)
+
+
+def slow_tree(root, files=6, mib=24):
+    """A source whose copy takes a while (checksum verify doubles the reads)."""
+    root.mkdir()
+    block = os.urandom(1 << 20)
+    for i in range(files):
+        with open(root / f"f{i}", "wb") as fh:
+            for _ in range(mib):
+                fh.write(block)
+    return root
+
+
+def workers_of(work_dir):
+    """Running per-shard worker processes of the copy whose work dir is ``work_dir``."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = proc.info["cmdline"] or []
+        if any(part.endswith("transfer/worker.py") for part in cmd) and any(str(work_dir) in part for part in cmd):
+            found.append(proc.pid)
+    return found
+
+
+class TestCancelTellsTheTruth:
+    """cancel() returns once nothing of the work runs, and says whether it stopped it."""
+
+    def test_waitfor_timeout_leaves_no_shard_running(self, tmp_path):
+        from taurus_tools import CommandTimeoutError, waitfor
+
+        src = slow_tree(tmp_path / "src")
+        pc = ParallelCopy(src, tmp_path / "dst", datamover=local_dm(), progress=False, work_dir=tmp_path / "w",
+                          workers=3, shards=6, shard_by="count", verify="checksum", check_space=False)
+        pc.start()
+        wait_for(lambda: workers_of(tmp_path / "w"), timeout=30, what="the shard workers to start")
+        with pytest.raises(CommandTimeoutError):
+            waitfor(pc, timeout=0.2, progress=False)
+        assert pc.done() and pc.cancelled()  # cancel() waited for the copy to stop
+        assert workers_of(tmp_path / "w") == []
+
+    def test_cancel_after_the_last_shard_is_false_and_the_copy_stands(self, tmp_path, monkeypatch):
+        import taurus_tools.transfer.parallel_copy as pc_mod
+
+        src = tmp_path / "src"
+        src.mkdir()
+        (src / "f").write_text("x")
+        in_folders, release = threading.Event(), threading.Event()
+        real = pc_mod.ParallelCopy._set_folders
+
+        def slow_folders(self, *args, **kwargs):
+            in_folders.set()
+            release.wait(10)
+            return real(self, *args, **kwargs)
+
+        monkeypatch.setattr(pc_mod.ParallelCopy, "_set_folders", slow_folders)
+        dm = local_dm()
+        pc = ParallelCopy(src, tmp_path / "dst", datamover=dm, progress=False, work_dir=tmp_path / "w")
+        pc.start()
+        after = dm.dtls(tmp_path / "dst", after=[pc])
+        assert in_folders.wait(30)
+        threading.Timer(0.3, release.set).start()
+        assert pc.cancel() is False  # it was past its shards: it finished, and says so
+        assert pc.result(timeout=5).ok and not pc.cancelled()
+        assert after.result(timeout=30) == 0  # what came after ran, as the copy succeeded
+
+    def test_an_error_in_the_fan_out_stops_the_running_shards(self, tmp_path, monkeypatch):
+        import errno
+
+        import taurus_tools.transfer.parallel_copy as pc_mod
+
+        def no_space(self, *args, **kwargs):
+            raise OSError(errno.ENOSPC, "No space left on device (simulated)")
+
+        monkeypatch.setattr(pc_mod.ParallelCopy, "_finish_shard", no_space)
+        src = slow_tree(tmp_path / "src", files=4, mib=16)
+        pc = ParallelCopy(src, tmp_path / "dst", datamover=local_dm(), progress=False, work_dir=tmp_path / "w",
+                          workers=4, shards=4, shard_by="count", verify="checksum", check_space=False)
+        with pytest.raises(OSError, match="No space left"):
+            pc.run()
+        wait_for(lambda: workers_of(tmp_path / "w"), lambda pids: not pids, timeout=30,
+                 what="no shard worker left once run() raised")
+
+    def test_cancel_of_a_waiting_copy_closes_its_progress(self, tmp_path):
+        from taurus_tools import ProgressCallback
+
+        class Recording(ProgressCallback):
+            closed = 0
+
+            def close(self):
+                Recording.closed += 1
+
+        src = tmp_path / "src"
+        src.mkdir()
+        gate = start("sleep", "30")
+        pc = ParallelCopy(src, tmp_path / "dst", datamover=local_dm(), progress=Recording(), work_dir=tmp_path / "w")
+        pc.start(after=[gate])
+        assert pc.cancel() is True and Recording.closed == 1
+        gate.cancel(grace=0.5)
+        assert Recording.closed == 1  # once
+
+    def test_shards_share_the_datamovers_slurm_client(self, tmp_path, monkeypatch):
+        src = tmp_path / "src"
+        src.mkdir()
+        for i in range(4):
+            (src / f"f{i}").write_text(str(i))
+        dm = local_dm()
+        started = []
+        real = dm.start
+
+        def spy(launch, **kwargs):
+            handle = real(launch, **kwargs)
+            started.append(handle)
+            return handle
+
+        monkeypatch.setattr(dm, "start", spy)
+        result = ParallelCopy(src, tmp_path / "dst", datamover=dm, progress=False, work_dir=tmp_path / "w",
+                              shards=4, shard_by="count").run()
+        assert result.ok and len(started) == 4
+        assert {id(h._slurm) for h in started} == {id(dm._slurm)}  # one client, one watcher
+
+
+class TestPendingHandleRaces:
+    def test_wait_during_a_cancel_before_start_gives_the_code(self):
+        gate = start("sleep", "30")
+        step = local_dm().dtls("/", after=[gate])
+        in_callback = threading.Event()
+
+        def slow_callback(_):
+            in_callback.set()
+            time.sleep(0.5)  # Future.cancel runs this before cancel() records the code
+
+        step.add_done_callback(slow_callback)
+        codes = []
+        waiter = threading.Thread(target=lambda: codes.append(step.wait(timeout=30)))
+        waiter.start()
+        canceller = threading.Thread(target=step.cancel)
+        canceller.start()
+        assert in_callback.wait(10)
+        assert step.returncode == -15 and step.poll() == -15  # not None while done()
+        waiter.join(30)
+        canceller.join(30)
+        assert codes == [-15]
+        gate.cancel(grace=0.5)
+
+    def test_with_block_error_is_not_hidden_by_a_step_that_never_ran(self):
+        failed = start("false")
+        assert isinstance(failed.exception(timeout=30), CommandError)
+        with pytest.raises(ValueError, match="the block's own error"):
+            with local_dm().run("true", after=[failed]) as step:  # it never runs
+                raise ValueError("the block's own error")
+        assert step.cancel() is None and isinstance(step.exception(), DependencyError)
+        # and one cancelled while it waits: the block's error again, the step never runs
+        gate = start("sleep", "30")
+        with pytest.raises(ValueError, match="again"):
+            with local_dm().run("true", after=[gate]) as waiting:
+                raise ValueError("again")
+        assert waiting.cancelled() and waiting.pid is None
+        gate.cancel(grace=0.5)

@@ -1,9 +1,9 @@
 """Process handles: what every Datamover method returns.
 
-The handle is the Popen emulation and the future; it delegates the rest: :mod:`._pipes`
-pumps the pipes, :mod:`._slurm_watch` follows Slurm jobs (one watcher for all handles),
-:mod:`._job_output` reads a batch job's output files back, :mod:`._proctree` stops process
-trees, and :mod:`._launch` describes what to run.
+The handle is the Popen emulation and the future; it delegates the rest: :mod:`.pipes`
+pumps the pipes, :mod:`taurus_tools.slurm.watcher` follows Slurm jobs (one watcher for all
+handles of a client), :mod:`.job_output` reads a batch job's output files back, :mod:`.tree`
+stops process trees, and :mod:`.launch` describes what to run.
 
 A :class:`Handle` starts a command at once and behaves like :class:`subprocess.Popen`
 (``poll``, ``wait``, ``communicate``, ``returncode``, ``pid``, ``args``, ``terminate``,
@@ -238,8 +238,12 @@ class Handle(BackgroundFuture):
     @property
     def returncode(self) -> Optional[int]:
         """Exit code once finished, None before (and for a command that never ran);
-        negative for a signal."""
-        return self._returncode if self.done() else None
+        negative for a signal (-15 for one cancelled before it started)."""
+        if not self.done():
+            return None
+        if self._returncode is None and concurrent.futures.Future.cancelled(self):
+            return -int(signal.SIGTERM)  # cancelled before it started; _returncode follows
+        return self._returncode
 
     def poll(self) -> Optional[int]:
         """Return the exit code if the command has finished, else None.
@@ -262,7 +266,7 @@ class Handle(BackgroundFuture):
         except concurrent.futures.TimeoutError:
             raise subprocess.TimeoutExpired(self.args, timeout or 0.0) from None
         except concurrent.futures.CancelledError:  # cancelled before it started
-            pass
+            return -int(signal.SIGTERM)
         if self._returncode is None:
             assert self._not_run is not None
             raise self._not_run
@@ -389,29 +393,31 @@ class Handle(BackgroundFuture):
             self._wakers.discard(event)
             self._err_wakers.discard(event)
 
-    def cancel(self, *, grace: float = 5.0, timeout: float = 30.0) -> int:  # type: ignore[override]
+    def cancel(self, *, grace: float = 5.0, timeout: float = 30.0) -> Optional[int]:  # type: ignore[override]
         """Stop the command for good and return its (negative) exit code.
 
         Terminates the whole local process tree (SIGTERM, then SIGKILL after ``grace``
         seconds), cancels the Slurm job (``scancel``) and waits until Slurm no longer
         lists it (at most ``timeout`` seconds), then reaps.  Calling it on a finished
-        command does nothing and returns its exit code.
+        command does nothing and returns its exit code (None for one that never ran: what
+        it ran ``after`` failed); a command still waiting for those never starts.  It never
+        raises, so a ``with`` block's own error is the one that surfaces.
         """
         if not self.done() and concurrent.futures.Future.cancel(self):
-            # It had not started (it waits for what it runs after): it never will.
+            # It had not started (it waits for what it runs after): it never will.  (Until
+            # _returncode is set below, the future's CANCELLED state stands for -SIGTERM.)
             with self._lock:
                 self._returncode = -int(signal.SIGTERM)
                 self.ended = time.time()
                 self._submitted.set()
                 self._pump_done.set()
+                self._started_or_not.set()
             log.info("cancelled %s before it started", self.name)
             self._done.set()
             self._notify()
-            return self._returncode
+            return -int(signal.SIGTERM)
         if self.done():
-            if self._returncode is None:  # never ran
-                assert self._not_run is not None
-                raise self._not_run
+            # None for a command that never ran (what it ran after failed): nothing to stop
             return self._returncode
         self._interrupted = True
         self._cancel_requested.set()
@@ -421,7 +427,7 @@ class Handle(BackgroundFuture):
         if popen is None:  # starting this very moment, in another thread: wait for it
             self._started_or_not.wait(timeout)
             if self._not_run is not None:
-                raise self._not_run
+                return None
             with self._lock:
                 popen = self._popen
         if popen is None:

@@ -2,7 +2,7 @@
 
 Everything runs with argv lists and a timeout; nothing here keeps state except
 :class:`SlurmClient`'s small cache of executables, its count of calls by program, and
-the one job watcher (:mod:`._slurm_watch`) it makes on first use.
+the one job watcher (:mod:`.watcher`) it makes on first use.
 """
 
 from __future__ import annotations

@@ -276,6 +276,8 @@ class ParallelCopy(BackgroundFuture):
                 # A destination this copy makes gets the source's mode and times, too.
                 state.made_dst = not before.existed
             self._fan_out(dm, state, result, progress)
+            if self._stop.is_set():  # cancel() came as the last shard ended: stop, resumable
+                raise KeyboardInterrupt
             if all(s.status is ShardStatus.DONE for s in state.shards):
                 self._set_folders(state, result)
             result.duration_s = time.time() - started
@@ -385,17 +387,28 @@ class ParallelCopy(BackgroundFuture):
             raise RuntimeError("the copy ended without a result or an error")
         return self._copy_result
 
-    def cancel(self) -> bool:  # type: ignore[override]
-        """Stop the copy: running shards are cancelled (processes and jobs), the work dir
-        stays resumable, and :meth:`wait` raises :class:`CopyCancelledError`.  Returns False
-        if it had already ended."""
+    def cancel(self, *, timeout: float = 120.0) -> bool:  # type: ignore[override]
+        """Stop the copy and return True once it has stopped: running shards are cancelled
+        (processes and jobs), the work dir stays resumable, and :meth:`wait` raises
+        :class:`CopyCancelledError`.
+
+        A started copy is waited for (at most ``timeout`` seconds), so that nothing of it
+        still writes when this returns.  Returns False if it had ended already, or ended
+        anyway: a copy past its last shard (setting folders, writing the report) finishes.
+        """
         if self.done():
             return False
         if concurrent.futures.Future.cancel(self):  # still waiting for what it runs after
+            self._drop_progress()
             return True
         self._stop.set()
         self._wake.set()
-        return True
+        if self._thread is None:  # run() in another thread: it stops at its next round
+            return True
+        if not self._finished.wait(timeout):
+            log.warning("the copy did not stop within %g s of cancel()", timeout)
+            return False
+        return self.cancelled()
 
     # ------------------------------------------------------------------ state
     def _load_state(self) -> CopyState:
@@ -591,7 +604,7 @@ class ParallelCopy(BackgroundFuture):
                     launch, _status, _failed = self._launch(dm, queued)
                     launched = time.time()
                     with signals_deferred():  # no Ctrl-C/SIGTERM between the start and `running`
-                        handle = Handle(launch)
+                        handle = dm.start(launch)  # the Datamover's Slurm client: one watcher for all
                         running[handle] = _Running(queued, self._attempt(queued, blocking=dm.blocking), launched)
                     handle.add_waker(wake)
                     s = shards[queued.index]
@@ -606,8 +619,9 @@ class ParallelCopy(BackgroundFuture):
                     self._finish_shard(handle, attempt, state, queue)
                 if report:
                     progress.update_to(*_done(state, running.values()))
-        except KeyboardInterrupt:
-            log.warning("interrupted: cancelling %d running shard(s); run again to resume", len(running))
+        except BaseException as exc:  # Ctrl-C, cancel(), or an error (ENOSPC in the work dir, ...)
+            how = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"failed ({type(exc).__name__})"
+            log.warning("%s: cancelling %d running shard(s); run again to resume", how, len(running))
             cancel_all(list(running))
             for attempt in running.values():
                 shards[attempt.queued.index].status = ShardStatus.PENDING
