@@ -43,7 +43,8 @@ and, after the rounds, untimed, a probe of the fixed cost of one job: ``srun tru
 ``srun python -S -c pass`` one after another and 8 at once, against ``python -S -c pass``.
 
 Unless ``--use-running-slurm`` is given, a throw-away single-node cluster
-(tests/slurm_cluster.py: slurmctld + slurmd, partitions ``debug`` and ``datamover``) is
+(tests/slurm_cluster.py: slurmctld + slurmd, partitions ``debug`` and ``datamover``; with
+``--multinode`` the four nodes n1..n4 of the tests' ``slurm_multinode``, one slurmd each) is
 started under /tmp and stopped at the end (also on Ctrl-C or SIGTERM); its SLURM_CONF is
 set in this process's environment and inherited SLURM_* variables are removed.
 
@@ -368,19 +369,20 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
             logs = SlurmLogs(*running_cluster_logs())
         else:
             sys.path.insert(0, os.path.join(REPO, "tests"))
-            from slurm_cluster import SlurmCluster  # noqa: E402  (tests/slurm_cluster.py)
+            from slurm_cluster import SlurmCluster, multinode_cluster  # noqa: E402  (tests/slurm_cluster.py)
 
             for name in list(os.environ):
                 if name.startswith(SLURM_ENV_PREFIXES):
                     del os.environ[name]
             cluster_dir = tempfile.mkdtemp(prefix="ttfan-", dir="/tmp")  # short: spool socket paths
-            cluster = SlurmCluster(cluster_dir)
+            cluster = multinode_cluster(cluster_dir) if args.multinode else SlurmCluster(cluster_dir)
             t0 = time.perf_counter()
             cluster.start()
             os.environ.update(cluster.env)
-            mode = f"throw-away cluster in {cluster_dir} (tests/slurm_cluster.py, started in " \
-                   f"{time.perf_counter() - t0:.1f} s)"
-            logs = SlurmLogs(str(cluster.log_dir / "slurmctld.log"), str(cluster.log_dir / "slurmd.log"))
+            mode = f"throw-away cluster of {len(cluster.nodes)} node(s) in {cluster_dir} " \
+                   f"(tests/slurm_cluster.py, started in {time.perf_counter() - t0:.2f} s)"
+            # Several nodes: several slurmd logs; the job timeline reads the first node's only.
+            logs = SlurmLogs(str(cluster.log_dir / "slurmctld.log"), str(cluster.slurmd_log(cluster.nodes[0])))
         log(f"Slurm: {mode}", quiet)
         seen: set = set()
         shard_jobs(seen)  # jobs from before this run are not ours
@@ -579,6 +581,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--keep", action="store_true", help="keep the generated tree for the next run")
     p.add_argument("--use-running-slurm", action="store_true",
                    help="use the Slurm the environment points at instead of starting a throw-away cluster")
+    p.add_argument("--multinode", action="store_true",
+                   help="the throw-away cluster has four nodes n1..n4, one slurmd each (tests' slurm_multinode)")
     p.add_argument("--keep-cluster-dir", action="store_true",
                    help="keep the throw-away cluster's folder (config and daemon logs) under /tmp")
     p.add_argument("--warmup", type=int, default=1, help="untimed copies per backend first (1)")

@@ -1,4 +1,4 @@
-"""Shared fixtures: a real single-node Slurm cluster and the datamover emulation.
+"""Shared fixtures: real Slurm clusters (one node, or several) and the datamover emulation.
 
 Fixtures
 --------
@@ -9,6 +9,14 @@ slurm_cluster
     plain ``subprocess.run(["srun", ...])`` uses it.  Skipped when Slurm is
     not installed, but a failure when the environment variable ``CI`` is set.
     Tests that request it are marked ``slurm`` automatically.
+slurm_multinode
+    Session-scoped multi-node cluster: compute nodes ``n1`` to ``n4`` (one slurmd
+    each, ``hostname`` in a job = the node) in the partitions ``debug`` and
+    ``datamover``, and ``n5`` alone in ``elsewhere``, a node that cannot see the
+    ``taurus_tools`` package (as a data-mover node without the driver's install).
+    Started on first use; skipped or failed as ``slurm_cluster``.
+multinode
+    For one test: ``SLURM_CONF`` points at ``slurm_multinode`` (and back after).
 site_tools_dir
     :class:`pathlib.Path` of ``tests/site_tools``, the ``dt*`` emulation of the
     ZIH datamover tools (see ``tests/site_tools/_dtcommon.sh``).
@@ -34,15 +42,18 @@ from slurm_cluster import (
     SLURM_ENV_PREFIXES,
     SlurmCluster,
     missing_slurm_binaries,
+    multinode_cluster,
 )
+
+import taurus_tools
 
 SITE_TOOLS_DIR = Path(__file__).resolve().parent / "site_tools"
 
 #: Seconds a Slurm test's jobs get to end after the test (KillWait is 5 s).
 JOBS_END_TIMEOUT = 60.0
 
-#: The session's cluster while it is up (for the check after each test).
-_session_cluster: SlurmCluster | None = None
+#: The session's clusters while they are up (for the check after each test), by fixture name.
+_session_clusters: dict[str, SlurmCluster] = {}
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -55,8 +66,21 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if "slurm_cluster" in getattr(item, "fixturenames", ()):
+        if {"slurm_cluster", "slurm_multinode"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slurm)
+
+
+def _require_slurm() -> None:
+    """Skip the test when Slurm is not installed; fail it when ``CI`` is set."""
+    missing = missing_slurm_binaries()
+    if missing:
+        msg = (
+            f"Slurm is not installed (missing: {', '.join(missing)}); "
+            "on Debian: apt-get install slurm-wlm"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(f"{msg}. CI is set, so the Slurm tests must not be skipped.", pytrace=False)
+        pytest.skip(msg)
 
 
 @pytest.fixture(scope="session")
@@ -68,16 +92,7 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmClu
     SlurmCluster
         The running cluster; partitions ``debug`` (default) and ``datamover``.
     """
-    missing = missing_slurm_binaries()
-    if missing:
-        msg = (
-            f"Slurm is not installed (missing: {', '.join(missing)}); "
-            "on Debian: apt-get install slurm-wlm"
-        )
-        if os.environ.get("CI"):
-            pytest.fail(f"{msg}. CI is set, so the Slurm tests must not be skipped.", pytrace=False)
-        pytest.skip(msg)
-    global _session_cluster
+    _require_slurm()
     cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"))
     cluster.start()  # SlurmClusterError (with the daemon logs) makes the tests error
     try:
@@ -86,11 +101,42 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmClu
                 if name.startswith(SLURM_ENV_PREFIXES):
                     mp.delenv(name)
             mp.setenv("SLURM_CONF", str(cluster.conf_path))
-            _session_cluster = cluster
+            _session_clusters["slurm_cluster"] = cluster
             yield cluster
     finally:
-        _session_cluster = None
+        _session_clusters.pop("slurm_cluster", None)
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def slurm_multinode(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
+    """Start the multi-node Slurm cluster for the whole test session (see the module's notes).
+
+    Yields
+    ------
+    SlurmCluster
+        The running cluster; ``SLURM_CONF`` is *not* pointed at it (use ``multinode``).
+    """
+    _require_slurm()
+    package = str(Path(taurus_tools.__file__).resolve().parent)
+    cluster = multinode_cluster(tmp_path_factory.mktemp("slurm-multinode"), hide=[package])
+    cluster.start()
+    try:
+        _session_clusters["slurm_multinode"] = cluster
+        yield cluster
+    finally:
+        _session_clusters.pop("slurm_multinode", None)
+        cluster.stop()
+
+
+@pytest.fixture
+def multinode(slurm_multinode: SlurmCluster, monkeypatch: pytest.MonkeyPatch) -> SlurmCluster:
+    """``slurm_multinode``, with ``SLURM_CONF`` pointing at it for this test."""
+    for name in list(os.environ):
+        if name.startswith(SLURM_ENV_PREFIXES):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("SLURM_CONF", str(slurm_multinode.conf_path))
+    return slurm_multinode
 
 
 def _quiet(observed: tuple[list[int], dict[str, str]]) -> bool:
@@ -98,21 +144,29 @@ def _quiet(observed: tuple[list[int], dict[str, str]]) -> bool:
     return not ids and bool(states) and all(state == "idle" for state in states.values())
 
 
+def _observe(cluster: SlurmCluster) -> tuple[list[int], dict[str, str]]:
+    """Jobs in squeue, and the state of every node (every partition: the single node's)."""
+    states = cluster.node_states() if cluster.multinode else cluster.partition_states()
+    return cluster.squeue_ids(), states
+
+
 @pytest.fixture(autouse=True)
 def _slurm_jobs_end_with_their_test(request: pytest.FixtureRequest) -> Iterator[None]:
-    """After a test that used ``slurm_cluster``: wait until no job is left and the node is idle.
+    """After a test that used a Slurm cluster: wait until no job is left and every node is idle.
 
     Fails the test (in teardown) if that does not happen within
     :data:`JOBS_END_TIMEOUT` seconds, after cancelling what is left, so that the
     next test starts on a quiet cluster.
     """
     yield
-    cluster = _session_cluster
-    if cluster is None or "slurm_cluster" not in request.fixturenames or not cluster.running:
-        return
+    for fixture, cluster in list(_session_clusters.items()):
+        if fixture in request.fixturenames and cluster.running:
+            _check_quiet(cluster)
 
+
+def _check_quiet(cluster: SlurmCluster) -> None:
     def observe() -> tuple[list[int], dict[str, str]]:
-        return cluster.squeue_ids(), cluster.partition_states()
+        return _observe(cluster)
 
     try:
         wait_for(

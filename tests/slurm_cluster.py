@@ -1,18 +1,28 @@
-"""A throw-away single-node Slurm cluster for tests.
+"""A throw-away Slurm cluster for tests: one node, or several on this one machine.
 
 :class:`SlurmCluster` writes a ``slurm.conf`` below a base directory, starts
 ``slurmctld`` and ``slurmd`` as child processes (no systemd, no munge: the
 cluster uses ``auth/none``) and tears everything down again, including job
 step daemons (``slurmstepd``) and job processes that outlive their daemons.
 
-Each instance picks two free TCP ports at start-up, so several clusters (for
+Each instance picks free TCP ports at start-up, so several clusters (for
 example parallel test runs, or a cluster started by hand) can run on one
 machine side by side.  Every client command must be pointed at the right
 cluster with ``SLURM_CONF``; see :attr:`SlurmCluster.env`.
 
-The cluster has one node, ``localhost``, and two partitions, ``debug``
+By default the cluster has one node, ``localhost``, and two partitions, ``debug``
 (the default) and ``datamover``, both ``OverSubscribe=FORCE:8`` (by default) so that many
 small jobs run at the same time on two cores.
+
+With ``nodes=["n1", "n2", ...]`` it has one ``slurmd`` per node, all on 127.0.0.1, each
+on its own port (Slurm's "multiple slurmd" mode: Debian's slurm-wlm 22.05 accepts a
+``Port`` per node and ``slurmd -N NAME``), each with its own spool directory, pid file
+and log (``%n`` in the paths).  Run as root with ``unshare`` (util-linux) at hand, each
+``slurmd`` starts in its own UTS namespace whose host name is the node's name, so
+``hostname`` inside a job says the node (``$SLURMD_NODENAME`` says it in any case), and
+a node may be given paths to hide (a read-only empty tmpfs over them, in the node's own
+mount namespace): a data-mover node that lacks the driver's Python or package.  The
+namespaces live exactly as long as their processes; nothing is mounted on the host.
 
 This module needs only the standard library and :mod:`psutil`.
 
@@ -32,7 +42,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -40,6 +50,9 @@ from typing import IO
 import psutil
 
 __all__ = [
+    "ELSEWHERE_NODE",
+    "ELSEWHERE_PARTITION",
+    "MULTINODE_NAMES",
     "NODE_UP_STATES",
     "SLURM_ENV_PREFIXES",
     "SlurmCluster",
@@ -64,6 +77,11 @@ _MAX_SPOOL_DIR_LEN = 60
 
 _NODE_NAME = "localhost"
 _PARTITIONS = ("debug", "datamover")
+
+#: The compute nodes of the multi-node test cluster.
+MULTINODE_NAMES = ("n1", "n2", "n3", "n4")
+#: Its fifth node, alone in its partition: the one that may be given paths to hide.
+ELSEWHERE_NODE, ELSEWHERE_PARTITION = "n5", "elsewhere"
 
 #: Node states (``sinfo``'s ``%t`` abbreviations) of a node that is up and takes jobs:
 #: idle, partly or fully allocated, finishing jobs (``comp``: a job stays COMPLETING
@@ -157,7 +175,7 @@ def _tail(path: Path, lines: int = 30) -> str:
 
 
 class SlurmCluster:
-    """A single-node Slurm cluster running as child processes of this process.
+    """A Slurm cluster (one node, or several) running as child processes of this process.
 
     Parameters
     ----------
@@ -165,6 +183,18 @@ class SlurmCluster:
         Directory for ``slurm.conf``, state, spool, logs and pid files.  It is
         created if missing and is not removed by :meth:`stop` (the logs stay
         for inspection).
+    nodes : sequence of str, optional
+        Names of the compute nodes, one ``slurmd`` each (see the module's notes).
+        Default: the single node ``localhost``, with the logs ``slurmd.log`` and
+        ``slurmd.out``; with names, ``slurmd-NAME.log`` and ``slurmd-NAME.out``.
+    partitions : mapping of str to sequence of str, optional
+        Partition name to its nodes; the first is the default partition.  Default:
+        ``debug`` and ``datamover``, each with every node.  A node in no partition
+        runs no job.
+    hidden : mapping of str to sequence of str, optional
+        Node name to absolute paths that node must not see (an empty read-only
+        tmpfs over each, in the node's own mount namespace).  Needs root and
+        ``unshare``.
     cpus : int, optional
         CPUs of the node.  Defaults to 2, or fewer if this process may use
         fewer (a node configured with more CPUs than it has is drained).
@@ -210,8 +240,25 @@ class SlurmCluster:
         kill_wait: int = 5,
         min_job_age: int = 300,
         oversubscribe: int = 8,
+        nodes: Sequence[str] | None = None,
+        partitions: Mapping[str, Sequence[str]] | None = None,
+        hidden: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         self.base_dir = Path(base_dir).resolve()
+        #: Several named nodes (one slurmd each), not the single ``localhost``.
+        self.multinode = nodes is not None
+        self.nodes: tuple[str, ...] = tuple(nodes) if nodes is not None else (_NODE_NAME,)
+        if not self.nodes or len(set(self.nodes)) != len(self.nodes):
+            raise ValueError(f"nodes must be distinct names, got {nodes!r}")
+        if partitions is None:
+            partitions = {part: self.nodes for part in _PARTITIONS}
+        self.partitions: dict[str, tuple[str, ...]] = {k: tuple(v) for k, v in partitions.items()}
+        self.hidden: dict[str, tuple[str, ...]] = {k: tuple(v) for k, v in (hidden or {}).items()}
+        unknown = {n for ns in (*self.partitions.values(), self.hidden) for n in ns} - set(self.nodes)
+        if unknown:
+            raise ValueError(f"partitions or hidden name nodes the cluster does not have: {sorted(unknown)}")
+        if any(not os.path.isabs(path) for paths in self.hidden.values() for path in paths):
+            raise ValueError(f"hidden paths must be absolute, got {self.hidden!r}")
         self.conf_path = self.base_dir / "slurm.conf"
         self.log_dir = self.base_dir / "log"
         self.state_dir = self.base_dir / "state"
@@ -227,9 +274,10 @@ class SlurmCluster:
             raise ValueError(f"oversubscribe must be 1 to 1000 jobs per CPU, got {oversubscribe!r}")
         self.oversubscribe = oversubscribe
         self.ctld_port: int | None = None
-        self.slurmd_port: int | None = None
+        #: The port of every node's slurmd (the single node's: :attr:`slurmd_port`).
+        self.node_ports: dict[str, int] = {}
         self._ctld: subprocess.Popen[bytes] | None = None
-        self._slurmd: subprocess.Popen[bytes] | None = None
+        self._slurmds: dict[str, subprocess.Popen[bytes]] = {}
         self._out_files: list[IO[bytes]] = []
 
     # ------------------------------------------------------------------ API
@@ -247,10 +295,32 @@ class SlurmCluster:
         return {"SLURM_CONF": str(self.conf_path)}
 
     @property
+    def slurmd_port(self) -> int | None:
+        """The first node's slurmd port (``None`` before :meth:`start`)."""
+        return self.node_ports.get(self.nodes[0])
+
+    @property
+    def _slurmd(self) -> subprocess.Popen[bytes] | None:
+        """The first node's slurmd process (the only one of a single-node cluster)."""
+        return self._slurmds.get(self.nodes[0])
+
+    @property
     def running(self) -> bool:
-        """``True`` while both daemons started by :meth:`start` are alive."""
-        procs = (self._ctld, self._slurmd)
+        """``True`` while the controller and every node's slurmd started by :meth:`start` are alive."""
+        procs = (self._ctld, *(self._slurmds.get(n) for n in self.nodes))
         return all(p is not None and p.poll() is None for p in procs)
+
+    @property
+    def namespaced(self) -> bool:
+        """Whether each node's slurmd runs in its own UTS namespace named after the node.
+
+        True for a multi-node cluster run by root where ``unshare`` is installed.
+        """
+        return self.multinode and os.geteuid() == 0 and shutil.which("unshare") is not None
+
+    def slurmd_log(self, node: str) -> Path:
+        """Path of ``node``'s slurmd log file."""
+        return self.log_dir / ("slurmd.log" if not self.multinode else f"slurmd-{node}.log")
 
     def client_env(self) -> dict[str, str]:
         """Return a full environment for running Slurm clients on this cluster.
@@ -340,6 +410,120 @@ class SlurmCluster:
         out = self.run(["sinfo", "--noheader", "--format=%R %t"], timeout=timeout).stdout
         return _parse_states(out)
 
+    def node_states(self, *, timeout: float = 30) -> dict[str, str]:
+        """Map every node to its state, as ``sinfo`` abbreviates it (see :data:`NODE_UP_STATES`).
+
+        Parameters
+        ----------
+        timeout : float, optional
+            Seconds before ``sinfo`` is given up (:class:`subprocess.TimeoutExpired`).
+
+        Returns
+        -------
+        dict of str to str
+            E.g. ``{"n1": "idle", "n2": "down*"}``.
+        """
+        out = self.run(["sinfo", "--noheader", "--Node", "--format=%N %t"], timeout=timeout).stdout
+        return _parse_states(out)
+
+    def node_processes(self, node: str) -> list[psutil.Process]:
+        """The live processes of one node: its slurmd, step daemons and job processes.
+
+        Recognised by the node's slurmd process, ``$SLURMD_NODENAME`` (every job
+        process has it) and, for step daemons, their sockets and files in the node's
+        own spool directory.
+
+        Parameters
+        ----------
+        node : str
+            A node of this cluster.
+
+        Returns
+        -------
+        list of psutil.Process
+            Zombies left out.
+        """
+        if node not in self.nodes:
+            raise ValueError(f"no node {node!r} in this cluster (have {', '.join(self.nodes)})")
+        daemon = self._slurmds.get(node)
+        root = str(self._node_spool(node)) + os.sep
+        found = []
+        for proc in psutil.process_iter():
+            try:
+                if proc.status() == psutil.STATUS_ZOMBIE or not self._belongs_here(proc):
+                    continue
+                if daemon is not None and proc.pid == daemon.pid:
+                    found.append(proc)
+                elif proc.environ().get("SLURMD_NODENAME") == node and proc.pid not in self._spared():
+                    found.append(proc)
+                elif proc.name().startswith("slurmstepd") and _uses_path(proc, root):
+                    found.append(proc)
+            except psutil.Error:
+                pass
+        return found
+
+    def kill_node(self, node: str) -> list[int]:
+        """Power a node off: SIGKILL its slurmd, step daemons and job processes at once.
+
+        The controller learns of it only when it next fails to reach the node
+        (``SlurmdTimeout``) or when told (``scontrol update nodename=NODE state=down``).
+
+        Parameters
+        ----------
+        node : str
+            The node to power off (see :meth:`restart_node` to bring it back).
+
+        Returns
+        -------
+        list of int
+            The pids killed.
+        """
+        victims = self.node_processes(node)
+        _kill_processes(victims)
+        daemon = self._slurmds.get(node)
+        if daemon is not None:
+            try:
+                daemon.wait(5)
+            except subprocess.TimeoutExpired:  # pragma: no cover - D state
+                pass
+        return [p.pid for p in victims]
+
+    def restart_node(self, node: str, *, timeout: float = 30) -> None:
+        """Start a killed node's slurmd again and return it to service, idle.
+
+        Parameters
+        ----------
+        node : str
+            A node whose slurmd is not running (see :meth:`kill_node`).
+        timeout : float, optional
+            Seconds to wait for the node to be idle.
+
+        Raises
+        ------
+        SlurmClusterError
+            The node is not idle in time (the message has its log).
+        """
+        daemon = self._slurmds.get(node)
+        if daemon is not None and daemon.poll() is None:
+            raise SlurmClusterError(f"node {node}'s slurmd is still running")
+        self._spawn_slurmd(node)
+        deadline = time.monotonic() + timeout
+        resumed = False
+        while True:
+            state = self.node_states(timeout=10).get(node, "")
+            if state == "idle":
+                return
+            if state.rstrip("*~#!%$@^-") in ("down", "drain", "drng", "fail") and not state.endswith("*"):
+                if not resumed:  # registered again; an admin's "down" needs an admin's "resume"
+                    self.run(["scontrol", "update", f"nodename={node}", "state=resume"], check=False)
+                    resumed = True
+            if time.monotonic() > deadline:
+                raise SlurmClusterError(
+                    f"node {node} not idle {timeout:g} s after its restart (state {state!r})\n"
+                    + self.log_tails()
+                )
+            time.sleep(0.1)
+
     def start(self, timeout: float = 30) -> SlurmCluster:
         """Write the configuration, start both daemons and wait for an idle node.
 
@@ -366,11 +550,14 @@ class SlurmCluster:
         missing = missing_slurm_binaries()
         if missing:
             raise SlurmClusterError(f"Slurm is not installed: {', '.join(missing)} not found")
+        if self.hidden and not self.namespaced:
+            raise SlurmClusterError("nodes with hidden paths need root and unshare (util-linux)")
         deadline = time.monotonic() + timeout
         attempts = 3
         for attempt in range(1, attempts + 1):
             self._prepare_dirs()
-            self.ctld_port, self.slurmd_port = _free_tcp_ports(2)
+            self.ctld_port, *ports = _free_tcp_ports(1 + len(self.nodes))
+            self.node_ports = dict(zip(self.nodes, ports))
             self._write_conf()
             self._spawn_daemons()
             try:
@@ -404,12 +591,12 @@ class SlurmCluster:
         timeout : float, optional
             Seconds to wait for each stage (job cancellation, SIGTERM).
         """
-        if self._ctld is None and self._slurmd is None:
+        if self._ctld is None and not self._slurmds:
             self._kill_leftovers()
             return
         if self._ctld is not None and self._ctld.poll() is None:
             self._cancel_all_jobs(timeout)
-        daemons = [p for p in (self._slurmd, self._ctld) if p is not None]
+        daemons = [*self._slurmds.values(), *([self._ctld] if self._ctld is not None else [])]
         # The daemons' own children (e.g. slurmctld's slurmscriptd).
         children: list[psutil.Process] = []
         for proc in daemons:
@@ -435,7 +622,8 @@ class SlurmCluster:
         for fh in self._out_files:
             fh.close()
         self._out_files = []
-        self._ctld = self._slurmd = None
+        self._ctld = None
+        self._slurmds = {}
         if self._own_spool_tmp is not None:
             shutil.rmtree(self._own_spool_tmp, ignore_errors=True)
             self._own_spool_tmp = None
@@ -453,7 +641,10 @@ class SlurmCluster:
         str
             One section per log file.
         """
-        names = ("slurmctld.log", "slurmctld.out", "slurmd.log", "slurmd.out")
+        names = ["slurmctld.log", "slurmctld.out"]
+        for node in self.nodes:
+            log = self.slurmd_log(node).name
+            names += [log, log[: -len(".log")] + ".out"]
         return "\n".join(
             f"----- {name} -----\n{_tail(self.log_dir / name, lines)}" for name in names
         )
@@ -473,14 +664,17 @@ class SlurmCluster:
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
-        return f"<SlurmCluster {self.base_dir} ports={self.ctld_port},{self.slurmd_port} {state}>"
+        ports = ",".join(str(p) for p in (self.ctld_port, *self.node_ports.values()))
+        return f"<SlurmCluster {self.base_dir} nodes={','.join(self.nodes)} ports={ports} {state}>"
 
     # ------------------------------------------------------------ internals
 
     def _reset(self) -> None:
         """Forget a failed start so that :meth:`start` can run again."""
-        self._ctld = self._slurmd = None
-        self.ctld_port = self.slurmd_port = None
+        self._ctld = None
+        self._slurmds = {}
+        self.ctld_port = None
+        self.node_ports = {}
 
     def _prepare_dirs(self) -> None:
         self.base_dir.mkdir(parents=True, exist_ok=True)
@@ -489,7 +683,9 @@ class SlurmCluster:
         # state anyway, and job ids then start at 1 again.
         shutil.rmtree(self.state_dir, ignore_errors=True)
         self.state_dir.mkdir()
-        if len(str(self.base_dir / "spool")) > _MAX_SPOOL_DIR_LEN:
+        # A node's spool directory is SPOOL/NODE when there are several.
+        longest = max(len(n) + 1 for n in self.nodes) if self.multinode else 0
+        if len(str(self.base_dir / "spool")) + longest > _MAX_SPOOL_DIR_LEN:
             # Step daemons' socket paths would be too long; use a short one.
             self._own_spool_tmp = Path(tempfile.mkdtemp(prefix="slurm-spool-"))
             self.spool_dir = self._own_spool_tmp
@@ -497,11 +693,20 @@ class SlurmCluster:
             self.spool_dir = self.base_dir / "spool"
             shutil.rmtree(self.spool_dir, ignore_errors=True)
             self.spool_dir.mkdir()
+        if self.multinode:
+            for node in self.nodes:
+                self._node_spool(node).mkdir()
+
+    def _node_spool(self, node: str) -> Path:
+        return self.spool_dir / node if self.multinode else self.spool_dir
 
     def _write_conf(self) -> None:
         b, log = self.base_dir, self.log_dir
+        # Several nodes: one slurmd each, told apart by %n (the node's name) in its paths.
+        per_node = "-%n" if self.multinode else ""
+        spool = self.spool_dir / "%n" if self.multinode else self.spool_dir
         lines = [
-            "# Generated by tests/slurm_cluster.py; single-node throw-away cluster.",
+            "# Generated by tests/slurm_cluster.py; throw-away cluster.",
             "ClusterName=taurustest",
             f"SlurmctldHost={_NODE_NAME}(127.0.0.1)",
             f"SlurmctldPort={self.ctld_port}",
@@ -516,11 +721,11 @@ class SlurmCluster:
             "SlurmUser=root",
             "SlurmdUser=root",
             f"StateSaveLocation={self.state_dir}",
-            f"SlurmdSpoolDir={self.spool_dir}",
+            f"SlurmdSpoolDir={spool}",
             f"SlurmctldPidFile={b / 'slurmctld.pid'}",
-            f"SlurmdPidFile={b / 'slurmd.pid'}",
+            f"SlurmdPidFile={b / f'slurmd{per_node}.pid'}",
             f"SlurmctldLogFile={log / 'slurmctld.log'}",
-            f"SlurmdLogFile={log / 'slurmd.log'}",
+            f"SlurmdLogFile={log / f'slurmd{per_node}.log'}",
             "ReturnToService=2",
             f"MinJobAge={self.min_job_age}",
             f"KillWait={self.kill_wait}",
@@ -528,50 +733,71 @@ class SlurmCluster:
             "SchedulerParameters=batch_sched_delay=0",
             "SelectType=select/cons_tres",
             "SelectTypeParameters=CR_Core",
-            f"NodeName={_NODE_NAME} NodeAddr=127.0.0.1 CPUs={self.cpus} "
-            f"RealMemory={self.real_memory} State=UNKNOWN",
         ]
-        for part in _PARTITIONS:
-            default = " Default=YES" if part == "debug" else ""
+        if not self.multinode:
             lines.append(
-                f"PartitionName={part} Nodes={_NODE_NAME}{default} MaxTime=INFINITE "
+                f"NodeName={_NODE_NAME} NodeAddr=127.0.0.1 CPUs={self.cpus} "
+                f"RealMemory={self.real_memory} State=UNKNOWN"
+            )
+        else:
+            # A job on a node that is gone ends as NODE_FAIL; it is not requeued by Slurm
+            # (the copy engine retries it), and the node comes back only when told to.
+            lines += ["JobRequeue=0", "SlurmdTimeout=30"]
+            for node in self.nodes:
+                lines.append(
+                    f"NodeName={node} NodeHostname=localhost NodeAddr=127.0.0.1 Port={self.node_ports[node]} "
+                    f"CPUs={self.cpus} RealMemory={self.real_memory} State=UNKNOWN"
+                )
+        for i, (part, members) in enumerate(self.partitions.items()):
+            default = " Default=YES" if i == 0 else ""
+            lines.append(
+                f"PartitionName={part} Nodes={','.join(members)}{default} MaxTime=INFINITE "
                 f"State=UP OverSubscribe=FORCE:{self.oversubscribe}"
             )
         self.conf_path.write_text("\n".join(lines) + "\n")
 
     def _spawn_daemons(self) -> None:
-        env = self.client_env()
         ctld_bin = find_slurm_binary("slurmctld")
-        slurmd_bin = find_slurm_binary("slurmd")
-        assert ctld_bin is not None and slurmd_bin is not None
+        assert ctld_bin is not None
         ctld_out = open(self.log_dir / "slurmctld.out", "wb")
-        slurmd_out = open(self.log_dir / "slurmd.out", "wb")
-        self._out_files = [ctld_out, slurmd_out]
+        self._out_files = [ctld_out]
+        self._ctld = self._popen([ctld_bin, "-D", "-i"], ctld_out)
+        for node in self.nodes:
+            self._spawn_slurmd(node)
+
+    def _popen(self, argv: list[str], out: IO[bytes]) -> subprocess.Popen[bytes]:
         # Own session: Ctrl-C in the terminal does not reach the daemons
         # before stop() has cancelled the jobs.
-        self._ctld = subprocess.Popen(
-            [ctld_bin, "-D", "-i"],
-            env=env,
+        return subprocess.Popen(
+            argv,
+            env=self.client_env(),
             cwd=self.base_dir,
             stdin=subprocess.DEVNULL,
-            stdout=ctld_out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self._slurmd = subprocess.Popen(
-            [slurmd_bin, "-D", "-N", _NODE_NAME],
-            env=env,
-            cwd=self.base_dir,
-            stdin=subprocess.DEVNULL,
-            stdout=slurmd_out,
+            stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
+    def _spawn_slurmd(self, node: str) -> None:
+        slurmd_bin = find_slurm_binary("slurmd")
+        assert slurmd_bin is not None
+        out_name = self.slurmd_log(node).name[: -len(".log")] + ".out"
+        out = open(self.log_dir / out_name, "ab")
+        self._out_files.append(out)
+        argv = [slurmd_bin, "-D", "-N", node]
+        if self.namespaced:
+            # unshare execs the shell in the new namespaces (no fork): the Popen is slurmd.
+            # The mount namespace's propagation is private: its tmpfs never reach the host.
+            hidden = self.hidden.get(node, ())
+            spaces = ["--uts", *(["--mount", "--propagation=private"] if hidden else [])]
+            argv = ["unshare", *spaces, "--", "/bin/sh", "-c", _NODE_SCRIPT, "sh", node, *hidden, "--", *argv]
+        self._slurmds[node] = self._popen(argv, out)
+
     def _wait_idle(self, deadline: float) -> None:
         last = ""
         while True:
-            for name, proc in (("slurmctld", self._ctld), ("slurmd", self._slurmd)):
+            daemons = [("slurmctld", self._ctld), *((f"slurmd of {n}", self._slurmds.get(n)) for n in self.nodes)]
+            for name, proc in daemons:
                 assert proc is not None
                 if proc.poll() is not None:
                     raise SlurmClusterError(
@@ -580,12 +806,15 @@ class SlurmCluster:
                     )
             res = self.run(["sinfo", "--noheader", "--format=%R %t"], timeout=10, check=False)
             states = _parse_states(res.stdout)
-            last = (res.stdout + res.stderr).strip()
-            if res.returncode == 0 and all(states.get(p) == "idle" for p in _PARTITIONS):
+            nodes = self.run(["sinfo", "--noheader", "--Node", "--format=%N %t"], timeout=10, check=False)
+            last = (res.stdout + res.stderr + nodes.stdout).strip()
+            idle = res.returncode == 0 and all(states.get(p) == "idle" for p in self.partitions)
+            node_states = _parse_states(nodes.stdout)
+            if idle and nodes.returncode == 0 and all(node_states.get(n) == "idle" for n in self.nodes):
                 return
             if time.monotonic() > deadline:
                 raise SlurmClusterError(
-                    f"node not idle in time; last `sinfo -h -o '%R %t'`: {last!r}\n"
+                    f"node not idle in time; last `sinfo -h -o '%R %t'` and `sinfo -h -N -o '%N %t'`: {last!r}\n"
                     + self.log_tails()
                 )
             time.sleep(0.1)
@@ -621,14 +850,19 @@ class SlurmCluster:
                 return False
             if any(arg == conf or arg.startswith(roots) for arg in proc.cmdline()):
                 return True
-            if any(f.path.startswith(roots) for f in proc.open_files()):
-                return True
-            get_conns = getattr(proc, "net_connections", None) or proc.connections
-            return any(
-                isinstance(c.laddr, str) and c.laddr.startswith(roots) for c in get_conns("unix")
-            )
+            return _uses_path(proc, *roots)
         except psutil.Error:
             return False
+
+    @staticmethod
+    def _spared() -> set[int]:
+        """This process and its ancestors (they may carry this cluster's ``SLURM_CONF``)."""
+        spared = {os.getpid()}
+        try:
+            spared.update(p.pid for p in psutil.Process().parents())
+        except psutil.Error:
+            pass
+        return spared
 
     def _kill_leftovers(self) -> None:
         """SIGKILL ``slurmstepd`` and job processes of this cluster.
@@ -636,15 +870,52 @@ class SlurmCluster:
         This process and its ancestors are spared (they may have been started
         with this cluster's ``SLURM_CONF``).
         """
-        spared = {os.getpid()}
-        try:
-            spared.update(p.pid for p in psutil.Process().parents())
-        except psutil.Error:
-            pass
+        spared = self._spared()
         victims = [
             p for p in psutil.process_iter() if p.pid not in spared and self._belongs_here(p)
         ]
         _kill_processes(victims)
+
+
+#: Run by ``unshare`` in a node's new namespaces: ``sh -c SCRIPT sh NODE [HIDDEN...] -- SLURMD ARGS...``.
+#: Hides the paths (an empty read-only tmpfs over each), names the host, becomes slurmd.
+_NODE_SCRIPT = """set -e
+node=$1; shift
+while [ "$1" != "--" ]; do mount -t tmpfs -o ro,size=4k,mode=0555 tt-hidden "$1"; shift; done
+shift
+hostname "$node"
+exec "$@"
+"""
+
+
+def _uses_path(proc: psutil.Process, *roots: str) -> bool:
+    """Whether ``proc`` has a file open, or a Unix socket bound, below one of ``roots``."""
+    if any(f.path.startswith(roots) for f in proc.open_files()):
+        return True
+    get_conns = getattr(proc, "net_connections", None) or proc.connections
+    return any(isinstance(c.laddr, str) and c.laddr.startswith(roots) for c in get_conns("unix"))
+
+
+def multinode_cluster(base_dir: str | os.PathLike[str], *, hide: Sequence[str] = (), **options: int) -> SlurmCluster:
+    """The multi-node test cluster (not started): :data:`MULTINODE_NAMES` in ``debug`` and
+    ``datamover``, and :data:`ELSEWHERE_NODE` alone in :data:`ELSEWHERE_PARTITION`, hiding ``hide``.
+
+    Parameters
+    ----------
+    base_dir : str or os.PathLike
+        As for :class:`SlurmCluster`.
+    hide : sequence of str
+        Absolute paths the fifth node must not see (e.g. the package's folder).
+    **options : int
+        Further :class:`SlurmCluster` options (``cpus``, ``oversubscribe``, ...).
+    """
+    return SlurmCluster(
+        base_dir,
+        nodes=(*MULTINODE_NAMES, ELSEWHERE_NODE),
+        partitions={"debug": MULTINODE_NAMES, "datamover": MULTINODE_NAMES, ELSEWHERE_PARTITION: [ELSEWHERE_NODE]},
+        hidden={ELSEWHERE_NODE: list(hide)} if hide else None,
+        **options,
+    )
 
 
 def _parse_states(sinfo_out: str) -> dict[str, str]:

@@ -26,7 +26,7 @@ from .._log import get_logger
 from ..errors import BackendUnavailableError, CommandNotFoundError, ConfigurationError
 from .._names import BACKENDS, MANAGEMENT_COMMANDS, TRANSFER_COMMANDS
 from ..process.launch import Launch, unique_job_name
-from ..slurm.client import SlurmClient
+from ..slurm.client import JobState, SlurmClient
 from ..slurm.options import (
     DEFAULT_PARTITION,
     SlurmOptions,
@@ -146,6 +146,11 @@ class Backend(ABC):
     def launch_copy_shard(self, shard: "CopyShard") -> Launch:
         """Describe how one shard of a parallel copy runs: taurus-tools' own worker, by default."""
         return self.launch_program(shard.name, shard.worker_argv, blocking=True, exclude_nodes=shard.exclude_nodes)
+
+    def ended_job(self, job_id: str) -> Optional[JobState]:
+        """How a Slurm job this backend ran ended (state, exit code, nodes); None when the
+        backend runs no Slurm jobs or Slurm no longer knows the job."""
+        return None
 
     def is_cluster(self) -> bool:
         """Whether commands reach a cluster's data-transfer nodes (True by default)."""
@@ -454,6 +459,9 @@ class SlurmBackend(WithSlurmOptions, Backend):
         return Launch(
             tuple(full), name=name, submits=True, parsable=True, job_name=job_name, job_output=(out, err)
         )
+
+    def ended_job(self, job_id: str) -> Optional[JobState]:
+        return self.client.job_state(job_id)
 
     def which(self, program: str) -> Optional[str]:
         """The program as found here, else its bare name: the compute node's PATH may have it."""

@@ -41,6 +41,9 @@ _JOB_ID_PATTERNS = (
 )
 _PARSABLE = re.compile(r"^\s*(\d+)(?:;\S+)?\s*$")
 
+#: Job states of a job that ended because its node failed (or never came up).
+NODE_FAILURE_STATES = frozenset({"NODE_FAIL", "BOOT_FAIL"})
+
 #: Job states after which a job will not run again (squeue/scontrol long names).
 TERMINAL_STATES = frozenset(
     {
@@ -333,11 +336,21 @@ def _scontrol_exit_code(status: str) -> str:
 
 @dataclass(frozen=True)
 class JobState:
-    """State of one Slurm job as scontrol (or sacct) reports it."""
+    """State of one Slurm job as scontrol (or sacct) reports it.
+
+    ``nodes`` is the job's node list as Slurm writes it (``n2``, ``n[1-3]``), empty when
+    it never got a node or the answer did not say (squeue's states leave it out).
+    """
 
     job_id: str
     state: str
     exit_code: str = "0:0"
+    nodes: str = ""
+
+    @property
+    def node_failed(self) -> bool:
+        """The job ended because a node of it failed: nothing the job did; worth retrying elsewhere."""
+        return self.state in NODE_FAILURE_STATES
 
     @property
     def finished(self) -> bool:
@@ -477,7 +490,8 @@ class SlurmClient:
                 if sep:
                     fields.setdefault(key, value)
             state = fields.get("JobState", "UNKNOWN")
-            return JobState(str(job_id), state, fields.get("ExitCode", "0:0"))
+            nodes = fields.get("NodeList", "")
+            return JobState(str(job_id), state, fields.get("ExitCode", "0:0"), "" if nodes == "(null)" else nodes)
         if self.which("sacct") is not None:
             res = self._run(
                 ["sacct", "-n", "-X", "-P", "-j", str(job_id), "-o", "State,ExitCode"]

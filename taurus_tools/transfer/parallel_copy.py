@@ -26,7 +26,9 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -36,11 +38,11 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 import psutil
 
 from .._log import get_logger
-from ..datamover.backends import StrPath
+from ..datamover.backends import Backend, StrPath
 from ..callbacks import NoProgress, ProgressCallback, as_progress
 from .config import CopyConfig
 from .state import AttemptRecord, CopyState, ShardCounts, ShardState, ShardStatus, WorkerStatus
-from .endpoints import Endpoint, ShardAttempt, endpoint_for, make_folder, mover_for
+from .endpoints import WORKER_SCRIPT, Endpoint, ShardAttempt, endpoint_for, make_folder, mover_for
 from ..futures import BackgroundFuture, check_after, run_after
 from ..datamover.datamover import Datamover
 from ..errors import (
@@ -86,6 +88,9 @@ class CopyResult:
     #: Sockets, FIFOs and devices not copied (they are not data), and some of their paths.
     special_skipped: int = 0
     special_examples: List[str] = field(default_factory=list)
+    #: Slurm nodes on which a shard's job ended with a node failure (its shards were
+    #: retried on other nodes); the report's ``node_failures`` says which shards.
+    failed_nodes: List[str] = field(default_factory=list)
     duration_s: float = 0.0
     report: Optional[Path] = None
     dry_run: bool = False
@@ -102,6 +107,8 @@ class CopyResult:
             left_out.append(f"{self.files_excluded} entries excluded")
         if self.special_skipped:
             left_out.append(f"{self.special_skipped} special files (FIFOs, sockets, devices: not data) not copied")
+        if self.failed_nodes:
+            left_out.append(f"node(s) failed: {', '.join(self.failed_nodes)} (their shards retried elsewhere)")
         nothing = ""
         if not self.files_planned and self.files_excluded:
             nothing = f"nothing to copy: every entry of {self.src} was excluded; "
@@ -202,6 +209,7 @@ class ParallelCopy(BackgroundFuture):
         self._wake = threading.Event()
         self._part_tag = ""
         self._progress: Optional[ProgressCallback] = None  # made by start() for run()
+        self._failed_nodes: List[str] = []  # nodes later attempts keep off (they failed)
 
     # ------------------------------------------------------------------ public API
     def run(self) -> CopyResult:
@@ -573,7 +581,7 @@ class ParallelCopy(BackgroundFuture):
             new=queued.new_dst,
             atomic=self.config.atomic,
             copy_tag=self._part_tag,
-            exclude_nodes=tuple(self.config.exclude_nodes),
+            exclude_nodes=tuple(dict.fromkeys((*self.config.exclude_nodes, *self._failed_nodes))),
             blocking=blocking,
         )
 
@@ -590,6 +598,8 @@ class ParallelCopy(BackgroundFuture):
         wake = self._wake
         # Reading the running shards' counters costs a file read per shard and round.
         report = not isinstance(progress, NoProgress)
+        # Nodes that failed under this copy (an earlier run's too): no attempt goes there again.
+        self._failed_nodes = state.failed_nodes()
         try:
             while queue or running:
                 if self._stop.is_set():
@@ -616,7 +626,7 @@ class ParallelCopy(BackgroundFuture):
                 for handle in [h for h in running if h.done()]:
                     attempt = running.pop(handle)
                     handle.remove_waker(wake)
-                    self._finish_shard(handle, attempt, state, queue)
+                    self._finish_shard(handle, attempt, state, queue, dm.backend)
                 if report:
                     progress.update_to(*_done(state, running.values()))
         except BaseException as exc:  # Ctrl-C, cancel(), or an error (ENOSPC in the work dir, ...)
@@ -644,6 +654,7 @@ class ParallelCopy(BackgroundFuture):
                 result.files_failed += len(paths)
                 result.failed_messages.extend(lines)
         result.retries = state.retries
+        result.failed_nodes = state.failed_nodes()
 
     def _set_folders(self, state: CopyState, result: CopyResult) -> None:
         """Once every file is in place: folders get the source's permission bits and times.
@@ -682,12 +693,24 @@ class ParallelCopy(BackgroundFuture):
         state.sweep_parts = False
         self._save_state(state)
 
-    def _finish_shard(self, handle: Handle, attempt: _Running, state: CopyState, queue: List[_QueuedShard]) -> None:
+    def _finish_shard(
+        self, handle: Handle, attempt: _Running, state: CopyState, queue: List[_QueuedShard], backend: Backend
+    ) -> None:
         queued, files = attempt.queued, attempt.shard.files
         s = state.shards[queued.index]
         rc = handle.returncode
         assert rc is not None
         status = WorkerStatus.read(files.status)
+        # A job whose worker did not report its end: how Slurm saw the job end.  A node
+        # failure is none of the shard's doing, and srun (22.05) exits 0 after
+        # "srun: error: Node failure on n2": the exit code alone does not tell.
+        ended = None
+        if handle.job_id and (rc != 0 or status is None or not status.done):
+            ended = backend.ended_job(handle.job_id)
+        node_failed = ended is not None and ended.node_failed
+        if node_failed and rc == 0:
+            assert ended is not None
+            rc = ended.returncode
         tool_checked = False
         if status is None and rc == 0:
             # A tool that reports no counters and does not verify (the site's dtrsync).
@@ -710,11 +733,28 @@ class ParallelCopy(BackgroundFuture):
                 exit_code=rc,
                 worker_start_ms=status.started_ms if status else None,
                 host=status.host if status else None,
-                job_id=status.job_id if status else None,
+                job_id=(status.job_id if status else None) or handle.job_id,
+                slurm_state=ended.state if ended else None,
+                nodes=(ended.nodes or None) if ended else None,
             )
         )
         s.attempts = queued.attempt + 1
         per_file, permanent_paths, generic = _failure_info(files, handle, rc)
+        if node_failed:
+            assert ended is not None
+            generic = f"its Slurm job {ended.job_id} ended {ended.state}: node {ended.nodes or '?'} failed"
+            log.warning("shard %d: node %s failed (job %s, %s)", queued.index, ended.nodes, ended.job_id, ended.state)
+            if ended.nodes and ended.nodes not in self._failed_nodes:
+                self._failed_nodes.append(ended.nodes)
+        elif status is None and rc != 0:
+            missing = _missing_path(handle.stderr_text)
+            if missing is not None:
+                where = f"node {ended.nodes}" if ended is not None and ended.nodes else "the node it ran on"
+                generic = (
+                    f"the shard worker could not start on {where}: {missing} does not exist there; a node "
+                    f"that runs shards needs the driver's Python ({sys.executable}) and taurus_tools "
+                    f"({WORKER_SCRIPT.parent.parent}) at the same paths ({generic})"
+                )
         # The worker's lists of failed entries are complete only when it got to its end
         # (status "done"); exit 1 may also be a crash, or srun refusing the job.
         listed = rc == 1 and (bool(status and status.done) or tool_checked)
@@ -736,7 +776,7 @@ class ParallelCopy(BackgroundFuture):
             else:
                 s.status = ShardStatus.DONE
             return
-        retry_ok = self.config.retry_on is None or rc in self.config.retry_on
+        retry_ok = node_failed or self.config.retry_on is None or rc in self.config.retry_on
         if retry_ok and queued.attempt < self.config.retries:
             state.retries += 1
             delay = self.config.retry_delay_s * (2**queued.attempt)
@@ -812,8 +852,26 @@ class ParallelCopy(BackgroundFuture):
                     "start_delay_ms": max(0, r.worker_start_ms - r.start_time_ms) if r.worker_start_ms else None,
                     "host": r.host,
                     "job_id": r.job_id,
+                    # How Slurm saw a failed job end (NODE_FAIL, ...) and on which node(s).
+                    "slurm_state": r.slurm_state,
+                    "nodes": r.nodes,
                 }
             )
+        last_attempt: Dict[int, int] = {}
+        for r in state.results:
+            last_attempt[r.shard] = max(r.attempt, last_attempt.get(r.shard, -1))
+        node_failures = [
+            {
+                "node": r.nodes,
+                "chunk_number": r.shard + 1,
+                "attempt": r.attempt,
+                "job_id": r.job_id,
+                "slurm_state": r.slurm_state,
+                "retried": last_attempt[r.shard] > r.attempt,
+            }
+            for r in state.results
+            if r.node_failed
+        ]
         report = {
             "total_retries": result.retries,
             "total_size_gib": round(result.bytes_planned / 2**30, 6),
@@ -840,6 +898,9 @@ class ParallelCopy(BackgroundFuture):
             "files_excluded": result.files_excluded,
             "special_skipped": result.special_skipped,
             "special_examples": result.special_examples,
+            # Nodes that failed under the copy, and each attempt a node failure ended.
+            "failed_nodes": state.failed_nodes(),
+            "node_failures": node_failures,
             "duration_s": round(result.duration_s, 3),
             "dry_run": result.dry_run,
             "start_time_ms": int(started * 1000),
@@ -878,6 +939,23 @@ def _failure_info(files: AttemptFiles, handle: Handle, rc: int) -> Tuple[Dict[st
         pass
     tail = " | ".join(handle.stderr_text.strip().splitlines()[-3:]) or "no message"
     return per_file, permanent, f"shard command exited with code {rc}: {tail}"
+
+
+#: How a program that is not there shows in a shard's stderr: Slurm's step daemon cannot
+#: exec the interpreter, or the interpreter cannot open the worker script.
+_MISSING_PATH = (
+    re.compile(r"execve\(\): (.+?): No such file or directory"),
+    re.compile(r"can't open file '(.+?)': \[Errno 2\]"),
+)
+
+
+def _missing_path(stderr: str) -> Optional[str]:
+    """The path a shard's command could not find, when its stderr names one."""
+    for pattern in _MISSING_PATH:
+        found = pattern.search(stderr)
+        if found:
+            return found.group(1)
+    return None
 
 
 def _one_line(rel: str) -> str:

@@ -10,6 +10,8 @@ Versions of the format:
 * 1 (the first releases, up to commit a3c891b): attempts name their shard by
   ``chunk_number`` (1 for the first shard).
 * 2: an attempt names its shard by ``shard`` (its index, 0 first); everything else as in 1.
+  Later releases of version 2 add optional fields to an attempt (``slurm_state``,
+  ``nodes``); a missing one reads as None.
 
 A work dir of either version resumes; another version (a newer release's, or no
 version at all) is refused, see :class:`taurus_tools.errors.ConfigurationError`.
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
 from ..errors import ConfigurationError
+from ..slurm.client import NODE_FAILURE_STATES
 from .plan import ListingStats
 
 __all__ = [
@@ -223,7 +226,9 @@ class AttemptRecord:
     """One attempt at one shard: a row of the report's ``benchmark_results``.
 
     ``worker_start_ms``, ``host`` and ``job_id`` come from the copy process's status (None
-    for a tool that reports nothing, such as the site's ``dtrsync``).
+    for a tool that reports nothing, such as the site's ``dtrsync``).  For an attempt
+    that failed as a Slurm job, ``slurm_state`` and ``nodes`` are how Slurm saw its end
+    (``NODE_FAIL`` on ``n2``), and ``job_id`` is the job's even when the worker never ran.
     """
 
     shard: int
@@ -236,9 +241,22 @@ class AttemptRecord:
     worker_start_ms: Optional[int] = None
     host: Optional[str] = None
     job_id: Optional[str] = None
+    slurm_state: Optional[str] = None
+    nodes: Optional[str] = None
+
+    @property
+    def node_failed(self) -> bool:
+        """The attempt ended because its Slurm node failed."""
+        return self.slurm_state in NODE_FAILURE_STATES
 
     def to_json(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        # Written only when known (a failed Slurm job): other attempts keep the format
+        # earlier releases of version 2 wrote.
+        for optional in ("slurm_state", "nodes"):
+            if data[optional] is None:
+                del data[optional]
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], version: int) -> "AttemptRecord":
@@ -255,6 +273,8 @@ class AttemptRecord:
             worker_start_ms=data.get("worker_start_ms"),
             host=data.get("host"),
             job_id=data.get("job_id"),
+            slurm_state=data.get("slurm_state"),
+            nodes=data.get("nodes"),
         )
 
 
@@ -373,6 +393,10 @@ class CopyState:
         """Write the state to ``tmp``, then rename it over ``path`` (never half a state)."""
         tmp.write_text(json.dumps(self.to_json(), indent=1))
         os.replace(tmp, path)
+
+    def failed_nodes(self) -> List[str]:
+        """The nodes on which an attempt ended with a node failure, first failure first."""
+        return list(dict.fromkeys(r.nodes for r in self.results if r.node_failed and r.nodes))
 
     def shard_counts(self) -> ShardCounts:
         """The shards' counts, added up."""

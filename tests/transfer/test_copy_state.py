@@ -336,3 +336,35 @@ class TestWorkDir:
         assert sorted(os.listdir(work.root)) == ["notes.txt", "result_all.json"]
         work.clean(everything=True)
         assert os.listdir(work.root) == ["notes.txt"]
+
+
+class TestNodeFailureRecords:
+    """How an attempt that a Slurm node failure ended is kept (the report's node_failures)."""
+
+    def test_slurm_state_and_nodes_round_trip_and_name_the_failed_nodes(self):
+        ok = AttemptRecord(shard=0, attempt=0, start_time_ms=1, end_time_ms=2, bytes=3, files=1, exit_code=0)
+        lost = AttemptRecord(
+            shard=1, attempt=0, start_time_ms=1, end_time_ms=2, bytes=0, files=0, exit_code=1,
+            job_id="12", slurm_state="NODE_FAIL", nodes="n2",
+        )  # fmt: skip
+        failed = AttemptRecord(
+            shard=2, attempt=0, start_time_ms=1, end_time_ms=2, bytes=0, files=0, exit_code=1,
+            job_id="13", slurm_state="FAILED", nodes="n3",
+        )  # fmt: skip
+        assert "slurm_state" not in ok.to_json() and "nodes" not in ok.to_json()  # the old format
+        back = [AttemptRecord.from_json(json.loads(json.dumps(r.to_json())), 2) for r in (ok, lost, failed)]
+        assert back == [ok, lost, failed]
+        assert [r.node_failed for r in back] == [False, True, False]
+        state = CopyState(src="s", dst="d", plan="p", results=back + [lost])
+        assert state.failed_nodes() == ["n2"]
+
+    def test_a_missing_interpreter_or_worker_is_named(self):
+        from taurus_tools.transfer.parallel_copy import _missing_path
+
+        assert _missing_path("slurmstepd: error: execve(): /opt/py env/bin/python: No such file or directory\n") == (
+            "/opt/py env/bin/python"
+        )
+        assert _missing_path(
+            "/usr/bin/python3: can't open file '/sw/tt/transfer/worker.py': [Errno 2] No such file or directory\n"
+        ) == "/sw/tt/transfer/worker.py"
+        assert _missing_path("srun: error: n1: task 0: Exited with exit code 3\n") is None
