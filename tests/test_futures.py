@@ -653,3 +653,25 @@ class TestPendingHandleRaces:
                 raise ValueError("again")
         assert waiting.cancelled() and waiting.pid is None
         gate.cancel(grace=0.5)
+
+
+def test_cancel_from_the_copys_own_progress_callback_does_not_wait_for_itself(tmp_path):
+    from taurus_tools import CopyCancelledError, ProgressCallback
+
+    src = slow_tree(tmp_path / "src", files=4, mib=8)
+    box = {}
+
+    class CancelOnFirstUpdate(ProgressCallback):
+        def update(self, amount=0, files=0):
+            if amount and "pc" in box and not box.get("asked"):
+                box["asked"] = time.monotonic()
+                box["returned"] = box["pc"].cancel()
+                box["took"] = time.monotonic() - box["asked"]
+
+    pc = ParallelCopy(src, tmp_path / "dst", datamover=local_dm(), progress=CancelOnFirstUpdate(),
+                      work_dir=tmp_path / "w", workers=2, shards=4, shard_by="count", check_space=False)
+    box["pc"] = pc
+    pc.start()
+    with pytest.raises(CopyCancelledError):
+        pc.wait(timeout=60)
+    assert box["returned"] is True and box["took"] < 5

@@ -411,7 +411,9 @@ class ParallelCopy(BackgroundFuture):
             return True
         self._stop.set()
         self._wake.set()
-        if self._thread is None:  # run() in another thread: it stops at its next round
+        if self._thread is None or self._thread is threading.current_thread():
+            # run() in another thread, or called from the copy itself (a progress callback):
+            # it stops at its next round; waiting here would wait for ourselves.
             return True
         if not self._finished.wait(timeout):
             log.warning("the copy did not stop within %g s of cancel()", timeout)
