@@ -272,3 +272,9 @@ def counts(snap: Dict[str, Tuple]) -> Tuple[int, int]:
     """(files + links, bytes) of a snapshot: what a copy plans."""
     entries = [v for v in snap.values() if v[0] != "dir"]
     return len(entries), sum(v[1] for v in entries if v[0] == "file")
+
+
+#: Object keys / remote file names that need care on every object store (the S3 and rclone tests).
+HOSTILE_OBJECT_NAMES = [
+    "with space.txt", "quote'\"s", "new\nline", "-leading-dash", "ünïcødé-名前", "#hash;semi", "d/e/f.bin",
+]

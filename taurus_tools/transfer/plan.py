@@ -29,7 +29,7 @@ from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 from .records import iter_records, link_above, record_blocks, shard_file_name
-from typing import IO, BinaryIO, Iterator, List, NamedTuple, Sequence, Tuple
+from typing import IO, BinaryIO, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 __all__ = ["Entry", "ListingStats", "list_tree", "list_from_file", "read_entries", "shard", "ShardPlan"]
 
@@ -214,6 +214,30 @@ def list_from_file(src: Path, names: IO[str], out: BinaryIO) -> ListingStats:
         out.write(_record(kind, size, st.st_mtime_ns, rel))
         stats.add(kind, size)
     return stats
+
+
+def path_problem(relative: str) -> Optional[str]:
+    """Why ``relative`` (an object key or remote path below a location) cannot be a relative
+    file name at a destination, or None if it can.
+
+    Refused: an empty key, a leading ``/`` (absolute-looking), empty components (``a//b``),
+    ``.`` or ``..`` components (path traversal), NUL, and components longer than 255 bytes.
+    A newline or another control character is a valid file name on POSIX and is kept.
+    """
+    if not relative:
+        return "is empty"
+    if relative.startswith("/"):
+        return "starts with '/' (an absolute path)"
+    if "\0" in relative:
+        return "holds a NUL character"
+    for part in relative.split("/"):
+        if part == "":
+            return "has an empty component ('//')"
+        if part in (".", ".."):
+            return f"has a {part!r} component (it would leave the destination)"
+        if len(part.encode("utf-8", "surrogateescape")) > 255:
+            return "has a component longer than 255 bytes"
+    return None
 
 
 def read_entries(path: Path) -> Iterator[Tuple[Entry, bytes]]:

@@ -32,6 +32,7 @@ from typing import Any, BinaryIO, Dict, Optional, Tuple
 
 from ..errors import ConfigurationError, S3Error
 from .plan import ListingStats
+from .plan import path_problem as key_problem
 
 __all__ = ["S3Config", "S3Location", "make_client", "list_prefix", "key_problem", "describe_error"]
 
@@ -75,29 +76,6 @@ class S3Location:
     def key(self, relative: str) -> str:
         """The object key of a path relative to this location."""
         return self.prefix + relative
-
-
-def key_problem(relative: str) -> Optional[str]:
-    """Why ``relative`` (a key below the location) cannot be a file name, or None if it can.
-
-    Refused: an empty key, a leading ``/`` (absolute-looking), empty components (``a//b``),
-    ``.`` or ``..`` components (path traversal), NUL, and components longer than 255 bytes.
-    A newline or another control character is a valid file name on POSIX and is kept.
-    """
-    if not relative:
-        return "is empty"
-    if relative.startswith("/"):
-        return "starts with '/' (an absolute path)"
-    if "\0" in relative:
-        return "holds a NUL character"
-    for part in relative.split("/"):
-        if part == "":
-            return "has an empty component ('//')"
-        if part in (".", ".."):
-            return f"has a {part!r} component (it would leave the destination)"
-        if len(part.encode("utf-8", "surrogateescape")) > 255:
-            return "has a component longer than 255 bytes"
-    return None
 
 
 @dataclass(frozen=True)

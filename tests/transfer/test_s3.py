@@ -7,6 +7,7 @@ import io
 import time
 
 import pytest
+from helpers import HOSTILE_OBJECT_NAMES
 
 from taurus_tools import ConfigurationError
 from taurus_tools.errors import S3Error
@@ -120,7 +121,7 @@ def s3(s3_server, monkeypatch, request):
     return client, endpoint, bucket
 
 
-HOSTILE_KEYS = ["with space.txt", "quote'\"s", "new\nline", "-leading-dash", "ünïcødé-名前", "#hash;semi", "d/e/f.bin"]
+HOSTILE_KEYS = HOSTILE_OBJECT_NAMES
 
 
 class TestListing:
