@@ -400,8 +400,9 @@ class Handle(BackgroundFuture):
         seconds), cancels the Slurm job (``scancel``) and waits until Slurm no longer
         lists it (at most ``timeout`` seconds), then reaps.  Calling it on a finished
         command does nothing and returns its exit code (None for one that never ran: what
-        it ran ``after`` failed); a command still waiting for those never starts.  It never
-        raises, so a ``with`` block's own error is the one that surfaces.
+        it ran ``after`` failed); a command still waiting for those never starts.  A step
+        that never ran is no error here, so a ``with`` block's own error is the one that
+        surfaces.
         """
         if not self.done() and concurrent.futures.Future.cancel(self):
             # It had not started (it waits for what it runs after): it never will.  (Until
@@ -418,7 +419,7 @@ class Handle(BackgroundFuture):
             return -int(signal.SIGTERM)
         if self.done():
             # None for a command that never ran (what it ran after failed): nothing to stop
-            return self._returncode
+            return self.returncode
         self._interrupted = True
         self._cancel_requested.set()
         self._follow_wake.set()
