@@ -21,6 +21,7 @@ from ..slurm.options import node_names, string_tuple
 
 if TYPE_CHECKING:
     from ..datamover.backends import Backend
+    from .s3 import S3Config
 
 __all__ = ["CopyConfig", "DEFAULT_WORKERS", "SHARD_BY", "VERIFY_MODES", "cli_fields"]
 
@@ -108,6 +109,17 @@ class CopyConfig:
         walking ``src``.  Paths that would reach outside ``src`` (absolute paths
         elsewhere, ``..``, a path below a symbolic link) are refused, each with a
         message; the rest is copied.
+    threads : int
+        Transfers each worker runs at once, for ``s3://`` and rclone locations (a local
+        copy's worker copies one file at a time): workers x threads requests in flight.
+    endpoint_url : str, optional
+        The S3 server of ``s3://`` locations (``https://s3.example.org``); default:
+        boto3's resolution (``AWS_ENDPOINT_URL_S3``, ``AWS_ENDPOINT_URL``, the profile's
+        ``endpoint_url``, else AWS).
+    profile : str, optional
+        The profile of ``~/.aws/config`` and ``~/.aws/credentials`` for ``s3://``
+        locations; default: boto3's (``AWS_PROFILE``, else ``default``).  Credentials come
+        only from there and the environment, never from an option.
     """
 
     workers: Optional[int] = _option(
@@ -162,6 +174,17 @@ class CopyConfig:
     files_from: Optional[Path] = _option(
         None, "copy only these paths (one per line, relative to SRC)", "--files-from", metavar="FILE"
     )
+    threads: int = _option(8, "transfers at once inside each worker (s3:// and rclone locations)", "--threads", min=1)
+    endpoint_url: Optional[str] = _option(
+        None,
+        "S3 server for s3:// locations",
+        "--endpoint-url",
+        metavar="URL",
+        default_text="AWS_ENDPOINT_URL, the profile's, else AWS",
+    )
+    profile: Optional[str] = _option(
+        None, "AWS profile for s3:// locations", "--profile", metavar="NAME", default_text="AWS_PROFILE, else default"
+    )
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -188,6 +211,13 @@ class CopyConfig:
             if value is not None:
                 object.__setattr__(self, name, Path(value))
         check_progress(self.progress)
+        self.s3()  # endpoint_url, profile and threads are checked where they are used
+
+    def s3(self) -> "S3Config":
+        """The :class:`~taurus_tools.transfer.s3.S3Config` of this copy's ``s3://`` locations."""
+        from .s3 import S3Config
+
+        return S3Config(endpoint_url=self.endpoint_url, profile=self.profile, threads=self.threads)
 
     @property
     def shard_count(self) -> int:

@@ -10,7 +10,7 @@ location                                    registry key     endpoint
 ==========================================  ===============  ================
 ``/data/run1``, ``run1``, a ``Path``        ``""``           LocalEndpoint
 ``file:///data/run1``                       ``"file"``       LocalEndpoint
-``s3://bucket/prefix``                      ``"s3"``         (none yet)
+``s3://bucket/prefix``                      ``"s3"``         S3Endpoint
 rclone's ``remote:path``                    ``":"``          (none yet)
 a Windows path (``C:\\data``)                --               refused
 ==========================================  ===============  ================
@@ -72,6 +72,7 @@ from .work_dir import AttemptFiles
 
 if TYPE_CHECKING:
     from ..datamover.backends import Backend
+    from .config import CopyConfig
     from .state import ShardCounts
     from ..process.launch import Launch
 
@@ -149,8 +150,9 @@ class Endpoint(ABC):
 
     @classmethod
     @abstractmethod
-    def from_location(cls, location: str) -> "Endpoint":
-        """The endpoint for ``location``, a string of one of this class's forms."""
+    def from_location(cls, location: str, config: Optional["CopyConfig"] = None) -> "Endpoint":
+        """The endpoint for ``location``, a string of one of this class's forms; ``config``:
+        the copy's options (an S3 endpoint takes its server, profile and threads from it)."""
 
     @property
     @abstractmethod
@@ -256,7 +258,7 @@ class LocalEndpoint(Endpoint):
         self.path = Path(os.path.abspath(os.fspath(path)))
 
     @classmethod
-    def from_location(cls, location: str) -> "LocalEndpoint":
+    def from_location(cls, location: str, config: Optional["CopyConfig"] = None) -> "LocalEndpoint":
         if location[:5].lower() != "file:":
             return cls(location)
         parts = urllib.parse.urlsplit(location)
@@ -519,19 +521,21 @@ def location_form(location: str) -> str:
     return PLAIN_PATH
 
 
-def endpoint_for(location: Union[StrPath, Endpoint]) -> Endpoint:
+def endpoint_for(location: Union[StrPath, Endpoint], config: Optional["CopyConfig"] = None) -> Endpoint:
     """The endpoint for a location: an :class:`Endpoint` as it is, a path-like object as a
-    local path, a string by its form (see the module's docstring).
+    local path, a string by its form (see the module's docstring); ``config``, the copy's
+    options, is passed to the endpoint class.
 
     Raises
     ------
     ConfigurationError
         No endpoint takes locations of that form; the message lists the valid ones.
     """
+    _register_builtin()
     if isinstance(location, Endpoint):
         return location
     if not isinstance(location, str):
-        return ENDPOINTS[PLAIN_PATH].from_location(os.fspath(location))
+        return ENDPOINTS[PLAIN_PATH].from_location(os.fspath(location), config)
     form = location_form(location)
     cls = ENDPOINTS.get(form)
     if cls is None:
@@ -544,7 +548,15 @@ def endpoint_for(location: Union[StrPath, Endpoint]) -> Endpoint:
         else:
             why = f"no endpoint copies {form}:// locations yet"
         raise ConfigurationError(_invalid(location, why))
-    return cls.from_location(location)
+    return cls.from_location(location, config)
+
+
+def _register_builtin() -> None:
+    """Add the endpoints of the other modules (imported on first use: they import this one)."""
+    if "s3" not in ENDPOINTS:
+        from .s3 import S3Endpoint
+
+        ENDPOINTS.setdefault("s3", S3Endpoint)
 
 
 def _invalid(location: str, why: str) -> str:

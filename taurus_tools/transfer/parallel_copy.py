@@ -186,8 +186,8 @@ class ParallelCopy(BackgroundFuture):
     ) -> None:
         BackgroundFuture.__init__(self)
         self.config = (config or CopyConfig()).replace(**options) if options else (config or CopyConfig())
-        self.source = endpoint_for(src)
-        self.destination = endpoint_for(dst)
+        self.source = endpoint_for(src, self.config)
+        self.destination = endpoint_for(dst, self.config)
         self.source.check_source()
         self.destination.check_destination(self.source)
         self._mover = mover_for(self.source, self.destination)

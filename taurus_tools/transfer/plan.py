@@ -99,7 +99,8 @@ def _record(kind: str, size: int, mtime_ns: int, rel: bytes) -> bytes:
     return b"%s\t%d\t%d\t%s\0" % (kind.encode(), size, mtime_ns, rel)
 
 
-def _excluded(rel: bytes, name: bytes, patterns: Sequence[str]) -> bool:
+def excluded(rel: "bytes | str", name: "bytes | str", patterns: Sequence[str]) -> bool:
+    """Whether an ``exclude`` glob matches the entry's name or its path relative to the root."""
     if not patterns:
         return False
     rel_s = os.fsdecode(rel)
@@ -119,7 +120,7 @@ def list_tree(src: Path, out: BinaryIO, exclude: Sequence[str] = ()) -> ListingS
     root = os.fsencode(src)
     stack: List[bytes] = [b""]
     write = out.write
-    files = links = dirs = nbytes = excluded = 0
+    files = links = dirs = nbytes = left_out = 0
     ifmt, ifreg, ifdir, iflnk = 0o170000, stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK
     # Hot loop (a million entries take seconds): counters in locals, one write per folder.
     while stack:
@@ -135,8 +136,8 @@ def list_tree(src: Path, out: BinaryIO, exclude: Sequence[str] = ()) -> ListingS
         add = records.append
         for entry in entries:
             rel = prefix + entry.name
-            if exclude and _excluded(rel, entry.name, exclude):
-                excluded += 1
+            if exclude and excluded(rel, entry.name, exclude):
+                left_out += 1
                 continue
             try:
                 st = entry.stat(follow_symlinks=False)
@@ -159,7 +160,7 @@ def list_tree(src: Path, out: BinaryIO, exclude: Sequence[str] = ()) -> ListingS
             else:
                 stats.skip_special(rel, st.st_mode)
         write(b"".join(records))
-    stats.files, stats.links, stats.dirs, stats.bytes, stats.excluded = files, links, dirs, nbytes, excluded
+    stats.files, stats.links, stats.dirs, stats.bytes, stats.excluded = files, links, dirs, nbytes, left_out
     return stats
 
 

@@ -26,6 +26,7 @@ from taurus_tools.transfer.endpoints import (
     endpoint_for,
     mover_for,
 )
+from taurus_tools.transfer.s3 import S3Endpoint
 from taurus_tools.process.launch import Launch
 
 dm = test_parallel_copy.dm  # fixture: the local backend
@@ -76,7 +77,6 @@ class TestRegistry:
     @pytest.mark.parametrize(
         "location, why",
         [
-            ("s3://bucket/prefix", "no endpoint copies s3:// locations yet"),
             ("gs://bucket", "no endpoint copies gs:// locations yet"),
             ("HTTPS://example.org/x", "no endpoint copies https:// locations yet"),
             ("remote:path/x", "reads as an rclone remote 'remote' (remote:path)"),
@@ -93,7 +93,7 @@ class TestRegistry:
             endpoint_for(location)
         message = str(info.value)
         assert message.startswith(f"location {location!r}: ") and why in message
-        for form in LocalEndpoint.forms:
+        for form in LocalEndpoint.forms + S3Endpoint.forms:
             assert form in message
 
     @pytest.mark.parametrize(
@@ -111,8 +111,8 @@ class TestRegistry:
     def test_parallel_copy_refuses_before_anything_runs(self, tmp_path, dm):
         src = tmp_path / "src"
         write(src / "a", b"a")
-        with pytest.raises(ConfigurationError, match="no endpoint copies s3:// locations yet"):
-            ParallelCopy(str(src), "s3://bucket/prefix", datamover=dm, work_dir=tmp_path / "w")
+        with pytest.raises(ConfigurationError, match="no endpoint copies gs:// locations yet"):
+            ParallelCopy(str(src), "gs://bucket/prefix", datamover=dm, work_dir=tmp_path / "w")
         with pytest.raises(ConfigurationError, match="rclone remote"):
             ParallelCopy("remote:data", str(tmp_path / "dst"), datamover=dm, work_dir=tmp_path / "w")
         assert not (tmp_path / "w").exists() and not (tmp_path / "dst").exists()
@@ -124,14 +124,14 @@ class TestRegistry:
             forms = ("elsewhere://NAME",)
 
             @classmethod
-            def from_location(cls, location: str) -> "Elsewhere":
+            def from_location(cls, location: str, config=None) -> "Elsewhere":
                 return cls(LocalEndpoint(tmp_path / location[len("elsewhere://"):]), [])
 
         monkeypatch.setitem(ENDPOINTS, "elsewhere", Elsewhere)
         endpoint = endpoint_for("elsewhere://there")
         assert isinstance(endpoint, Elsewhere) and endpoint.inner.path == tmp_path / "there"
         with pytest.raises(ConfigurationError) as info:
-            endpoint_for("s3://bucket")
+            endpoint_for("gs://bucket")
         assert "elsewhere://NAME" in str(info.value), "the valid forms come from the registry"
 
 
@@ -147,7 +147,7 @@ class Recorded(Endpoint):
         self.tool = tool  # copy with a program that reports nothing (as the site's dtrsync)
 
     @classmethod
-    def from_location(cls, location: str) -> "Recorded":
+    def from_location(cls, location: str, config=None) -> "Recorded":
         raise AssertionError("made by the tests only")
 
     def _call(self, name: str, *details) -> None:

@@ -1,0 +1,467 @@
+"""Copy one shard between a local folder and ``s3://``: the process a parallel copy starts per shard.
+
+``python .../taurus_tools/transfer/s3_worker.py {upload|download} --local DIR --url s3://BUCKET/PREFIX/
+--shard FILE --status FILE --failed FILE [--verify size|checksum|none] [--threads N]
+[--endpoint-url URL] [--profile NAME] [--part-tag TAG] [--new]``
+
+It keeps the protocol of the local worker (:mod:`taurus_tools.transfer.worker`, whose
+reporting it reuses): counters as JSON in ``--status``, failed records in ``--failed``
+with one JSON line each in ``FILE.messages`` (``FILE.permanent`` for those no retry can
+heal), exit 0 when everything was copied or skipped and verified, 1 when some entries
+failed, 2 on bad usage.  Credentials come from the environment, the shared files or the
+profile, as boto3 finds them: never from an argument.
+
+One client per process, ``--threads`` transfers at once.  Objects below the multipart
+threshold (8 MiB) go in one request each (``put_object`` with ``Content-MD5``, so the
+server checks the body; ``get_object`` streamed to disk); larger ones through one
+shared s3transfer manager (multipart, classic client: the CRT client ignores the
+endpoint).
+
+Upload (local to S3), per file:
+
+* skipped when the object has the file's size and the file's modification time in its
+  ``mtime`` metadata (rclone's key and format: Unix seconds with a fraction), one HEAD
+  each (none with ``--new``: the prefix was empty when the copy began);
+* a symbolic link to a file is followed (as the AWS CLI does); to a folder, or a dangling
+  one, it fails for good: object storage has no links; folders are not objects;
+* every object gets ``mtime`` metadata, and with ``--verify checksum`` also ``md5chksum``
+  (base64 MD5 of the content, as rclone stores it) for later checks (a multipart ETag
+  is not an MD5 of the content);
+* a multipart upload that fails or is interrupted (SIGTERM) is aborted; one a killed
+  worker left is aborted by the next attempt at the shard (each attempt that is not
+  ``--new`` first aborts the unfinished uploads of its own large keys), so no orphaned
+  parts stay behind.
+
+Download (S3 to local), per object:
+
+* skipped when the local file has the object's size and the modification time of its
+  ``mtime`` metadata (its LastModified without one): a HEAD for each file whose size matches;
+* written under a temporary name in the destination's top folder (``.tt-part-TAG-T``:
+  a killed run's leftovers are found there and removed by the next run), checked, given
+  the source's modification time, and only then renamed into place: nothing incomplete
+  ever has a real name;
+* large objects are fetched with ``If-Match`` on the ETag first seen: an object replaced
+  during its download fails (and is retried) rather than arriving torn;
+* keys that would leave the destination (``..``, a leading ``/``) are refused, and so
+  (unless ``--new``) is writing through a destination folder that is a symbolic link.
+
+Errors that no retry heals (access denied, no such key, a name the other side cannot
+hold) fail the entry for good; refused credentials or an unreachable endpoint fail the
+rest of the shard at once (retried by the driver with backoff), rather than one timeout
+per object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import os
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any, Dict, List, Optional, Set, Tuple
+
+if __package__ in (None, ""):  # run as a script: the package is two folders up
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from s3transfer.subscribers import BaseSubscriber  # noqa: E402
+
+from taurus_tools.transfer.records import iter_records, link_above  # noqa: E402
+from taurus_tools.transfer.s3 import (  # noqa: E402
+    MD5_KEY,
+    MTIME_KEY,
+    S3Config,
+    S3Location,
+    describe_error,
+    error_code,
+    format_mtime,
+    make_client,
+    object_mtime,
+    stored_md5,
+)
+from taurus_tools.transfer.worker import PART_PREFIX, PERMANENT_ERRNOS, Refused, Worker, escapes  # noqa: E402
+
+#: Objects from this size on go through the transfer manager in parts.
+MULTIPART_THRESHOLD = 8 << 20
+MULTIPART_CHUNK = 8 << 20
+_BLOCK = 1 << 20
+#: Error codes that end the whole shard at once (every further request would fail alike).
+SHARD_FATAL = frozenset(("InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "NoSuchBucket"))
+#: Error codes no retry heals for this object.
+PERMANENT_CODES = frozenset(("AccessDenied", "NoSuchKey", "404", "403", "KeyTooLongError", "InvalidObjectName"))
+#: Connection failures: the endpoint is gone; the rest of the shard fails at once.
+UNREACHABLE = frozenset(("EndpointConnectionError", "ConnectTimeoutError", "ConnectionClosedError"))
+
+
+class Changed(Exception):
+    """The source changed while it was copied, or the copy does not match: worth another try."""
+
+
+class Broken(Exception):
+    """Nothing more in this shard can work (credentials refused, endpoint unreachable)."""
+
+
+class S3ShardWorker:
+    """Copies the records of one shard in ``threads`` threads; :meth:`run` returns the exit code."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.upload = args.direction == "upload"
+        self.location = S3Location.parse(args.url)
+        self.local = os.fsencode(args.local).rstrip(b"/") + b"/"
+        self.verify = args.verify
+        self.new = args.new
+        self.threads = args.threads
+        self.config = S3Config(endpoint_url=args.endpoint_url, profile=args.profile, threads=args.threads)
+        self.client, self.endpoint = make_client(self.config)
+        self._manager: Any = None
+        self._lock = threading.Lock()
+        self._local_names = threading.local()
+        self._thread_count = 0
+        self._real_dirs: Set[bytes] = set()
+        self._made_dirs: Set[bytes] = set()
+        self.broken: Optional[str] = None
+        self.part_tag = os.fsencode(args.part_tag or f"w{os.getpid()}")
+        failed = open(args.failed, "wb")
+        permanent = open(args.failed + ".permanent", "wb")
+        messages = open(args.failed + ".messages", "w")
+        self.report = Worker(
+            self.local, self.local, args.verify, args.status, failed, messages, new=args.new, permanent=permanent
+        )
+        self._files = (failed, permanent, messages)
+        self.stopping = threading.Event()
+
+    # ------------------------------------------------------------------ bookkeeping
+    def count(self, **add: int) -> None:
+        with self._lock:
+            for name, value in add.items():
+                self.report.counts[name] += value
+            self.report.status()
+
+    def fail(self, raw: bytes, rel: bytes, why: str, permanent: bool = False) -> None:
+        with self._lock:
+            self.report.fail(raw, rel, why, permanent)
+            self.report.status()
+
+    @property
+    def manager(self) -> Any:
+        """The shared transfer manager for large objects (made on first use)."""
+        with self._lock:
+            if self._manager is None:
+                from boto3.s3.transfer import TransferConfig, create_transfer_manager
+
+                config = TransferConfig(
+                    multipart_threshold=MULTIPART_THRESHOLD,
+                    multipart_chunksize=MULTIPART_CHUNK,
+                    max_concurrency=self.threads,
+                    use_threads=True,
+                    preferred_transfer_client="classic",
+                )
+                self._manager = create_transfer_manager(self.client, config)
+            return self._manager
+
+    def temporary(self) -> bytes:
+        """This thread's temporary download name, in the destination's top folder."""
+        name = getattr(self._local_names, "name", None)
+        if name is None:
+            with self._lock:
+                self._thread_count += 1
+                number = self._thread_count
+            name = self.local + PART_PREFIX + self.part_tag + b"-t%d" % number
+            self._local_names.name = name
+        return name
+
+    # ------------------------------------------------------------------ the shard
+    def run(self, shard: str) -> int:
+        if self.upload and not self.new:
+            self.abort_unfinished(shard)
+        in_flight: Set[Future] = set()
+        with ThreadPoolExecutor(self.threads, thread_name_prefix="s3") as pool:
+            try:
+                for raw in iter_records(shard):
+                    if self.stopping.is_set():
+                        raise KeyboardInterrupt
+                    kind, size, mtime, rel = raw[:-1].split(b"\t", 3)
+                    if kind == b"d":
+                        continue  # object storage has no folders (and keys imply theirs)
+                    if self.broken is not None:
+                        self.fail(raw, rel, self.broken)
+                        continue
+                    if len(in_flight) >= 4 * self.threads:
+                        _done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                    in_flight.add(pool.submit(self.one, raw, kind, int(size), int(mtime), rel))
+                wait(in_flight)
+            except BaseException:
+                self.stopping.set()
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+            finally:
+                if self._manager is not None:
+                    # Cancel what runs (an interrupted multipart upload is aborted by it).
+                    self._manager.shutdown(cancel=self.stopping.is_set())
+        self.report.status(done=True)
+        for fh in self._files:
+            fh.close()
+        return 1 if self.report.counts["failed"] else 0
+
+    def one(self, raw: bytes, kind: bytes, size: int, mtime_ns: int, rel: bytes) -> None:
+        if self.broken is not None:
+            self.fail(raw, rel, self.broken)
+            return
+        try:
+            if self.upload:
+                self.put(kind, rel)
+            else:
+                self.get(size, mtime_ns, rel)
+        except Refused as exc:
+            self.fail(raw, rel, str(exc), permanent=True)
+        except Changed as exc:
+            self.fail(raw, rel, str(exc))
+        except OSError as exc:
+            self.fail(raw, rel, exc.strerror or str(exc), exc.errno in PERMANENT_ERRNOS)
+        except Exception as exc:  # botocore's errors, and s3transfer's
+            why, permanent = self.explain(exc)
+            self.fail(raw, rel, why, permanent)
+
+    def explain(self, exc: BaseException) -> Tuple[str, bool]:
+        """What to say of a failed request, and whether it is for good; ends the shard if nothing can work."""
+        code = error_code(exc)
+        name = type(exc).__name__
+        if code in ("PreconditionFailed", "412"):
+            return "the object changed while it was being downloaded", False
+        if code in SHARD_FATAL or name in UNREACHABLE or name == "NoCredentialsError":
+            self.broken = describe_error(exc, self.location, self.endpoint)
+            return self.broken, False
+        if code in PERMANENT_CODES:
+            return ("access denied" if code in ("AccessDenied", "403") else f"{code}"), True
+        return f"{name}: {code or exc}", False
+
+    # ------------------------------------------------------------------ upload
+    def put(self, kind: bytes, rel: bytes) -> None:
+        try:
+            key = self.location.key(rel.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise Refused(
+                "the name is not valid UTF-8, and S3 keys are UTF-8: rename it (e.g. convmv -f latin1 -t utf8)"
+            ) from None
+        path = self.local + rel
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError as exc:
+            if kind == b"l":
+                raise Refused("a dangling symbolic link: object storage has no links, and it points nowhere") from None
+            raise exc
+        with os.fdopen(fd, "rb") as fh:
+            st = os.fstat(fd)
+            if (st.st_mode & 0o170000) != 0o100000:
+                raise Refused(
+                    "a symbolic link to a folder: object storage has no links (copy the folder itself)"
+                    if kind == b"l"
+                    else "not a regular file any more"
+                )
+            if not self.new:
+                head = self.head(key)
+                if (
+                    head is not None
+                    and head["ContentLength"] == st.st_size
+                    and object_mtime(head, stored_only=True) == st.st_mtime_ns
+                ):
+                    self.count(skipped=1, skipped_bytes=st.st_size, verified=int(self.verify != "none"))
+                    return
+            metadata = {MTIME_KEY: format_mtime(st.st_mtime_ns)}
+            if st.st_size < MULTIPART_THRESHOLD:
+                data = fh.read(st.st_size + 1)
+                digest = hashlib.md5(data)
+                if self.verify == "checksum":
+                    metadata[MD5_KEY] = base64.b64encode(digest.digest()).decode()
+                self._check_unchanged(fd, st, len(data))
+                # Content-MD5: the server refuses a body that does not match.
+                self.client.put_object(
+                    Bucket=self.location.bucket,
+                    Key=key,
+                    Body=data,
+                    ContentMD5=base64.b64encode(digest.digest()).decode(),
+                    Metadata=metadata,
+                )
+            else:
+                if self.verify == "checksum":
+                    metadata[MD5_KEY] = base64.b64encode(_md5_of(fh)).decode()
+                    fh.seek(0)
+                self.manager.upload(fh, self.location.bucket, key, extra_args={"Metadata": metadata}).result()
+                self._check_unchanged(fd, st, st.st_size)
+                if self.verify != "none":
+                    head = self.head(key)
+                    if head is None or head["ContentLength"] != st.st_size:
+                        self.count(mismatches=1)
+                        raise Changed(f"the object has not the file's size after the upload (verify={self.verify})")
+        self.count(files=1, bytes=st.st_size, verified=int(self.verify != "none"))
+
+    @staticmethod
+    def _check_unchanged(fd: int, before: os.stat_result, sent: int) -> None:
+        after = os.fstat(fd)
+        if sent != before.st_size or after.st_size != before.st_size or after.st_mtime_ns != before.st_mtime_ns:
+            raise Changed("the file changed while it was being copied; it is copied again")
+
+    def head(self, key: str) -> Optional[Dict[str, Any]]:
+        try:
+            return self.client.head_object(Bucket=self.location.bucket, Key=key)  # type: ignore[no-any-return]
+        except Exception as exc:
+            if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+
+    def abort_unfinished(self, shard: str) -> None:
+        """Abort the unfinished multipart uploads of this shard's large keys (a killed attempt's)."""
+        for raw in iter_records(shard):
+            kind, size, _mtime, rel = raw[:-1].split(b"\t", 3)
+            if kind == b"d" or int(size) < MULTIPART_THRESHOLD:
+                continue
+            try:
+                key = self.location.key(rel.decode("utf-8"))
+                found = self.client.list_multipart_uploads(Bucket=self.location.bucket, Prefix=key)
+                for upload in found.get("Uploads", ()):
+                    if upload["Key"] == key:
+                        self.client.abort_multipart_upload(
+                            Bucket=self.location.bucket, Key=key, UploadId=upload["UploadId"]
+                        )
+            except Exception:  # (a name that is no key, a refused request) the upload reports it
+                continue
+
+    # ------------------------------------------------------------------ download
+    def get(self, size: int, listed_mtime_ns: int, rel: bytes) -> None:
+        if escapes(rel):
+            raise Refused("the key is absolute or leaves the destination with '..': refused")
+        key = self.location.key(rel.decode("utf-8", "surrogateescape"))
+        dst = self.local + rel
+        if not self.new:
+            link = link_above(self.local, rel, self._real_dirs)
+            if link is not None:
+                raise Refused(
+                    f"{os.fsdecode(link)!r} is a symbolic link (or a file) at the destination where the "
+                    "key needs a folder; not writing through it"
+                )
+            try:
+                st = os.lstat(dst)
+            except FileNotFoundError:
+                pass
+            else:
+                if st.st_size == size and (st.st_mode & 0o170000) == 0o100000:
+                    head = self.head(key)
+                    if head is not None and head["ContentLength"] == size:
+                        if object_mtime(head) == st.st_mtime_ns:
+                            self.count(skipped=1, skipped_bytes=size, verified=int(self.verify != "none"))
+                            return
+        parent = dst[: dst.rfind(b"/")]
+        if parent not in self._made_dirs:
+            os.makedirs(parent, exist_ok=True)
+            self._made_dirs.add(parent)
+        tmp = self.temporary()
+        try:
+            got, digest, head = self._fetch(key, size, tmp)
+            if self.verify != "none" and os.stat(tmp).st_size != got:
+                raise Changed(f"the file has not the object's size after the download (verify={self.verify})")
+            if self.verify == "checksum":
+                want = stored_md5(head)
+                if want is not None and want != digest:
+                    self.count(mismatches=1)
+                    raise Changed("the content's MD5 is not the one stored with the object (verify=checksum)")
+            os.utime(tmp, ns=(time.time_ns(), object_mtime(head) or time.time_ns()))
+            os.replace(tmp, dst)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        self.count(files=1, bytes=got, verified=int(self.verify != "none"))
+
+    def _fetch(self, key: str, size: int, tmp: bytes) -> Tuple[int, Optional[bytes], Dict[str, Any]]:
+        """Download ``key`` to ``tmp``; return the bytes written, their MD5 (verify=checksum) and the headers."""
+        bucket = self.location.bucket
+        md5 = hashlib.md5() if self.verify == "checksum" else None
+        if size < MULTIPART_THRESHOLD:
+            response = self.client.get_object(Bucket=bucket, Key=key)
+            body = response["Body"]
+            got = 0
+            with open(tmp, "wb") as out:
+                while True:
+                    block = body.read(_BLOCK)
+                    if not block:
+                        break
+                    out.write(block)
+                    got += len(block)
+                    if md5 is not None:
+                        md5.update(block)
+            if got != response["ContentLength"]:
+                raise Changed(f"the download ended after {got} of {response['ContentLength']} bytes")
+            return got, md5.digest() if md5 else None, response
+        head = self.client.head_object(Bucket=bucket, Key=key)
+        # s3transfer fetches the parts with If-Match on this ETag (and skips its own HEAD):
+        # an object replaced meanwhile fails with 412 instead of arriving torn.
+        future = self.manager.download(bucket, key, os.fsdecode(tmp), subscribers=[_Known(head)])
+        future.result()
+        got = os.stat(tmp).st_size
+        if got != head["ContentLength"]:
+            raise Changed(f"the download ended after {got} of {head['ContentLength']} bytes")
+        if md5 is not None:
+            with open(tmp, "rb") as fh:
+                return got, _md5_of(fh), head
+        return got, None, head
+
+
+class _Known(BaseSubscriber):  # type: ignore[misc]
+    """Gives s3transfer the size and ETag of the object from our own HEAD."""
+
+    def __init__(self, head: Dict[str, Any]) -> None:
+        self.head = head
+
+    def on_queued(self, future: Any, **kwargs: Any) -> None:
+        future.meta.provide_transfer_size(int(self.head["ContentLength"]))
+        future.meta.provide_object_etag(self.head["ETag"])
+
+
+def _md5_of(fh: Any) -> bytes:
+    digest = hashlib.md5()
+    while True:
+        block = fh.read(_BLOCK)
+        if not block:
+            return digest.digest()
+        digest.update(block)
+
+
+def parse_args(argv: List[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="s3_worker", description="copy one shard between a folder and s3://")
+    p.add_argument("direction", choices=("upload", "download"))
+    p.add_argument("--local", required=True)
+    p.add_argument("--url", required=True)
+    p.add_argument("--shard", required=True)
+    p.add_argument("--status", required=True)
+    p.add_argument("--failed", required=True)
+    p.add_argument("--verify", choices=("size", "checksum", "none"), default="size")
+    p.add_argument("--threads", type=int, default=8)
+    p.add_argument("--endpoint-url")
+    p.add_argument("--profile")
+    p.add_argument("--part-tag")
+    p.add_argument("--new", action="store_true")
+    return p.parse_args(argv)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    worker = S3ShardWorker(args)
+
+    def stop(signum: int, _frame: Any) -> None:
+        worker.stopping.set()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        return worker.run(args.shard)
+    except KeyboardInterrupt:
+        return 128 + signal.SIGTERM
+
+
+if __name__ == "__main__":
+    sys.exit(main())
