@@ -58,6 +58,7 @@ import contextlib
 import errno
 import os
 import re
+import stat
 import sys
 import urllib.parse
 from abc import ABC, abstractmethod
@@ -256,6 +257,9 @@ class LocalEndpoint(Endpoint):
 
     def __init__(self, path: StrPath) -> None:
         self.path = Path(os.path.abspath(os.fspath(path)))
+        #: As a source naming one file (see :meth:`check_source`): its name; the copy then
+        #: runs from its folder with that one entry.
+        self.single: Optional[bytes] = None
 
     @classmethod
     def from_location(cls, location: str, config: Optional["CopyConfig"] = None) -> "LocalEndpoint":
@@ -282,7 +286,7 @@ class LocalEndpoint(Endpoint):
 
     @property
     def local_path(self) -> Path:
-        return self.path
+        return self.path.parent if self.single is not None else self.path
 
     # ------------------------------------------------------------------ as a source
     def check_source(self) -> None:
@@ -298,12 +302,28 @@ class LocalEndpoint(Endpoint):
                     f"source {src} is a symbolic link to {os.readlink(src)!r}, which does not exist"
                 ) from None
             raise SourceNotFoundError(f"source {src} does not exist")
+        if src.is_file():
+            # One file: copied into the destination folder, as `cp FILE DIR/` does.
+            self.single = os.fsencode(src.name)
+            return
         if not src.is_dir():
-            raise ConfigurationError(f"source {src} is not a folder (ParallelCopy copies a folder's contents)")
+            raise ConfigurationError(
+                f"source {src} is neither a folder (whose contents are copied) nor a regular file"
+            )
         if not os.access(src, os.R_OK | os.X_OK):
             raise SourceNotFoundError(f"source {src} cannot be read")
 
     def list(self, into: BinaryIO, *, exclude: Sequence[str] = (), files_from: Optional[Path] = None) -> ListingStats:
+        if self.single is not None:
+            if files_from is not None:
+                raise ConfigurationError(f"files_from selects entries of a folder; the source {self.path} is a file")
+            st = os.lstat(self.path)
+            stats = ListingStats()
+            kind = "l" if stat.S_ISLNK(st.st_mode) else "f"
+            size = 0 if kind == "l" else st.st_size
+            into.write(b"%s\t%d\t%d\t%s\0" % (kind.encode(), size, st.st_mtime_ns, self.single))
+            stats.add(kind, size)
+            return stats
         if files_from is None:
             return list_tree(self.path, into, exclude)
         try:
@@ -318,7 +338,10 @@ class LocalEndpoint(Endpoint):
         dst = self.path
         real_dst = Path(os.path.realpath(dst))
         src = source.local_path
-        if src is not None:
+        if src is not None and getattr(source, "single", None) is not None:
+            if Path(os.path.realpath(src)) == real_dst:
+                raise ConfigurationError(f"{source} would be copied onto itself: its folder is the destination")
+        elif src is not None:
             real_src = Path(os.path.realpath(src))
             if real_src == real_dst:
                 raise ConfigurationError(f"source and destination are the same folder: {src}")

@@ -160,8 +160,12 @@ class ParallelCopy(BackgroundFuture):
 
     Parameters
     ----------
-    src, dst : path-like
-        Copy the contents of folder ``src`` into folder ``dst`` (created if needed).
+    src, dst : path-like, str or Endpoint
+        Copy the contents of folder ``src`` into folder ``dst`` (created if needed).  A
+        ``src`` naming one file (or one object) copies it into ``dst``.  Either side may
+        be ``s3://bucket/prefix`` (the other then a local folder; server, profile and
+        threads from ``endpoint_url``, ``profile`` and ``threads``), or an rclone
+        ``remote:path``; see :mod:`taurus_tools.transfer.endpoints`.
     config : CopyConfig, optional
         All options at once; keyword arguments below override its fields.
     datamover : Datamover, optional

@@ -677,10 +677,29 @@ class TestBadInput:
         assert isinstance(info.value, TaurusToolsError)
         assert not (tmp_path / "dst").exists() and not (tmp_path / "work").exists()
 
-    def test_source_is_a_file(self, tmp_path, dm):
+    def test_a_source_file_is_copied_into_the_destination_folder(self, tmp_path, dm):
+        """A one-off transfer: `copy FILE DIR` puts FILE into DIR (as `cp FILE DIR/`), nothing else."""
+        (tmp_path / "src").mkdir()
+        name = "-one file #1\n\u00e9.bin"
+        (tmp_path / "src" / name).write_bytes(b"x" * 1000)
+        (tmp_path / "src" / "other").write_bytes(b"not this one")
+        os.utime(tmp_path / "src" / name, ns=(1, 1_600_000_000_123_456_789))
+        result = pcopy(tmp_path / "src" / name, tmp_path / "dst", tmp_path / "work", dm).run()
+        assert result.ok and result.files_copied == 1 and result.bytes_copied == 1000
+        assert os.listdir(tmp_path / "dst") == [name]
+        copied = (tmp_path / "dst" / name).stat()
+        assert copied.st_mtime_ns == 1_600_000_000_123_456_789
+        again = pcopy(tmp_path / "src" / name, tmp_path / "dst", tmp_path / "work2", dm).run()
+        assert again.ok and again.files_skipped == 1 and again.files_copied == 0
+
+    def test_a_source_file_onto_itself_or_a_fifo_is_refused(self, tmp_path, dm):
         (tmp_path / "file").write_text("x")
-        with pytest.raises(ConfigurationError, match="not a folder"):
-            pcopy(tmp_path / "file", tmp_path / "dst", tmp_path / "work", dm)
+        with pytest.raises(ConfigurationError, match="onto itself"):
+            pcopy(tmp_path / "file", tmp_path, tmp_path / "work", dm)
+        os.mkfifo(tmp_path / "fifo")
+        with pytest.raises(ConfigurationError, match="neither a folder .* nor a regular file"):
+            pcopy(tmp_path / "fifo", tmp_path / "dst", tmp_path / "work", dm)
+        assert (tmp_path / "file").read_text() == "x" and not (tmp_path / "dst").exists()
 
     def test_same_folder(self, tmp_path, dm):
         (tmp_path / "src").mkdir()
