@@ -453,8 +453,12 @@ class S3Endpoint(Endpoint):
             f"--threads={self.config.threads}",
             f"--part-tag={attempt.copy_tag}-{attempt.index}",
         ]
-        if self.config.endpoint_url:
-            argv.append(f"--endpoint-url={self.config.endpoint_url}")
+        # The server as resolved here (profile, AWS_ENDPOINT_URL): the worker then makes
+        # one client, not a probe first (a URL is no secret; credentials stay in the env).
+        self.client
+        endpoint = self._endpoint or self.config.endpoint_url
+        if endpoint:
+            argv.append(f"--endpoint-url={endpoint}")
         if self.config.profile:
             argv.append(f"--profile={self.config.profile}")
         if attempt.new:
