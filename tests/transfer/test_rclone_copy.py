@@ -23,7 +23,7 @@ import psutil
 import pytest
 
 import test_parallel_copy
-from helpers import HOSTILE, HOSTILE_NAMES, alive, wait_until
+from helpers import HOSTILE, HOSTILE_NAMES, alive, wait_for, wait_until
 from test_parallel_copy import MTIME0, cli, read_report, write
 
 import taurus_tools.transfer.parallel_copy as pc_mod
@@ -39,6 +39,7 @@ from taurus_tools.transfer.rclone_worker import (
     local_name,
     parse_args,
     rclone_name,
+    version_tuple,
 )
 from taurus_tools.transfer.s3 import S3Endpoint
 
@@ -150,7 +151,7 @@ class TestExitCodes:
 
     def test_the_version_of_the_installed_rclone_is_read_once(self, rclone_env):
         version = rclone_version(rclone_executable())
-        assert exit_meaning(2, version).name == ("usage" if version >= "1.69" else "error") and version
+        assert version and exit_meaning(2, version).name == ("usage" if version_tuple(version) >= (1, 69) else "error")
         real = subprocess.run([rclone_executable(), "copy", "--no-such-flag", "a", "b"], capture_output=True)
         assert exit_meaning(real.returncode, version).name == "usage"
 
@@ -396,6 +397,95 @@ def test_the_worker_fails_a_listed_name_the_source_lacks(rclone_env, tmp_path):
     assert json.loads((tmp_path / "f.messages").read_text())["path"] == "b"
 
 
+def start_worker(tmp_path, src, dst, names):
+    """The worker on a shard of ``names`` (1 MiB each), rclone slowed down to 2 MB/s."""
+    shard = tmp_path / "shard"
+    shard.write_bytes(b"".join(b"f\t%d\t%d\t%s\0" % ((1 << 20) + 1, MTIME0, n) for n in names))
+    env = dict(os.environ, RCLONE_BWLIMIT="2M")
+    return subprocess.Popen(
+        [sys.executable, "-S", str(rclone_mod.WORKER_SCRIPT), f"--src={src}", f"--dst={dst}", f"--shard={shard}",
+         f"--status={tmp_path / 'st'}", f"--failed={tmp_path / 'f'}", f"--list={tmp_path / 'list'}",
+         f"--rclone={rclone_executable()}", "--threads=2"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+    )
+
+
+def live_status(path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def test_the_status_counts_bytes_as_rclone_copies(rclone_env, tmp_path):
+    """rclone's stats reach the status file while it runs: progress for the driver."""
+    names = [b"a", b"b", b"c"]
+    for n in names:
+        write(tmp_path / "src" / n.decode(), b"x" * ((1 << 20) + 1), MTIME0)
+    proc = start_worker(tmp_path, tmp_path / "src", f"loc:{tmp_path / 'dst'}", names)
+    try:
+        status = wait_for(lambda: live_status(tmp_path / "st"), lambda st: st and st["bytes"] > 0 and not st["done"],
+                          timeout=30, interval=0.05, what="bytes counted before the end")
+        assert status["bytes"] < 3 * ((1 << 20) + 1)
+        assert proc.wait(60) == 0, proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+    final = live_status(tmp_path / "st")
+    assert final["done"] and (final["files"], final["bytes"], final["verified"]) == (3, 3 * ((1 << 20) + 1), 3)
+
+
+def test_rclone_dies_with_a_killed_worker(rclone_env, tmp_path):
+    """kill -9 of the worker: its rclone stops at once (it would race the retry).
+
+    Killed just after rclone's first stats line: without PR_SET_PDEATHSIG it would live on
+    until it writes the next one into the closed pipe, a second later; the deadline here
+    is half that.
+    """
+    size = 4 << 20  # 2 MB/s for two at once: none is complete before the kill
+    for n in ("a", "b", "c"):
+        write(tmp_path / "src" / n, b"x" * size, MTIME0)
+    proc = start_worker(tmp_path, tmp_path / "src", f"loc:{tmp_path / 'dst'}", [b"a", b"b", b"c"])
+    try:
+        wait_for(lambda: live_status(tmp_path / "st"), lambda st: st and st["bytes"] > 0, timeout=30, interval=0.01,
+                 what="rclone's first stats")
+        children = psutil.Process(proc.pid).children()
+        assert [c.name() for c in children] == ["rclone"]
+        proc.kill()
+        proc.wait(10)
+        wait_until(lambda: not alive(c.pid for c in children), 0.5, what="rclone to die with its worker")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+
+
+def test_a_shard_copied_without_a_report_is_checked_by_the_endpoint(rclone_env, tmp_path):
+    """verify_shard (for a program that reports nothing): what is there counts, the rest fails by name."""
+    from taurus_tools.transfer.endpoints import ShardAttempt
+    from taurus_tools.transfer.work_dir import WorkDir
+
+    src = tmp_path / "src"
+    make_names(src, [b"a", b"b #", b"c"])
+    rclone("copy", str(src), str(tmp_path / "dst"))
+    (tmp_path / "dst" / "b #").unlink()
+    work = WorkDir(tmp_path / "w")
+    work.create()
+    work.make_runs()
+    shard = shard_of(tmp_path, [b"a", b"b #", b"c"])
+    attempt = ShardAttempt(index=0, attempt=0, records=shard, files=work.attempt(0, 0))
+    remote = RcloneEndpoint(f"loc:{tmp_path / 'dst'}")
+    counts = remote.verify_shard(attempt, source=endpoint_for(str(src)), destination=remote)
+    assert (counts.files, counts.verified, counts.failed) == (2, 2, 1)
+    assert [e.path for e, _ in read_entries(attempt.files.failed)] == [b"b #"], "retried: the source has it"
+    assert json.loads(attempt.files.messages.read_text()) == {
+        "path": "b #", "error": "rclone did not copy it", "permanent": False
+    }
+
+
 def test_only_the_failed_entries_are_retried(rclone_env, tmp_path, dm, monkeypatch):
     """A file blocked at the destination fails (retryable); once unblocked, the retry copies it alone."""
     src, dst = tmp_path / "src", tmp_path / "dst"
@@ -545,16 +635,27 @@ def test_resume_after_kill_9_of_the_driver(rclone_env, tmp_path, monkeypatch):
 
 # =============================================================================== Slurm
 @pytest.mark.slurm
-def test_remote_to_local_as_slurm_jobs(slurm_cluster, s3t, tmp_path, monkeypatch):
+def test_remote_to_local_as_slurm_jobs(slurm_cluster, s3_server, s3t, tmp_path, monkeypatch):
     """A bucket to a folder, 4 shards as 4 jobs on the data-mover partition; rclone's remote
     reaches the jobs through the environment."""
     monkeypatch.setenv("SLURM_CONF", str(slurm_cluster.conf_path))  # (this module's no_slurm_env removed it)
     bucket, _folder = s3t
     made = make_names(tmp_path / "seed", [b"f%02d new\nline" % i for i in range(16)])
     rclone("copy", str(tmp_path / "seed"), f"{bucket}/run")
+    spawned = []
+    real_popen = subprocess.Popen
+
+    def recording(args, *a, **kw):
+        spawned.append(list(args))
+        return real_popen(args, *a, **kw)
+
+    monkeypatch.setattr(subprocess, "Popen", recording)
     dm_slurm = Datamover("slurm", job_log_dir=tmp_path / "jobs")
     result = copy(f"{bucket}/run", tmp_path / "dst", tmp_path, dm_slurm, workers=4, shards=4)
     assert result.ok, result.failed_messages
+    sruns = [a for a in spawned if os.path.basename(a[0]) == "srun"]
+    assert len(sruns) == 4 and all("rclone_worker.py" in " ".join(a) for a in sruns)
+    assert s3_server.secret not in repr(spawned) and s3_server.key not in repr(spawned)
     assert result.files_copied == len(made)
     assert tree(tmp_path / "dst") == tree(tmp_path / "seed")
     chunks = read_report(result.report)["benchmark_results"]
