@@ -85,6 +85,20 @@ def rclone(*args: str) -> None:
     subprocess.run([rclone_executable(), *args], check=True, capture_output=True, timeout=60)
 
 
+@pytest.fixture
+def spawned(monkeypatch) -> list:
+    """The argv of every process this process starts from now on."""
+    seen: list = []
+    real_popen = subprocess.Popen
+
+    def recording(args, *a, **kw):
+        seen.append(list(args))
+        return real_popen(args, *a, **kw)
+
+    monkeypatch.setattr(subprocess, "Popen", recording)
+    return seen
+
+
 def make_names(root: Path, names=NAMES) -> dict:
     """One file per name (content and modification time differ), under ``root``."""
     made = {}
@@ -539,7 +553,7 @@ def test_report_has_per_shard_figures(s3t, tmp_path, dm):
 
 
 # =============================================================================== credentials
-def test_no_credential_in_any_argv_log_or_report(s3t, s3_server, tmp_path, dm, monkeypatch, caplog):
+def test_no_credential_in_any_argv_log_or_report(s3t, s3_server, tmp_path, dm, monkeypatch, caplog, spawned):
     """Every process spawned (the worker, and each rclone call, the worker's too) is recorded."""
     bucket, _ = s3t
     log = tmp_path / "argv.log"
@@ -551,14 +565,6 @@ def test_no_credential_in_any_argv_log_or_report(s3t, s3_server, tmp_path, dm, m
     )
     wrapper.chmod(0o755)
     monkeypatch.setattr(rclone_mod, "rclone_executable", lambda: str(wrapper))
-    spawned = []
-    real_popen = subprocess.Popen
-
-    def recording(args, *a, **kw):
-        spawned.append(list(args))
-        return real_popen(args, *a, **kw)
-
-    monkeypatch.setattr(subprocess, "Popen", recording)
     caplog.set_level("DEBUG")
     src = tmp_path / "src"
     make_names(src, [b"a", b"b"])
@@ -635,21 +641,13 @@ def test_resume_after_kill_9_of_the_driver(rclone_env, tmp_path, monkeypatch):
 
 # =============================================================================== Slurm
 @pytest.mark.slurm
-def test_remote_to_local_as_slurm_jobs(slurm_cluster, s3_server, s3t, tmp_path, monkeypatch):
+def test_remote_to_local_as_slurm_jobs(slurm_cluster, s3_server, s3t, tmp_path, monkeypatch, spawned):
     """A bucket to a folder, 4 shards as 4 jobs on the data-mover partition; rclone's remote
     reaches the jobs through the environment."""
     monkeypatch.setenv("SLURM_CONF", str(slurm_cluster.conf_path))  # (this module's no_slurm_env removed it)
     bucket, _folder = s3t
     made = make_names(tmp_path / "seed", [b"f%02d new\nline" % i for i in range(16)])
     rclone("copy", str(tmp_path / "seed"), f"{bucket}/run")
-    spawned = []
-    real_popen = subprocess.Popen
-
-    def recording(args, *a, **kw):
-        spawned.append(list(args))
-        return real_popen(args, *a, **kw)
-
-    monkeypatch.setattr(subprocess, "Popen", recording)
     dm_slurm = Datamover("slurm", job_log_dir=tmp_path / "jobs")
     result = copy(f"{bucket}/run", tmp_path / "dst", tmp_path, dm_slurm, workers=4, shards=4)
     assert result.ok, result.failed_messages
