@@ -11,7 +11,7 @@ location                                    registry key     endpoint
 ``/data/run1``, ``run1``, a ``Path``        ``""``           LocalEndpoint
 ``file:///data/run1``                       ``"file"``       LocalEndpoint
 ``s3://bucket/prefix``                      ``"s3"``         S3Endpoint
-rclone's ``remote:path``                    ``":"``          (none yet)
+``remote:path``, ``:backend:path``          ``":"``          RcloneEndpoint
 a Windows path (``C:\\data``)                --               refused
 ==========================================  ===============  ================
 
@@ -33,7 +33,8 @@ Adding a kind of location (S3 with boto3, rclone remotes) is a new subclass of
 * as a destination: ``check_destination(source)`` and ``prepare(create=...)``; and
   ``free_bytes()`` when it can tell (default: it cannot, so nothing is checked);
 * as the *mover* of a pair (``moves(source, destination)`` is True; the destination is
-  asked first, then the source; for S3 the S3 side moves, as one side is local):
+  asked first, then the source; for S3 the S3 side moves, as one side is local; an rclone
+  remote moves whenever it is on either side):
   ``copy_shard(attempt, ...)`` returns the :class:`~taurus_tools.process.launch.Launch` of one
   attempt at one shard, through the Datamover's backend where it runs a program
   (``backend.launch_program``).  The program copies the records of ``attempt.records``
@@ -528,8 +529,9 @@ ENDPOINTS: Dict[str, Type[Endpoint]] = {PLAIN_PATH: LocalEndpoint, "file": Local
 
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 _WINDOWS = re.compile(r"[A-Za-z]:(?:$|[\\/])|\\\\")
-#: rclone's remote names: letters, digits, ``_ . + @ -`` and spaces, not first.
-_REMOTE_NAME = re.compile(r"[A-Za-z0-9_.+@][A-Za-z0-9_.+@ -]*:")
+#: rclone's remote names: letters, digits, ``_ . + @ -`` and spaces, not first; or
+#: ``:backend:`` (a backend configured by the environment).
+_REMOTE_NAME = re.compile(r"[A-Za-z0-9_.+@][A-Za-z0-9_.+@ -]*:|:[A-Za-z0-9]+[:,]")
 
 
 def location_form(location: str) -> str:
@@ -580,6 +582,10 @@ def _register_builtin() -> None:
         from .s3 import S3Endpoint
 
         ENDPOINTS.setdefault("s3", S3Endpoint)
+    if REMOTE not in ENDPOINTS:
+        from .rclone import RcloneEndpoint
+
+        ENDPOINTS.setdefault(REMOTE, RcloneEndpoint)
 
 
 def _invalid(location: str, why: str) -> str:

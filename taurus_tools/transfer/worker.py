@@ -516,31 +516,42 @@ def parse_args(argv: list[str]) -> dict[str, str] | str:
     return opts
 
 
-def main(argv: list[str] | None = None) -> int:
+def run_program(argv, usage: str, prog: str, parse, run) -> int:
+    """A shard program's ``main``: ``-h``, options parsed by ``parse`` (a dict, or why they are
+    wrong: exit 2), then ``run(opts, failed, messages, permanent)`` with the files of
+    ``--failed FILE`` open (the permanent one made on its first write only)."""
     args = sys.argv[1:] if argv is None else argv
     if "-h" in args or "--help" in args:
-        print(_USAGE)
+        print(usage)
         return 0
-    opts = parse_args(args)
+    opts = parse(args)
     if isinstance(opts, str):
-        print(f"{_USAGE}\nworker.py: error: {opts}", file=sys.stderr)
+        print(f"{usage}\n{prog}: error: {opts}", file=sys.stderr)
         return 2
     failed_path = opts["failed"]
     with open(failed_path, "wb") as failed, open(failed_path + MESSAGES_SUFFIX, "w") as messages, \
             _Lazy(failed_path + PERMANENT_SUFFIX) as permanent:
-        worker = Worker(
-            os.fsencode(opts["src"]),
-            os.fsencode(opts["dst"]),
-            opts["verify"],
-            opts["status"],
-            failed,
-            messages,
-            new=bool(opts["new"]),
-            atomic=bool(opts["atomic"]),
-            part_tag=os.fsencode(opts["part-tag"]) or None,
-            permanent=permanent,
-        )
-        return worker.run(opts["shard"])
+        return run(opts, failed, messages, permanent)
+
+
+def _copy_shard(opts: dict[str, str], failed, messages, permanent) -> int:
+    worker = Worker(
+        os.fsencode(opts["src"]),
+        os.fsencode(opts["dst"]),
+        opts["verify"],
+        opts["status"],
+        failed,
+        messages,
+        new=bool(opts["new"]),
+        atomic=bool(opts["atomic"]),
+        part_tag=os.fsencode(opts["part-tag"]) or None,
+        permanent=permanent,
+    )
+    return worker.run(opts["shard"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_program(argv, _USAGE, "worker.py", parse_args, _copy_shard)
 
 
 class _Lazy:

@@ -26,6 +26,7 @@ from taurus_tools.transfer.endpoints import (
     endpoint_for,
     mover_for,
 )
+from taurus_tools.transfer.rclone import RcloneEndpoint
 from taurus_tools.transfer.s3 import S3Endpoint
 from taurus_tools.process.launch import Launch
 
@@ -54,14 +55,16 @@ class TestRegistry:
 
     @pytest.mark.parametrize("name", HOSTILE_NAMES + [b"remote:path", b"C:\\data"])
     def test_relative_paths_with_hostile_names(self, name, tmp_path, monkeypatch):
-        """Any name is a relative path; one that reads as ``remote:path`` (or a Windows
-        drive) is a local path written ``./NAME``."""
+        """Any name is a relative path; one that reads as ``remote:path`` (an rclone remote)
+        or a Windows drive is a local path written ``./NAME``."""
         monkeypatch.chdir(tmp_path)
         expected = os.path.join(os.fsencode(tmp_path), name)
         assert os.fsencode(endpoint_for(os.fsdecode(b"./" + name)).location) == expected
-        if b":" in name:
-            with pytest.raises(ConfigurationError, match=f"write ./{name.decode()}|Windows"):
+        if name == b"C:\\data":
+            with pytest.raises(ConfigurationError, match="Windows"):
                 endpoint_for(name.decode())
+        elif b":" in name:
+            assert type(endpoint_for(name.decode())) is RcloneEndpoint
         else:
             assert os.fsencode(endpoint_for(os.fsdecode(name)).location) == expected
 
@@ -79,9 +82,6 @@ class TestRegistry:
         [
             ("gs://bucket", "no endpoint copies gs:// locations yet"),
             ("HTTPS://example.org/x", "no endpoint copies https:// locations yet"),
-            ("remote:path/x", "reads as an rclone remote 'remote' (remote:path)"),
-            ("my remote:", "reads as an rclone remote 'my remote'"),
-            ("s3:bucket", "for a local folder write ./s3:bucket"),
             ("C:\\data", "looks like a Windows path"),
             ("c:/data", "looks like a Windows path"),
             ("D:", "looks like a Windows path"),
@@ -93,8 +93,25 @@ class TestRegistry:
             endpoint_for(location)
         message = str(info.value)
         assert message.startswith(f"location {location!r}: ") and why in message
-        for form in LocalEndpoint.forms + S3Endpoint.forms:
+        for form in LocalEndpoint.forms + S3Endpoint.forms + RcloneEndpoint.forms:
             assert form in message
+
+    @pytest.mark.parametrize(
+        "location, remote, path",
+        [("remote:path/x", "remote", "path/x"), ("my remote:", "my remote", ""), ("s3:bucket", "s3", "bucket"),
+         (":local:/data", ":local", "/data"), (":s3:bucket/p", ":s3", "bucket/p")],
+    )
+    def test_rclone_forms_are_rclone_remotes(self, location, remote, path):
+        """Whether the remote is configured is checked when the copy checks its locations
+        (the message then says how to write a local folder of that name: ./NAME)."""
+        endpoint = endpoint_for(location)
+        assert type(endpoint) is RcloneEndpoint and endpoint.location == location
+        assert (endpoint.remote.remote, endpoint.remote.path) == (remote, path)
+
+    def test_rclone_options_in_a_location_are_refused(self):
+        with pytest.raises(ConfigurationError, match="in the environment") as info:
+            endpoint_for(":s3,secret_access_key=XYZ:bucket")
+        assert "XYZ" not in str(info.value)
 
     @pytest.mark.parametrize(
         "location, why",
@@ -108,7 +125,8 @@ class TestRegistry:
         with pytest.raises(ConfigurationError, match=why):
             endpoint_for(location)
 
-    def test_parallel_copy_refuses_before_anything_runs(self, tmp_path, dm):
+    def test_parallel_copy_refuses_before_anything_runs(self, tmp_path, dm, monkeypatch):
+        monkeypatch.setenv("RCLONE_CONFIG", os.devnull)  # no remote is configured
         src = tmp_path / "src"
         write(src / "a", b"a")
         with pytest.raises(ConfigurationError, match="no endpoint copies gs:// locations yet"):

@@ -217,7 +217,7 @@ def assert_whole(files, dst: Path, src: Path) -> None:
             assert a.read() == b.read(), f"{full!r} looks complete but is not"
 
 
-def copy_workers(pid: int) -> list:
+def copy_workers(pid: int, script: str = "transfer/worker.py") -> list:
     """psutil processes running the shard copy worker (``.../transfer/worker.py``) below ``pid``."""
     found = []
     try:
@@ -226,7 +226,7 @@ def copy_workers(pid: int) -> list:
         return found
     for child in children:
         try:
-            if any(part.endswith("transfer/worker.py") for part in child.cmdline()):
+            if any(part.endswith(script) for part in child.cmdline()):
                 found.append(child)
         except psutil.Error:
             pass
