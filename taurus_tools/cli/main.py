@@ -260,7 +260,9 @@ def _copy_parser(sub: Any) -> None:
         parents=[_global_parent("copy")],
         **_NO_ABBREV,
     )
-    p.add_argument("src", help="folder to copy (its contents), or one file or object; a path, s3://BUCKET/PREFIX or REMOTE:PATH")
+    p.add_argument(
+        "src", help="folder to copy (its contents), or one file or object: a path, s3://BUCKET/PREFIX or REMOTE:PATH"
+    )
     p.add_argument("dst", help="folder to copy into (created if missing)")
     group = p.add_argument_group("copy options")
     for f in cli_fields():  # CopyConfig's fields: their defaults, ranges and help are written there
