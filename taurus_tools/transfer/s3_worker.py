@@ -253,14 +253,16 @@ class S3ShardWorker:
             if kind == b"l":
                 raise Refused("a dangling symbolic link: object storage has no links, and it points nowhere") from None
             raise exc
+        st = os.fstat(fd)
+        if (st.st_mode & 0o170000) != 0o100000:
+            # Before fdopen, which refuses a folder with a bare "Is a directory".
+            os.close(fd)
+            raise Refused(
+                "a symbolic link to a folder: object storage has no links (copy the folder itself)"
+                if kind == b"l"
+                else "not a regular file any more"
+            )
         with os.fdopen(fd, "rb") as fh:
-            st = os.fstat(fd)
-            if (st.st_mode & 0o170000) != 0o100000:
-                raise Refused(
-                    "a symbolic link to a folder: object storage has no links (copy the folder itself)"
-                    if kind == b"l"
-                    else "not a regular file any more"
-                )
             if not self.new:
                 head = self.head(key)
                 if (
