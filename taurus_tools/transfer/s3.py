@@ -278,9 +278,10 @@ def list_prefix(
     Records have the engine's format (``f\\tSIZE\\tMTIME_NS\\tPATH\\0``, PATH relative to the
     location, UTF-8).  The listing streams page by page (1,000 keys each); nothing but the
     counters stays in memory.  Folder markers (keys ending in ``/``) are folders, not files,
-    as for rclone and the AWS CLI: they are counted with ``dirs`` and not copied.  A key that
-    cannot be a file name (see :func:`key_problem`) is left out with a message naming it;
-    keys whose name or relative path matches an ``exclude`` glob are left out and counted.
+    as for rclone and the AWS CLI: they are counted with ``dirs`` and not copied (one that
+    holds data is refused).  A key that cannot be a file name (see :func:`key_problem`) is
+    left out with a message naming it; keys whose name or relative path matches an
+    ``exclude`` glob are left out and counted.
     Raises :class:`S3Error` when the location cannot be listed at all.
     """
     stats = ListingStats()
@@ -291,8 +292,15 @@ def list_prefix(
             records = []
             for item in page.get("Contents", ()):
                 rel = item["Key"][len(location.prefix):]
-                if rel.endswith(_FOLDER_MARKER_SUFFIX) and not item.get("Size"):
-                    stats.dirs += 1
+                if rel.endswith(_FOLDER_MARKER_SUFFIX):
+                    if not item.get("Size"):
+                        stats.dirs += 1
+                    else:
+                        stats.refuse(
+                            f"{location}{rel}",
+                            f"the key ends with '/', as a folder marker does, but holds {item['Size']} bytes: "
+                            "no file can have that name",
+                        )
                     continue
                 problem = key_problem(rel)
                 if problem is not None:
