@@ -96,6 +96,13 @@ PERMANENT_CODES = frozenset(("AccessDenied", "NoSuchKey", "404", "403", "KeyTooL
 UNREACHABLE = frozenset(("EndpointConnectionError", "ConnectTimeoutError", "ConnectionClosedError"))
 
 
+#: Why an object cannot be written where a folder of its name is.
+_FOLDER_THERE = (
+    "a folder of that name is at the destination, holding keys below this one ('a' and 'a/b'): "
+    "a file cannot take its place"
+)
+
+
 class Changed(Exception):
     """The source changed while it was copied, or the copy does not match: worth another try."""
 
@@ -340,15 +347,14 @@ class S3ShardWorker:
         if not self.new:
             link = link_above(self.local, rel, self._real_dirs)
             if link is not None:
-                raise Refused(
-                    f"{os.fsdecode(link)!r} is a symbolic link (or a file) at the destination where the "
-                    "key needs a folder; not writing through it"
-                )
+                raise Refused(self._no_folder(link))
             try:
                 st = os.lstat(dst)
             except FileNotFoundError:
                 pass
             else:
+                if (st.st_mode & 0o170000) == 0o040000:
+                    raise Refused(_FOLDER_THERE)
                 if st.st_size == size and (st.st_mode & 0o170000) == 0o100000:
                     head = self.head(key)
                     if head is not None and head["ContentLength"] == size:
@@ -357,7 +363,10 @@ class S3ShardWorker:
                             return
         parent = dst[: dst.rfind(b"/")]
         if parent not in self._made_dirs:
-            os.makedirs(parent, exist_ok=True)
+            try:
+                os.makedirs(parent, exist_ok=True)
+            except (FileExistsError, NotADirectoryError):  # the object "a" arrived before "a/b"
+                raise Refused(self._no_folder(link_above(self.local, rel, set()) or rel[: rel.rfind(b"/")])) from None
             self._made_dirs.add(parent)
         tmp = self.temporary()
         try:
@@ -370,7 +379,10 @@ class S3ShardWorker:
                     self.count(mismatches=1)
                     raise Changed("the content's MD5 is not the one stored with the object (verify=checksum)")
             os.utime(tmp, ns=(time.time_ns(), object_mtime(head) or time.time_ns()))
-            os.replace(tmp, dst)
+            try:
+                os.replace(tmp, dst)
+            except IsADirectoryError:  # "a/b" arrived before "a"
+                raise Refused(_FOLDER_THERE) from None
         except BaseException:
             try:
                 os.unlink(tmp)
@@ -378,6 +390,19 @@ class S3ShardWorker:
                 pass
             raise
         self.count(files=1, bytes=got, verified=int(self.verify != "none"))
+
+    def _no_folder(self, folder: bytes) -> str:
+        """Why a key cannot be written below ``folder`` (relative), which is no folder at the destination."""
+        name = os.fsdecode(folder)
+        if os.path.islink(self.local + folder):
+            return (
+                f"{name!r} is a symbolic link at the destination where the key needs a folder; "
+                "not writing through it"
+            )
+        return (
+            f"{name!r} is a file at the destination where the key needs a folder (an object and keys "
+            "below it, 'a' and 'a/b', cannot both be files)"
+        )
 
     def _fetch(self, key: str, size: int, tmp: bytes) -> Tuple[int, Optional[bytes], Dict[str, Any]]:
         """Download ``key`` to ``tmp``; return the bytes written, their MD5 (verify=checksum) and the headers."""
