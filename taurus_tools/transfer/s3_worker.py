@@ -84,7 +84,15 @@ from taurus_tools.transfer.s3 import (  # noqa: E402
     object_mtime,
     stored_md5,
 )
-from taurus_tools.transfer.worker import PART_PREFIX, PERMANENT_ERRNOS, Refused, Worker, escapes  # noqa: E402
+from taurus_tools.transfer.worker import (  # noqa: E402
+    PART_PREFIX,
+    PERMANENT_ERRNOS,
+    PERMANENT_SUFFIX,
+    Refused,
+    Worker,
+    _Lazy,
+    escapes,
+)
 
 #: Objects from this size on go through the transfer manager in parts.
 MULTIPART_THRESHOLD = 8 << 20
@@ -136,7 +144,9 @@ class S3ShardWorker:
         self._multipart: Set[str] = set()
         self.part_tag = os.fsencode(args.part_tag or f"w{os.getpid()}")
         failed = open(args.failed, "wb")
-        permanent = open(args.failed + ".permanent", "wb")
+        # Made on its first write only: the driver takes the file's existence for failures
+        # no retry heals, and a shard that had none would then end failed after its retry.
+        permanent = _Lazy(args.failed + PERMANENT_SUFFIX)
         messages = open(args.failed + ".messages", "w")
         self.report = Worker(
             self.local, self.local, args.verify, args.status, failed, messages, new=args.new, permanent=permanent
