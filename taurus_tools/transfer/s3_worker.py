@@ -41,7 +41,8 @@ Download (S3 to local), per object:
   at the shard, and on SIGTERM by the worker itself), checked, given
   the source's modification time, and only then renamed into place: nothing incomplete
   ever has a real name;
-* large objects are fetched with ``If-Match`` on the ETag first seen: an object replaced
+* large objects are fetched in parts with ``If-Match`` on the ETag first seen, and asked
+  for again at the end (servers that ignore ``If-Match`` exist): an object replaced
   during its download fails (and is retried) rather than arriving torn;
 * keys that would leave the destination (``..``, a leading ``/``) are refused, and so
   (unless ``--new``) is writing through a destination folder that is a symbolic link.
@@ -498,6 +499,10 @@ class S3ShardWorker:
         got = os.stat(tmp).st_size
         if got != head["ContentLength"]:
             raise Changed(f"the download ended after {got} of {head['ContentLength']} bytes")
+        # Not every server honours If-Match (rclone serve s3 ignores it): ask again.
+        after = self.head(key)
+        if after is None or any(after.get(n) != head.get(n) for n in ("ETag", "ContentLength", "LastModified")):
+            raise Changed("the object changed while it was being downloaded in parts; it is downloaded again")
         if md5 is not None:
             with open(tmp, "rb") as fh:
                 return got, _md5_of(fh), head
