@@ -158,8 +158,12 @@ def make_client(config: S3Config = S3Config()) -> Tuple[Any, Optional[str]]:
     """
     import boto3
     import botocore.config
+    import botocore.exceptions
 
-    session = boto3.session.Session(profile_name=config.profile)
+    try:
+        session = boto3.session.Session(profile_name=config.profile)
+    except botocore.exceptions.ProfileNotFound:
+        raise ConfigurationError(_no_such_profile(config.profile or os.environ.get("AWS_PROFILE", ""))) from None
     endpoint = config.endpoint_url
     if endpoint is None:
         # boto3 resolves AWS_ENDPOINT_URL(_S3) and the profile's endpoint_url itself; ask
@@ -183,6 +187,22 @@ def make_client(config: S3Config = S3Config()) -> Tuple[Any, Optional[str]]:
         )
     client = session.client("s3", endpoint_url=endpoint, config=botocore.config.Config(**options))
     return client, endpoint
+
+
+def _no_such_profile(name: str) -> str:
+    """Where a profile was looked for, and which profiles are there."""
+    import botocore.session
+
+    files = [
+        os.environ.get("AWS_CONFIG_FILE", "~/.aws/config"),
+        os.environ.get("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials"),
+    ]
+    try:
+        known = sorted(botocore.session.Session().available_profiles)
+    except Exception:  # an unreadable file: its own error comes with the next call
+        known = []
+    there = f"profiles there: {', '.join(known)}" if known else "no profile is defined there"
+    return f"the AWS profile {name!r} is in neither {files[0]} nor {files[1]}; {there}"
 
 
 #: Object metadata (as rclone writes it): the source's modification time, in Unix seconds
