@@ -146,6 +146,23 @@ def tree(pid: int) -> List[int]:
         return []
 
 
+def scripts_below(pid: int, script: str) -> List[psutil.Process]:
+    """The processes below ``pid`` running a Python script whose path ends in ``script``
+    (``"transfer/worker.py"``: a parallel copy's shard workers)."""
+    found: List[psutil.Process] = []
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return found
+    for child in children:
+        try:
+            if any(part.endswith(script) for part in child.cmdline()):
+                found.append(child)
+        except psutil.Error:
+            pass
+    return found
+
+
 def kill_group(pgid: int) -> None:
     """Clean-up: SIGKILL a process group left behind by a test (the handle's session)."""
     try:

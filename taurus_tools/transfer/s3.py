@@ -158,8 +158,12 @@ def make_client(config: S3Config = S3Config()) -> Tuple[Any, Optional[str]]:
     """
     import boto3
     import botocore.config
+    import botocore.exceptions
 
-    session = boto3.session.Session(profile_name=config.profile)
+    try:
+        session = boto3.session.Session(profile_name=config.profile)
+    except botocore.exceptions.ProfileNotFound:
+        raise ConfigurationError(_no_such_profile(config.profile or os.environ.get("AWS_PROFILE", ""))) from None
     endpoint = config.endpoint_url
     if endpoint is None:
         # boto3 resolves AWS_ENDPOINT_URL(_S3) and the profile's endpoint_url itself; ask
@@ -183,6 +187,22 @@ def make_client(config: S3Config = S3Config()) -> Tuple[Any, Optional[str]]:
         )
     client = session.client("s3", endpoint_url=endpoint, config=botocore.config.Config(**options))
     return client, endpoint
+
+
+def _no_such_profile(name: str) -> str:
+    """Where a profile was looked for, and which profiles are there."""
+    import botocore.session
+
+    files = [
+        os.environ.get("AWS_CONFIG_FILE", "~/.aws/config"),
+        os.environ.get("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials"),
+    ]
+    try:
+        known = sorted(botocore.session.Session().available_profiles)
+    except Exception:  # an unreadable file: its own error comes with the next call
+        known = []
+    there = f"profiles there: {', '.join(known)}" if known else "no profile is defined there"
+    return f"the AWS profile {name!r} is in neither {files[0]} nor {files[1]}; {there}"
 
 
 #: Object metadata (as rclone writes it): the source's modification time, in Unix seconds
@@ -278,9 +298,10 @@ def list_prefix(
     Records have the engine's format (``f\\tSIZE\\tMTIME_NS\\tPATH\\0``, PATH relative to the
     location, UTF-8).  The listing streams page by page (1,000 keys each); nothing but the
     counters stays in memory.  Folder markers (keys ending in ``/``) are folders, not files,
-    as for rclone and the AWS CLI: they are counted with ``dirs`` and not copied.  A key that
-    cannot be a file name (see :func:`key_problem`) is left out with a message naming it;
-    keys whose name or relative path matches an ``exclude`` glob are left out and counted.
+    as for rclone and the AWS CLI: they are counted with ``dirs`` and not copied (one that
+    holds data is refused).  A key that cannot be a file name (see :func:`key_problem`) is
+    left out with a message naming it; keys whose name or relative path matches an
+    ``exclude`` glob are left out and counted.
     Raises :class:`S3Error` when the location cannot be listed at all.
     """
     stats = ListingStats()
@@ -291,8 +312,15 @@ def list_prefix(
             records = []
             for item in page.get("Contents", ()):
                 rel = item["Key"][len(location.prefix):]
-                if rel.endswith(_FOLDER_MARKER_SUFFIX) and not item.get("Size"):
-                    stats.dirs += 1
+                if rel.endswith(_FOLDER_MARKER_SUFFIX):
+                    if not item.get("Size"):
+                        stats.dirs += 1
+                    else:
+                        stats.refuse(
+                            f"{location}{rel}",
+                            f"the key ends with '/', as a folder marker does, but holds {item['Size']} bytes: "
+                            "no file can have that name",
+                        )
                     continue
                 problem = key_problem(rel)
                 if problem is not None:

@@ -27,20 +27,22 @@ Upload (local to S3), per file:
 * every object gets ``mtime`` metadata, and with ``--verify checksum`` also ``md5chksum``
   (base64 MD5 of the content, as rclone stores it) for later checks (a multipart ETag
   is not an MD5 of the content);
-* a multipart upload that fails or is interrupted (SIGTERM) is aborted; one a killed
-  worker left is aborted by the next attempt at the shard (each attempt that is not
-  ``--new`` first aborts the unfinished uploads of its own large keys), so no orphaned
-  parts stay behind.
+* a multipart upload that fails is aborted, and so is one in flight on SIGTERM (at
+  once: the worker does not wait for its parts); one a killed worker left is aborted
+  by the next attempt at the shard (each attempt that is not ``--new`` first aborts the
+  unfinished uploads of its own large keys), so no orphaned parts stay behind.
 
 Download (S3 to local), per object:
 
 * skipped when the local file has the object's size and the modification time of its
   ``mtime`` metadata (its LastModified without one): a HEAD for each file whose size matches;
 * written under a temporary name in the destination's top folder (``.tt-part-TAG-T``:
-  a killed run's leftovers are found there and removed by the next run), checked, given
+  a killed attempt's leftovers, s3transfer's included, are removed by the next attempt
+  at the shard, and on SIGTERM by the worker itself), checked, given
   the source's modification time, and only then renamed into place: nothing incomplete
   ever has a real name;
-* large objects are fetched with ``If-Match`` on the ETag first seen: an object replaced
+* large objects are fetched in parts with ``If-Match`` on the ETag first seen, and asked
+  for again at the end (servers that ignore ``If-Match`` exist): an object replaced
   during its download fails (and is retried) rather than arriving torn;
 * keys that would leave the destination (``..``, a leading ``/``) are refused, and so
   (unless ``--new``) is writing through a destination folder that is a symbolic link.
@@ -55,6 +57,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import hashlib
 import os
 import signal
@@ -82,7 +85,15 @@ from taurus_tools.transfer.s3 import (  # noqa: E402
     object_mtime,
     stored_md5,
 )
-from taurus_tools.transfer.worker import PART_PREFIX, PERMANENT_ERRNOS, Refused, Worker, escapes  # noqa: E402
+from taurus_tools.transfer.worker import (  # noqa: E402
+    PART_PREFIX,
+    PERMANENT_ERRNOS,
+    PERMANENT_SUFFIX,
+    Refused,
+    Worker,
+    _Lazy,
+    escapes,
+)
 
 #: Objects from this size on go through the transfer manager in parts.
 MULTIPART_THRESHOLD = 8 << 20
@@ -94,6 +105,13 @@ SHARD_FATAL = frozenset(("InvalidAccessKeyId", "SignatureDoesNotMatch", "Expired
 PERMANENT_CODES = frozenset(("AccessDenied", "NoSuchKey", "404", "403", "KeyTooLongError", "InvalidObjectName"))
 #: Connection failures: the endpoint is gone; the rest of the shard fails at once.
 UNREACHABLE = frozenset(("EndpointConnectionError", "ConnectTimeoutError", "ConnectionClosedError"))
+
+
+#: Why an object cannot be written where a folder of its name is.
+_FOLDER_THERE = (
+    "a folder of that name is at the destination, holding keys below this one ('a' and 'a/b'): "
+    "a file cannot take its place"
+)
 
 
 class Changed(Exception):
@@ -123,9 +141,13 @@ class S3ShardWorker:
         self._real_dirs: Set[bytes] = set()
         self._made_dirs: Set[bytes] = set()
         self.broken: Optional[str] = None
+        #: Keys whose multipart upload is under way (aborted on SIGTERM).
+        self._multipart: Set[str] = set()
         self.part_tag = os.fsencode(args.part_tag or f"w{os.getpid()}")
         failed = open(args.failed, "wb")
-        permanent = open(args.failed + ".permanent", "wb")
+        # Made on its first write only: the driver takes the file's existence for failures
+        # no retry heals, and a shard that had none would then end failed after its retry.
+        permanent = _Lazy(args.failed + PERMANENT_SUFFIX)
         messages = open(args.failed + ".messages", "w")
         self.report = Worker(
             self.local, self.local, args.verify, args.status, failed, messages, new=args.new, permanent=permanent
@@ -175,36 +197,61 @@ class S3ShardWorker:
 
     # ------------------------------------------------------------------ the shard
     def run(self, shard: str) -> int:
-        if self.upload and not self.new:
-            self.abort_unfinished(shard)
+        if not self.new:  # what a killed attempt at this shard left
+            if self.upload:
+                self.abort_unfinished(shard)
+            else:
+                self.remove_own_leftovers()
         in_flight: Set[Future] = set()
-        with ThreadPoolExecutor(self.threads, thread_name_prefix="s3") as pool:
-            try:
-                for raw in iter_records(shard):
-                    if self.stopping.is_set():
-                        raise KeyboardInterrupt
-                    kind, size, mtime, rel = raw[:-1].split(b"\t", 3)
-                    if kind == b"d":
-                        continue  # object storage has no folders (and keys imply theirs)
-                    if self.broken is not None:
-                        self.fail(raw, rel, self.broken)
-                        continue
-                    if len(in_flight) >= 4 * self.threads:
-                        _done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-                    in_flight.add(pool.submit(self.one, raw, kind, int(size), int(mtime), rel))
-                wait(in_flight)
-            except BaseException:
-                self.stopping.set()
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
-            finally:
-                if self._manager is not None:
-                    # Cancel what runs (an interrupted multipart upload is aborted by it).
-                    self._manager.shutdown(cancel=self.stopping.is_set())
+        # Not a with block: its exit would wait for the transfers in flight, and on SIGTERM
+        # main() must not (see interrupted()).
+        pool = ThreadPoolExecutor(self.threads, thread_name_prefix="s3")
+        try:
+            for raw in iter_records(shard):
+                if self.stopping.is_set():
+                    raise KeyboardInterrupt
+                kind, size, mtime, rel = raw[:-1].split(b"\t", 3)
+                if kind == b"d":
+                    continue  # object storage has no folders (and keys imply theirs)
+                if self.broken is not None:
+                    self.fail(raw, rel, self.broken)
+                    continue
+                if len(in_flight) >= 4 * self.threads:
+                    _done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                in_flight.add(pool.submit(self.one, raw, kind, int(size), int(mtime), rel))
+            wait(in_flight)
+        except BaseException:
+            self.stopping.set()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
+        if self._manager is not None:
+            self._manager.shutdown()
         self.report.status(done=True)
         for fh in self._files:
             fh.close()
         return 1 if self.report.counts["failed"] else 0
+
+    def interrupted(self) -> None:
+        """On SIGTERM (a cancelled copy): abort the multipart uploads in flight and remove the
+        temporary files of downloads, without waiting for the transfers (a part can take
+        minutes, and the driver kills a worker that has not ended within seconds).
+
+        s3transfer's own cancel would wait for the parts in flight first.  (Should the
+        server start an upload after this, in the moment before the process ends, the
+        next attempt at the shard aborts it.)
+        """
+        if self.upload:
+            locked = self._lock.acquire(timeout=2)  # the signal may have come while it was held
+            try:
+                keys = sorted(self._multipart)
+            finally:
+                if locked:
+                    self._lock.release()
+            for key in keys:
+                self._abort_uploads_of(key)
+        else:
+            self.remove_own_leftovers()
 
     def one(self, raw: bytes, kind: bytes, size: int, mtime_ns: int, rel: bytes) -> None:
         if self.broken is not None:
@@ -253,14 +300,16 @@ class S3ShardWorker:
             if kind == b"l":
                 raise Refused("a dangling symbolic link: object storage has no links, and it points nowhere") from None
             raise exc
+        st = os.fstat(fd)
+        if (st.st_mode & 0o170000) != 0o100000:
+            # Before fdopen, which refuses a folder with a bare "Is a directory".
+            os.close(fd)
+            raise Refused(
+                "a symbolic link to a folder: object storage has no links (copy the folder itself)"
+                if kind == b"l"
+                else "not a regular file any more"
+            )
         with os.fdopen(fd, "rb") as fh:
-            st = os.fstat(fd)
-            if (st.st_mode & 0o170000) != 0o100000:
-                raise Refused(
-                    "a symbolic link to a folder: object storage has no links (copy the folder itself)"
-                    if kind == b"l"
-                    else "not a regular file any more"
-                )
             if not self.new:
                 head = self.head(key)
                 if (
@@ -289,7 +338,13 @@ class S3ShardWorker:
                 if self.verify == "checksum":
                     metadata[MD5_KEY] = base64.b64encode(_md5_of(fh)).decode()
                     fh.seek(0)
-                self.manager.upload(fh, self.location.bucket, key, extra_args={"Metadata": metadata}).result()
+                with self._lock:
+                    self._multipart.add(key)
+                try:
+                    self.manager.upload(fh, self.location.bucket, key, extra_args={"Metadata": metadata}).result()
+                finally:
+                    with self._lock:
+                        self._multipart.discard(key)
                 self._check_unchanged(fd, st, st.st_size)
                 if self.verify != "none":
                     head = self.head(key)
@@ -320,16 +375,37 @@ class S3ShardWorker:
                 continue
             try:
                 key = self.location.key(rel.decode("utf-8"))
-                found = self.client.list_multipart_uploads(Bucket=self.location.bucket, Prefix=key)
-                for upload in found.get("Uploads", ()):
-                    if upload["Key"] == key:
-                        self.client.abort_multipart_upload(
-                            Bucket=self.location.bucket, Key=key, UploadId=upload["UploadId"]
-                        )
-            except Exception:  # (a name that is no key, a refused request) the upload reports it
+            except UnicodeDecodeError:  # no key: the upload reports it
                 continue
+            self._abort_uploads_of(key)
+
+    def _abort_uploads_of(self, key: str) -> None:
+        try:
+            found = self.client.list_multipart_uploads(Bucket=self.location.bucket, Prefix=key)
+            for upload in found.get("Uploads", ()):
+                if upload["Key"] == key:
+                    self.client.abort_multipart_upload(
+                        Bucket=self.location.bucket, Key=key, UploadId=upload["UploadId"]
+                    )
+        except Exception:  # a refused request: the upload of the key reports the reason
+            pass
 
     # ------------------------------------------------------------------ download
+    def remove_own_leftovers(self) -> None:
+        """Remove what an earlier attempt at this shard left in the destination's top folder:
+        its threads' temporary names (``.tt-part-TAG-tN``) and those s3transfer made beside
+        them (``.tt-part-TAG-tN.XXXXXXXX``, a random suffix no later attempt would overwrite).
+        One attempt at a shard runs at a time, so none of them is in use."""
+        prefix = PART_PREFIX + self.part_tag + b"-t"
+        try:
+            with os.scandir(self.local) as found:
+                for item in found:
+                    if item.name.startswith(prefix) and item.is_file(follow_symlinks=False):
+                        with contextlib.suppress(OSError):
+                            os.unlink(item.path)
+        except OSError:
+            pass
+
     def get(self, size: int, listed_mtime_ns: int, rel: bytes) -> None:
         if escapes(rel):
             raise Refused("the key is absolute or leaves the destination with '..': refused")
@@ -338,15 +414,14 @@ class S3ShardWorker:
         if not self.new:
             link = link_above(self.local, rel, self._real_dirs)
             if link is not None:
-                raise Refused(
-                    f"{os.fsdecode(link)!r} is a symbolic link (or a file) at the destination where the "
-                    "key needs a folder; not writing through it"
-                )
+                raise Refused(self._no_folder(link))
             try:
                 st = os.lstat(dst)
             except FileNotFoundError:
                 pass
             else:
+                if (st.st_mode & 0o170000) == 0o040000:
+                    raise Refused(_FOLDER_THERE)
                 if st.st_size == size and (st.st_mode & 0o170000) == 0o100000:
                     head = self.head(key)
                     if head is not None and head["ContentLength"] == size:
@@ -355,7 +430,10 @@ class S3ShardWorker:
                             return
         parent = dst[: dst.rfind(b"/")]
         if parent not in self._made_dirs:
-            os.makedirs(parent, exist_ok=True)
+            try:
+                os.makedirs(parent, exist_ok=True)
+            except (FileExistsError, NotADirectoryError):  # the object "a" arrived before "a/b"
+                raise Refused(self._no_folder(link_above(self.local, rel, set()) or rel[: rel.rfind(b"/")])) from None
             self._made_dirs.add(parent)
         tmp = self.temporary()
         try:
@@ -368,7 +446,10 @@ class S3ShardWorker:
                     self.count(mismatches=1)
                     raise Changed("the content's MD5 is not the one stored with the object (verify=checksum)")
             os.utime(tmp, ns=(time.time_ns(), object_mtime(head) or time.time_ns()))
-            os.replace(tmp, dst)
+            try:
+                os.replace(tmp, dst)
+            except IsADirectoryError:  # "a/b" arrived before "a"
+                raise Refused(_FOLDER_THERE) from None
         except BaseException:
             try:
                 os.unlink(tmp)
@@ -376,6 +457,19 @@ class S3ShardWorker:
                 pass
             raise
         self.count(files=1, bytes=got, verified=int(self.verify != "none"))
+
+    def _no_folder(self, folder: bytes) -> str:
+        """Why a key cannot be written below ``folder`` (relative), which is no folder at the destination."""
+        name = os.fsdecode(folder)
+        if os.path.islink(self.local + folder):
+            return (
+                f"{name!r} is a symbolic link at the destination where the key needs a folder; "
+                "not writing through it"
+            )
+        return (
+            f"{name!r} is a file at the destination where the key needs a folder (an object and keys "
+            "below it, 'a' and 'a/b', cannot both be files)"
+        )
 
     def _fetch(self, key: str, size: int, tmp: bytes) -> Tuple[int, Optional[bytes], Dict[str, Any]]:
         """Download ``key`` to ``tmp``; return the bytes written, their MD5 (verify=checksum) and the headers."""
@@ -405,6 +499,10 @@ class S3ShardWorker:
         got = os.stat(tmp).st_size
         if got != head["ContentLength"]:
             raise Changed(f"the download ended after {got} of {head['ContentLength']} bytes")
+        # Not every server honours If-Match (rclone serve s3 ignores it): ask again.
+        after = self.head(key)
+        if after is None or any(after.get(n) != head.get(n) for n in ("ETag", "ContentLength", "LastModified")):
+            raise Changed("the object changed while it was being downloaded in parts; it is downloaded again")
         if md5 is not None:
             with open(tmp, "rb") as fh:
                 return got, _md5_of(fh), head
@@ -453,6 +551,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     worker = S3ShardWorker(args)
 
     def stop(signum: int, _frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once is enough
         worker.stopping.set()
         raise KeyboardInterrupt
 
@@ -460,7 +559,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return worker.run(args.shard)
     except KeyboardInterrupt:
-        return 128 + signal.SIGTERM
+        worker.interrupted()
+        sys.stderr.flush()
+        # Not a normal exit: that would wait for the threads' transfers in flight.
+        os._exit(128 + signal.SIGTERM)
 
 
 if __name__ == "__main__":

@@ -569,9 +569,12 @@ class _Lazy:
     def __enter__(self) -> "_Lazy":
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def close(self) -> None:
         if self.fh is not None:
             self.fh.close()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 if __name__ == "__main__":

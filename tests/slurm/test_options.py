@@ -174,6 +174,9 @@ COPY_OPTIONS: Dict[str, Tuple[List[str], Any]] = {
     "check_space": (["--no-space-check"], False),
     "keep_work_dir": (["--keep-work-dir"], True),
     "files_from": (["--files-from", "/l.txt"], Path("/l.txt")),
+    "threads": (["--threads", "3"], 3),
+    "endpoint_url": (["--endpoint-url", "https://s3.example.org:9000"], "https://s3.example.org:9000"),
+    "profile": (["--profile", "project-x"], "project-x"),
 }
 
 

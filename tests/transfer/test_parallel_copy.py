@@ -28,7 +28,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from helpers import HOSTILE_NAMES, alive, wait_until
+from helpers import HOSTILE_NAMES, alive, scripts_below, wait_until
 
 import taurus_tools.datamover.backends as backends_mod
 import taurus_tools.transfer.worker as copy_worker
@@ -219,18 +219,7 @@ def assert_whole(files, dst: Path, src: Path) -> None:
 
 def copy_workers(pid: int, script: str = "transfer/worker.py") -> list:
     """psutil processes running the shard copy worker (``.../transfer/worker.py``) below ``pid``."""
-    found = []
-    try:
-        children = psutil.Process(pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return found
-    for child in children:
-        try:
-            if any(part.endswith(script) for part in child.cmdline()):
-                found.append(child)
-        except psutil.Error:
-            pass
-    return found
+    return scripts_below(pid, script)
 
 
 def kill_all(procs) -> None:
