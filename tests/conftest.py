@@ -20,6 +20,11 @@ multinode
 site_tools_dir
     :class:`pathlib.Path` of ``tests/site_tools``, the ``dt*`` emulation of the
     ZIH datamover tools (see ``tests/site_tools/_dtcommon.sh``).
+s3_server, seaweed_server, s3_servers
+    Real S3 servers on 127.0.0.1 (``tests/s3_server.py``), one of each per session:
+    ``rclone serve s3`` (quick, buckets are folders), SeaweedFS's ``weed mini`` (an
+    AWS-like second implementation), and either of them (parametrized "rclone",
+    "seaweedfs"), so that a test taking ``s3_servers`` runs against both.
 
 After every test that used ``slurm_cluster``, the jobs it started must be gone and
 the node idle again within :data:`JOBS_END_TIMEOUT` seconds (a job stays COMPLETING
@@ -229,3 +234,25 @@ def s3_server(tmp_path_factory):
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def seaweed_server(tmp_path_factory):
+    """A second real S3 server (SeaweedFS's ``weed mini``) on 127.0.0.1, one per session."""
+    from s3_server import SeaweedS3Server
+
+    server = SeaweedS3Server(tmp_path_factory.mktemp("seaweed") / "data").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+#: The S3 server fixtures by implementation, for ``s3_servers``.
+S3_SERVER_FIXTURES = {"rclone": "s3_server", "seaweedfs": "seaweed_server"}
+
+
+@pytest.fixture(scope="session", params=list(S3_SERVER_FIXTURES))
+def s3_servers(request: pytest.FixtureRequest):
+    """Each real S3 server in turn: a test that takes it runs once per implementation."""
+    return request.getfixturevalue(S3_SERVER_FIXTURES[request.param])

@@ -1,4 +1,4 @@
-"""S3 locations, the client's settings and listing a prefix, against a real ``rclone serve s3``."""
+"""S3 locations, the client's settings and listing a prefix, against each real test server (rclone, SeaweedFS)."""
 
 from __future__ import annotations
 
@@ -90,11 +90,11 @@ class TestConfig:
         with pytest.raises(ConfigurationError, match=why):
             S3Config(**options)
 
-    def test_client_for_a_non_aws_endpoint(self, s3_server, monkeypatch):
-        for name, value in s3_server.env().items():
+    def test_client_for_a_non_aws_endpoint(self, s3_servers, monkeypatch):
+        for name, value in s3_servers.env().items():
             monkeypatch.setenv(name, value)
         client, endpoint = make_client(S3Config(threads=32))
-        assert endpoint == s3_server.endpoint_url  # from AWS_ENDPOINT_URL, as boto3 resolves it
+        assert endpoint == s3_servers.endpoint_url  # from AWS_ENDPOINT_URL, as boto3 resolves it
         cfg = client.meta.config
         assert cfg.s3["addressing_style"] == "path"
         assert cfg.request_checksum_calculation == "when_required"
@@ -111,12 +111,12 @@ class TestConfig:
 
 
 @pytest.fixture
-def s3(s3_server, monkeypatch, request):
+def s3(s3_servers, monkeypatch, request):
     """A client of the test server and a fresh bucket."""
-    for name, value in s3_server.env().items():
+    for name, value in s3_servers.env().items():
         monkeypatch.setenv(name, value)
     client, endpoint = make_client(S3Config())
-    bucket = f"tt-{request.node.name.lower().replace('_', '-')[:40].strip('-')}-{time.monotonic_ns() % 100000}"
+    bucket = f"tt-{request.node.originalname.lower().replace('_', '-')[:40].strip('-')}-{time.monotonic_ns() % 100000}"
     client.create_bucket(Bucket=bucket)
     return client, endpoint, bucket
 
@@ -156,8 +156,8 @@ class TestListing:
         with pytest.raises(S3Error, match="the bucket 'tt-no-such-bucket' does not exist"):
             list_prefix(client, S3Location.parse("s3://tt-no-such-bucket/x"), io.BytesIO(), endpoint=endpoint)
 
-    def test_a_wrong_secret_is_refused_at_once_and_never_shown(self, s3_server, monkeypatch):
-        for name, value in s3_server.env().items():
+    def test_a_wrong_secret_is_refused_at_once_and_never_shown(self, s3_servers, monkeypatch):
+        for name, value in s3_servers.env().items():
             monkeypatch.setenv(name, value)
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret-value")
         client, endpoint = make_client(S3Config())
@@ -166,7 +166,7 @@ class TestListing:
             list_prefix(client, S3Location.parse("s3://somebucket/x"), io.BytesIO(), endpoint=endpoint)
         assert time.monotonic() - started < 10
         text = str(info.value) + repr(info.value.__reduce__())
-        assert "wrong-secret-value" not in text and s3_server.secret not in text
+        assert "wrong-secret-value" not in text and s3_servers.secret not in text
         assert info.value.__cause__ is None and info.value.__suppress_context__
 
     def test_an_unreachable_endpoint_fails_in_bounded_time(self, monkeypatch):
