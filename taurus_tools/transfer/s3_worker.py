@@ -12,8 +12,10 @@ failed, 2 on bad usage.  Credentials come from the environment, the shared files
 profile, as boto3 finds them: never from an argument.
 
 One client per process, ``--threads`` transfers at once.  Objects below the multipart
-threshold (8 MiB) go in one request each (``put_object`` with ``Content-MD5``, so the
-server checks the body; ``get_object`` streamed to disk); larger ones through one
+threshold (8 MiB) go in one request each (a PUT with ``Content-MD5``, so the server checks
+the body; a GET streamed to disk), sent by :mod:`taurus_tools.transfer.s3_direct` on a
+non-AWS endpoint (a quarter of botocore's CPU per object; any answer but success is asked
+again through the client; ``TAURUS_TOOLS_S3_DIRECT=0`` turns it off); larger ones through one
 shared s3transfer manager (multipart, classic client: the CRT client ignores the
 endpoint).
 
@@ -64,6 +66,7 @@ import signal
 import sys
 import threading
 import time
+from functools import partial
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, Dict, List, Optional, Set, Tuple
 
@@ -72,6 +75,7 @@ if __package__ in (None, ""):  # run as a script: the package is two folders up
 
 from s3transfer.subscribers import BaseSubscriber  # noqa: E402
 
+from taurus_tools.transfer.s3_direct import DirectRequests, usable  # noqa: E402
 from taurus_tools.transfer.records import iter_records, link_above  # noqa: E402
 from taurus_tools.transfer.s3 import (  # noqa: E402
     MD5_KEY,
@@ -134,6 +138,10 @@ class S3ShardWorker:
         self.threads = args.threads
         self.config = S3Config(endpoint_url=args.endpoint_url, profile=args.profile, threads=args.threads)
         self.client, self.endpoint = make_client(self.config)
+        #: Small objects' PUT/GET without botocore's per-call cost (None: through the client).
+        self.direct: Optional[DirectRequests] = None
+        if usable(self.endpoint) and os.environ.get("TAURUS_TOOLS_S3_DIRECT", "1") != "0":
+            self.direct = DirectRequests(self.client, self.threads)
         self._manager: Any = None
         self._lock = threading.Lock()
         self._local_names = threading.local()
@@ -327,13 +335,13 @@ class S3ShardWorker:
                     metadata[MD5_KEY] = base64.b64encode(digest.digest()).decode()
                 self._check_unchanged(fd, st, len(data))
                 # Content-MD5: the server refuses a body that does not match.
-                self.client.put_object(
-                    Bucket=self.location.bucket,
-                    Key=key,
-                    Body=data,
-                    ContentMD5=base64.b64encode(digest.digest()).decode(),
-                    Metadata=metadata,
-                )
+                content_md5 = base64.b64encode(digest.digest()).decode()
+                if self.direct is None or not self.direct.put(
+                    self.location.bucket, key, data, content_md5, metadata
+                ):  # (anything but success is asked again through the client, which says why)
+                    self.client.put_object(
+                        Bucket=self.location.bucket, Key=key, Body=data, ContentMD5=content_md5, Metadata=metadata
+                    )
             else:
                 if self.verify == "checksum":
                     metadata[MD5_KEY] = base64.b64encode(_md5_of(fh)).decode()
@@ -476,14 +484,15 @@ class S3ShardWorker:
         bucket = self.location.bucket
         md5 = hashlib.md5() if self.verify == "checksum" else None
         if size < MULTIPART_THRESHOLD:
-            response = self.client.get_object(Bucket=bucket, Key=key)
-            body = response["Body"]
+            answer = self.direct.get(bucket, key) if self.direct is not None else None
+            if answer is not None:
+                response, blocks = answer
+            else:  # through the client: its retries, and its error if it fails
+                response = self.client.get_object(Bucket=bucket, Key=key)
+                blocks = iter(partial(response["Body"].read, _BLOCK), b"")
             got = 0
             with open(tmp, "wb") as out:
-                while True:
-                    block = body.read(_BLOCK)
-                    if not block:
-                        break
+                for block in blocks:
                     out.write(block)
                     got += len(block)
                     if md5 is not None:
