@@ -718,6 +718,11 @@ class ParallelCopy(BackgroundFuture):
             assert ended is not None
             rc = ended.returncode
         tool_checked = False
+        if status is not None and not status.done and rc == 0:
+            # A worker that reports but did not report its end did not finish (killed, and
+            # reaped by someone else): not a success, whatever the exit code says.
+            log.warning("shard %d: its worker exited 0 without reporting its end; counted as failed", queued.index)
+            rc = 1
         if status is None and rc == 0:
             # A tool that reports no counters and does not verify (the site's dtrsync).
             # The mover verifies it (as planned, then checked at the destination).

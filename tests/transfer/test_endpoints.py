@@ -8,6 +8,7 @@ driver lists, launches, verifies and finishes through the endpoint and nothing e
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -282,6 +283,29 @@ class TestInterface:
             ("copy_shard", 0, 0), ("verify_shard", 0, 0), ("copy_shard", 0, 1), ("verify_shard", 0, 1)
         ]
         assert (dst.inner.path / "b").read_bytes() == b"b"
+
+    def test_a_worker_that_exits_0_without_reporting_its_end_did_not_succeed(self, tmp_path, dm, monkeypatch):
+        """A status without "done": true and exit 0 (a worker killed and reaped by someone
+        else) is a failed attempt, retried, never a copy that says ok with files missing."""
+        src, dst, calls = recorded_pair(tmp_path)
+        for i in range(4):
+            write(src.inner.path / f"f{i}", b"%d" % i)
+        real_copy = Recorded.copy_shard
+
+        def half_done_first(self, attempt, **kw):
+            launch = real_copy(self, attempt, **kw)
+            if attempt.attempt == 0:
+                status = '{"files": 1, "bytes": 1, "done": false}'
+                code = f"open({str(attempt.files.status)!r}, 'w').write({status!r})"
+                return Launch((sys.executable, "-c", code), name=launch.name)
+            return launch
+
+        monkeypatch.setattr(Recorded, "copy_shard", half_done_first)
+        result = ParallelCopy(
+            src, dst, datamover=dm, progress=False, work_dir=tmp_path / "w", workers=1, shards=1, retry_delay_s=0
+        ).run()
+        assert result.ok and result.retries == 1, result.failed_messages
+        assert sorted(p.name for p in dst.inner.path.iterdir()) == ["f0", "f1", "f2", "f3"]
 
     def test_the_mover_is_the_destination_then_the_source(self, tmp_path):
         calls: list = []
