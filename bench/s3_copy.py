@@ -54,6 +54,7 @@ def start_server(name: str, base: Path):
     from s3_server import RcloneS3Server, SeaweedS3Server
 
     cls = {"rclone": RcloneS3Server, "seaweedfs": SeaweedS3Server}[name]
+    shutil.rmtree(base / f"server-{name}", ignore_errors=True)  # every run from an empty server
     server = cls(base / f"server-{name}")
     return server.start()
 
@@ -64,7 +65,7 @@ def make_bucket(env: Mapping[str, str], endpoint: str, bucket: str) -> None:
     client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
     try:
         client.create_bucket(Bucket=bucket)
-    except client.exceptions.BucketAlreadyOwnedByYou:
+    except (client.exceptions.BucketAlreadyOwnedByYou, client.exceptions.BucketAlreadyExists):
         pass
 
 
