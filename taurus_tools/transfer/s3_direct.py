@@ -129,17 +129,31 @@ class DirectRequests:
         except Exception:
             return False
 
-    def get(self, bucket: str, key: str) -> Optional[Tuple[Dict[str, Any], Iterator[bytes]]]:
-        """GET one object: its headers (as boto3 names them: ContentLength, ETag,
-        LastModified, Metadata, ServerSideEncryption) and its body in blocks; None unless 200."""
+    def get(
+        self, bucket: str, key: str, *, first: Optional[int] = None, last: Optional[int] = None, etag: str = ""
+    ) -> Optional[Tuple[Dict[str, Any], Iterator[bytes]]]:
+        """GET one object, or its bytes ``first`` to ``last`` (inclusive) if that version
+        (``etag``) is still there: its headers (as boto3 names them: ContentLength, ETag,
+        LastModified, Metadata, ServerSideEncryption) and its body in blocks; None unless the
+        server sent exactly that (200, or 206 for a range)."""
         path = f"/{bucket}/{quote_key(key)}"
+        headers: Dict[str, str] = {}
+        if first is not None:
+            headers["Range"] = f"bytes={first}-{last}"
+        if etag:
+            headers["If-Match"] = etag
         try:
             response = self._pool.urlopen(
-                "GET", path, headers=self._signed("GET", path, {}), preload_content=False
+                "GET", path, headers=self._signed("GET", path, headers), preload_content=False
             )
         except Exception:
             return None
-        if response.status != 200:
+        if first is None:
+            wrong = response.status != 200
+        else:  # 206; some servers (rclone serve s3) answer a range with 200 and just its bytes
+            length = response.headers.get("Content-Length", "")
+            wrong = response.status not in (200, 206) or length != str(last - first + 1)  # type: ignore[operator]
+        if wrong or (etag and response.headers.get("ETag") != etag):
             response.drain_conn()
             response.release_conn()
             return None

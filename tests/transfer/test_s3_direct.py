@@ -116,3 +116,16 @@ def test_usable(endpoint, environ, expected):
 def test_quote_key_escapes_all_but_the_unreserved():
     assert quote_key("a b/c~d_e.f-g") == "a%20b/c~d_e.f-g"
     assert quote_key("ü?#&+=%") == "%C3%BC%3F%23%26%2B%3D%25"
+
+
+def test_a_range_of_that_version_only(env):
+    server, bucket, client, endpoint = env
+    data = os.urandom(3 << 20)
+    client.put_object(Bucket=bucket, Key="big one", Body=data)
+    etag = client.head_object(Bucket=bucket, Key="big one")["ETag"]
+    direct = DirectRequests(client, 2)
+    for first, last in ((0, 99), (1 << 20, (2 << 20) - 1), (len(data) - 10, len(data) - 1)):
+        answer = direct.get(bucket, "big one", first=first, last=last, etag=etag)
+        assert answer is not None and b"".join(answer[1]) == data[first : last + 1]
+    client.put_object(Bucket=bucket, Key="big one", Body=os.urandom(3 << 20))  # replaced
+    assert direct.get(bucket, "big one", first=0, last=99, etag=etag) is None
