@@ -659,3 +659,20 @@ def test_remote_to_local_as_slurm_jobs(slurm_cluster, s3_server, s3t, tmp_path, 
     chunks = read_report(result.report)["benchmark_results"]
     assert len(chunks) == 4 and all(c["job_id"] for c in chunks)
     assert len({c["job_id"] for c in chunks}) == 4
+
+
+@pytest.mark.slurm
+def test_local_to_remote_as_slurm_jobs(slurm_cluster, s3_server, s3t, tmp_path, monkeypatch, spawned):
+    """The reverse: a scratch folder to a bucket, 4 shards as 4 jobs, names rclone encodes included."""
+    monkeypatch.setenv("SLURM_CONF", str(slurm_cluster.conf_path))
+    bucket, _folder = s3t
+    made = make_names(tmp_path / "scratch", [b"-g%02d #x;y \xc3\xbc" % i for i in range(12)])
+    dm_slurm = Datamover("slurm", job_log_dir=tmp_path / "jobs")
+    result = copy(tmp_path / "scratch", f"{bucket}/out", tmp_path, dm_slurm, workers=4, shards=4)
+    assert result.ok, result.failed_messages
+    assert result.files_copied == len(made)
+    sruns = [a for a in spawned if os.path.basename(a[0]) == "srun"]
+    assert len(sruns) == 4 and all("rclone_worker.py" in " ".join(a) for a in sruns)
+    assert s3_server.secret not in repr(spawned) and s3_server.key not in repr(spawned)
+    rclone("copy", f"{bucket}/out", str(tmp_path / "back"))
+    assert tree(tmp_path / "back") == tree(tmp_path / "scratch")
