@@ -233,6 +233,11 @@ class SeaweedS3Server(_TestS3Server):
             *(f"-{part}.port={port}" for part, port in self.ports.items()),
             "-admin.ui=false", "-webdav=false", "-master.telemetry=false",
             "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={self.s3_config}",
+            # Each bucket takes a volume of its own, and by default weed mini allows as many
+            # volumes as free disk / volume size (1 GiB here): about 23 buckets on a disk
+            # with 24 GB free, after which every write fails with InternalError.  Volumes are
+            # sparse files, so a fixed, large count of small ones costs no space.
+            "-master.volumeSizeLimitMB=64", "-volume.max=2000",
         ]
 
     def _write_s3_config(self) -> None:

@@ -8,7 +8,9 @@ process (and, for SeaweedFS, none of its socket files).
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.request
 
 import psutil
 import pytest
@@ -144,3 +146,18 @@ def test_free_port_pairs_are_distinct_and_free_with_their_twins():
     assert all(11000 <= p < 22000 for p in ports) and max(everything) < 32768
     with pytest.raises(RuntimeError, match="found no 3 free port pairs"):
         free_port_pairs(3, low=20000, high=20002)
+
+
+def test_seaweedfs_takes_a_bucket_per_test_whatever_the_disk(seaweed_server):
+    """Every S3 test makes a bucket and SeaweedFS gives each its own volume: the count of
+    volumes must not follow the free disk space (weed mini's default, 23 on a disk with
+    24 GB free, after which every write failed with InternalError in CI)."""
+    master = f"http://127.0.0.1:{seaweed_server.ports['master']}/dir/status"
+    with urllib.request.urlopen(master, timeout=10) as reply:
+        topology = json.load(reply)["Topology"]
+    assert topology["Max"] >= 1000
+    client = seaweed_server.client()
+    for i in range(25):
+        bucket = _bucket(seaweed_server, f"many{i}")
+        client.put_object(Bucket=bucket, Key="k", Body=b"written")
+        assert client.get_object(Bucket=bucket, Key="k")["Body"].read() == b"written"
