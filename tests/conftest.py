@@ -25,6 +25,10 @@ s3_server, seaweed_server, s3_servers
     ``rclone serve s3`` (quick, buckets are folders), SeaweedFS's ``weed mini`` (an
     AWS-like second implementation), and either of them (parametrized "rclone",
     "seaweedfs"), so that a test taking ``s3_servers`` runs against both.
+sigint_raises
+    SIGINT raises KeyboardInterrupt for this test, even if pytest was started with it
+    ignored (a background job of a non-interactive shell, or ``nohup``: Python then
+    installs no handler of its own).  For tests that interrupt the main thread.
 
 After every test that used ``slurm_cluster``, the jobs it started must be gone and
 the node idle again within :data:`JOBS_END_TIMEOUT` seconds (a job stays COMPLETING
@@ -36,6 +40,7 @@ cluster, whatever ran before it, and a test that leaves a job running gets the e
 from __future__ import annotations
 
 import os
+import signal
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -142,6 +147,16 @@ def multinode(slurm_multinode: SlurmCluster, monkeypatch: pytest.MonkeyPatch) ->
             monkeypatch.delenv(name)
     monkeypatch.setenv("SLURM_CONF", str(slurm_multinode.conf_path))
     return slurm_multinode
+
+
+@pytest.fixture
+def sigint_raises():
+    """SIGINT raises KeyboardInterrupt during this test, whatever pytest was started with."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _quiet(observed: tuple[list[int], dict[str, str]]) -> bool:

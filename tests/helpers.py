@@ -7,6 +7,7 @@ import inspect
 import os
 import signal
 import stat
+import sys
 import threading
 import time
 from pathlib import Path
@@ -111,6 +112,42 @@ def wait_until(
     if step is not None:
         interval = step
     return wait_for(predicate, bool, timeout=timeout, interval=interval, what=what or _describe(predicate))
+
+
+def interrupt_main_thread_inside(code, *, what: str, timeout: float = 20.0) -> threading.Thread:
+    """SIGINT the main thread from another thread once it is blocked inside ``code``.
+
+    "Blocked inside": its innermost frame is in threading's ``Event.wait`` or
+    ``Condition.wait`` and ``code`` (a function's ``__code__``) is on its stack.  A timer
+    fired after a fixed delay could hit the main thread before it got there (on a loaded
+    machine).  If it is not seen there within ``timeout`` s no signal is sent (it could hit
+    pytest itself) and the thread's ``failure`` list holds the reason.  Use it with the
+    ``sigint_raises`` fixture: started in the background of a shell, pytest ignores SIGINT.
+    Returns the thread, to join.
+    """
+    main = threading.main_thread()
+    failure: List[BaseException] = []
+
+    def blocked_inside() -> bool:
+        frame = sys._current_frames().get(main.ident)  # type: ignore[arg-type]
+        codes = []
+        while frame is not None:
+            codes.append(frame.f_code)
+            frame = frame.f_back
+        return bool(codes) and codes[0].co_filename == threading.__file__ and code in codes
+
+    def interrupt() -> None:
+        try:
+            wait_until(blocked_inside, timeout, interval=0.01, what=f"the main thread to wait in {what}")
+        except AssertionError as exc:
+            failure.append(exc)
+            return
+        signal.pthread_kill(main.ident, signal.SIGINT)  # type: ignore[arg-type]
+
+    thread = threading.Thread(target=interrupt, daemon=True)
+    thread.failure = failure  # type: ignore[attr-defined]
+    thread.start()
+    return thread
 
 
 def _describe(function: Callable) -> str:

@@ -9,14 +9,15 @@ import inspect
 import io
 import os
 import signal
-import sys
 import threading
 import time
 
 import psutil
 import pytest
 
-from helpers import NOISE, alive, kill_group, prepend_path, tree, wait_for, wait_until, write_stub
+from helpers import (
+    NOISE, alive, interrupt_main_thread_inside, kill_group, prepend_path, tree, wait_for, wait_until, write_stub,
+)
 
 from taurus_tools.process.tree import terminate_tree, terminate_trees
 from taurus_tools import (
@@ -76,42 +77,6 @@ def poll_until_done(h, timeout=30.0):
 def children_appear(h, n, timeout=10.0):
     """Wait until the handle's process tree has at least ``n`` processes; return their pids."""
     return wait_for(lambda: tree(h.pid), lambda pids: len(pids) >= n, timeout=timeout, what=f"{n} processes")
-
-
-def interrupt_main_thread_once_waiting(timeout=20.0):
-    """SIGINT the main thread from another thread once it is blocked inside ``waitfor``.
-
-    A timer fired after a fixed delay could hit the main thread before it has reached
-    ``waitfor`` (on a loaded machine), and then nothing cancels the commands.  If the
-    main thread is not seen waiting within ``timeout`` s, no signal is sent (it could
-    hit pytest itself) and the thread's ``failure`` list holds the reason.  Returns the
-    thread, to join.
-    """
-    main = threading.main_thread()
-    waitfor_code = inspect.unwrap(waitfor).__code__
-    failure = []
-
-    def blocked_in_waitfor():
-        frame = sys._current_frames().get(main.ident)
-        codes = []
-        while frame is not None:
-            codes.append(frame.f_code)
-            frame = frame.f_back
-        # Innermost: threading's Event.wait / Condition.wait, called from waitfor's loop.
-        return bool(codes) and codes[0].co_filename == threading.__file__ and waitfor_code in codes
-
-    def interrupt():
-        try:
-            wait_until(blocked_in_waitfor, timeout, interval=0.01, what="the main thread to wait in waitfor")
-        except AssertionError as exc:
-            failure.append(exc)
-            return
-        signal.pthread_kill(main.ident, signal.SIGINT)
-
-    thread = threading.Thread(target=interrupt, daemon=True)
-    thread.failure = failure
-    thread.start()
-    return thread
 
 
 # =============================================================================== big output
@@ -403,23 +368,12 @@ class TestWaitfor:
         with pytest.raises(ValueError):
             waitfor(h, poll_interval=0)
 
-    @pytest.fixture
-    def sigint_raises(self):
-        """SIGINT raises KeyboardInterrupt here even if pytest was started with it ignored.
-
-        A background job of a non-interactive shell, or one started by nohup, ignores
-        SIGINT, and Python then installs no handler of its own.
-        """
-        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-        yield
-        signal.signal(signal.SIGINT, previous)
-
     @pytest.mark.usefixtures("sigint_raises")
     def test_keyboard_interrupt_cancels(self, handles):
         hs = [start(handles, "sh", "-c", "sleep 30 & wait"), start(handles, "sleep", "30")]
         pids = children_appear(hs[0], 2) + tree(hs[1].pid)
         assert threading.current_thread() is threading.main_thread()
-        interrupter = interrupt_main_thread_once_waiting()
+        interrupter = interrupt_main_thread_inside(inspect.unwrap(waitfor).__code__, what="waitfor")
         try:
             with pytest.raises(KeyboardInterrupt):
                 waitfor(hs, progress=False, file=io.StringIO())  # without the signal: 30 s

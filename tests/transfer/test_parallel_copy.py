@@ -28,7 +28,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from helpers import HOSTILE_NAMES, alive, scripts_below, wait_until
+from helpers import HOSTILE_NAMES, alive, interrupt_main_thread_inside, scripts_below, wait_until
 
 import taurus_tools.datamover.backends as backends_mod
 import taurus_tools.transfer.worker as copy_worker
@@ -1602,10 +1602,7 @@ class TestBackground:
         with pytest.raises(CopyCancelledError):
             pc.wait(30)
 
-    @pytest.mark.skip(
-        reason="flaky since 2026-12-03: inside the whole suite (and once alone in a fresh interpreter) a "
-        "pc.wait(30) times out; to be fixed first next session (see the stop notes of 2026-12-03)"
-    )
+    @pytest.mark.usefixtures("sigint_raises")
     def test_interrupted_wait_leaves_the_copy_running_and_waitable(self, tmp_path, dm):
         """Ctrl-C inside wait() (a KeyboardInterrupt in the middle of the wait) must not make
         done() True while the copy runs, nor break the next wait()."""
@@ -1616,26 +1613,13 @@ class TestBackground:
         finished = CopyResult(ok=True, src=str(src), dst=str(tmp_path / "dst"))
         pc.run = lambda: (gate.wait(60), finished)[1]  # the copy itself is not the point
         pc.start()
-        main = threading.main_thread()
-        wait_code = pc_mod.ParallelCopy.wait.__code__
-
-        def blocked_in_wait():
-            frame = sys._current_frames().get(main.ident)
-            codes = []
-            while frame is not None:
-                codes.append(frame.f_code)
-                frame = frame.f_back
-            return bool(codes) and codes[0].co_filename == threading.__file__ and wait_code in codes
-
-        def interrupt():
-            wait_until(blocked_in_wait, 20, interval=0.01, what="the main thread to wait in pc.wait()")
-            signal.pthread_kill(main.ident, signal.SIGINT)
-
-        thread = threading.Thread(target=interrupt, daemon=True)
-        thread.start()
-        with pytest.raises(KeyboardInterrupt):
-            pc.wait(30)
-        thread.join(30)
+        interrupter = interrupt_main_thread_inside(pc_mod.ParallelCopy.wait.__code__, what="pc.wait()")
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                pc.wait(30)
+        finally:
+            interrupter.join(30)
+            assert not interrupter.failure, interrupter.failure
         assert not pc.done()
         with pytest.raises(TimeoutError, match="still running"):
             pc.wait(0.01)
