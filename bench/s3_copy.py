@@ -11,7 +11,7 @@ fastest peer's median (< 1: we are faster).  What a run wrote is removed before 
 untimed.  Every tool runs as a process of its own (start-up included), with 16 transfers in
 flight (ours: workers x threads), credentials in the environment only.
 
-With ``--listing N`` it also times listing N keys: ours (:func:`taurus_tools.transfer.s3.list_prefix`
+With ``--listing N`` it also times listing N keys: ours (``S3Endpoint.list``, as a copy lists,
 in a process, records written to /dev/null) against ``rclone lsf -R`` and ``s5cmd ls``.
 
 Setup (see ``bench/s3_peers.py``)::
@@ -138,10 +138,9 @@ def listing(server, bucket: str, keys: int, base: Path) -> Dict[str, List[float]
         shutil.rmtree(folder)
         marker.touch()
     code = (
-        "import sys; from taurus_tools.transfer.s3 import S3Config, S3Location, make_client, list_prefix\n"
-        "client, endpoint = make_client(S3Config())\n"
+        "from taurus_tools.transfer.s3 import S3Endpoint\n"
         "with open('/dev/null', 'wb') as out:\n"
-        f"    stats = list_prefix(client, S3Location.parse('s3://{bucket}/{prefix}'), out, endpoint=endpoint)\n"
+        f"    stats = S3Endpoint('s3://{bucket}/{prefix}').list(out)\n"
         f"assert stats.files == {keys}, stats.files\n"
     )
     rclone_argv, rclone_env = s3_peers.rclone_command(server.endpoint_url, env, f"s3://{bucket}/{prefix}", ".")

@@ -1,11 +1,12 @@
-"""Single-request PUT and GET of small objects without botocore's per-call machinery.
+"""PUT and GET of single objects, and listing pages, without botocore's per-call machinery.
 
 On a small object botocore spends about 2 ms of CPU per call (events, validation,
 serialisation, parsing), which on a node's few cores is most of an upload of 64 KiB
-objects.  :class:`DirectRequests` sends the two requests the S3 worker makes per small
-object itself: signed with AWS Signature Version 4 (with the credentials boto3 resolved,
-re-read for each request so that refreshed ones are used), on one urllib3 connection pool
-sized for the worker's threads, and spends about a third of that.
+objects; on a listing it builds a dict and a datetime per key, 0.1 ms each.
+:class:`DirectRequests` sends the requests the S3 worker makes per small object, and the
+driver's listing pages, itself: signed with AWS Signature Version 4 (with the credentials
+boto3 resolved, re-read for each request so that refreshed ones are used), on one urllib3
+connection pool sized for the worker's threads, and spends about a third of that.
 
 It answers only the happy path.  Any other answer (an error status, a redirect, a broken
 connection) returns None, and the worker repeats the request through the boto3 client,
@@ -18,15 +19,21 @@ Nothing here logs, and a signature never leaves the request's headers.
 
 from __future__ import annotations
 
+import calendar
 import datetime as _dt
 import hashlib
 import hmac
 import os
+import re
 import urllib.parse
 from email.utils import parsedate_to_datetime
-from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
+from xml.etree import ElementTree
 
-__all__ = ["DirectRequests", "usable"]
+__all__ = ["DirectRequests", "direct_requests", "usable"]
+
+#: An object of a listing page: key, size, LastModified as nanoseconds since the epoch.
+ListedObject = Tuple[str, int, int]
 
 _UNSIGNED = "UNSIGNED-PAYLOAD"
 _PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy")
@@ -38,6 +45,17 @@ def usable(endpoint: Optional[str], environ: Mapping[str, str] = os.environ) -> 
         return False
     parts = urllib.parse.urlsplit(endpoint)
     return parts.scheme in ("http", "https") and not (parts.path.strip("/") or parts.query)
+
+
+def direct_requests(client: Any, endpoint: Optional[str], threads: int) -> Optional["DirectRequests"]:
+    """A :class:`DirectRequests` for ``client`` where the direct path may be used, else None.
+
+    Not for AWS, behind a proxy, or when ``TAURUS_TOOLS_S3_DIRECT=0`` (everything then goes
+    through the boto3 client).
+    """
+    if not usable(endpoint) or os.environ.get("TAURUS_TOOLS_S3_DIRECT", "1") == "0":
+        return None
+    return DirectRequests(client, threads)
 
 
 def quote_key(key: str) -> str:
@@ -91,7 +109,9 @@ class DirectRequests:
             cached = key
         return cached
 
-    def _signed(self, method: str, path: str, headers: Dict[str, str]) -> Dict[str, str]:
+    def _signed(
+        self, method: str, path: str, headers: Dict[str, str], query: str = ""
+    ) -> Dict[str, str]:
         creds = self._credentials()
         now = _dt.datetime.now(_dt.timezone.utc)
         stamp = now.strftime("%Y%m%dT%H%M%SZ")
@@ -104,7 +124,7 @@ class DirectRequests:
         lowered = {name.lower(): value for name, value in headers.items()}
         signed_names = ";".join(names)
         canonical = "\n".join(
-            [method, path, "", "".join(f"{n}:{lowered[n].strip()}\n" for n in names), signed_names, _UNSIGNED]
+            [method, path, query, "".join(f"{n}:{lowered[n].strip()}\n" for n in names), signed_names, _UNSIGNED]
         )
         scope = f"{day}/{self.region}/s3/aws4_request"
         to_sign = f"AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
@@ -176,6 +196,75 @@ class DirectRequests:
         if raw.get("x-amz-server-side-encryption"):
             head["ServerSideEncryption"] = raw["x-amz-server-side-encryption"]
         return head, _blocks(response)
+
+    def list_page(
+        self, bucket: str, prefix: str, token: Optional[str] = None, *, max_keys: int = 1000
+    ) -> Optional[Tuple[List[ListedObject], Optional[str]]]:
+        """One page (up to ``max_keys``) of ``list_objects_v2`` below ``prefix``: its objects
+        and the token of the next page (None after the last); None for anything but a
+        200 answer that parses (the caller then asks the client).
+
+        Keys come URL-encoded (``encoding-type=url``: XML cannot carry every byte a key may
+        hold) and are decoded as botocore does; LastModified gives the same nanoseconds as
+        ``int(boto3's datetime.timestamp() * 1e9)``, so both paths write the same records.
+        """
+        params = {"list-type": "2", "prefix": prefix, "encoding-type": "url", "max-keys": str(max_keys)}
+        if token is not None:
+            params["continuation-token"] = token
+        query = "&".join(
+            f"{urllib.parse.quote(name, safe='-_.~')}={urllib.parse.quote(value, safe='-_.~')}"
+            for name, value in sorted(params.items())
+        )
+        path = f"/{bucket}"
+        try:
+            response = self._pool.urlopen("GET", f"{path}?{query}", headers=self._signed("GET", path, {}, query))
+            if response.status != 200:
+                return None
+            return _parse_listing(response.data)
+        except Exception:  # broken connection, or an answer that is no listing
+            return None
+
+
+def _strip_namespace(tag: str) -> str:
+    return tag.rpartition("}")[2]
+
+
+#: LastModified as S3 writes it: 2026-12-03T13:05:09.123Z (the fraction optional, any length).
+_ISO_TIME = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d+))?(?:Z|\+00:00)$")
+
+
+def _timestamp_ns(text: str) -> int:
+    """Nanoseconds of an S3 time, as ``int(datetime.timestamp() * 1e9)`` of botocore's parse
+    (microseconds, further digits cut off)."""
+    match = _ISO_TIME.match(text.strip())
+    if match is None:
+        raise ValueError(f"not an S3 time: {text!r}")
+    *fields, fraction = match.groups()
+    seconds = calendar.timegm(tuple(int(f) for f in fields) + (0, 0, 0))  # type: ignore[arg-type]
+    micro = int((fraction or "0").ljust(6, "0")[:6])
+    return int((seconds * 10**6 + micro) / 10**6 * 1e9)  # timedelta.total_seconds(), as datetime.timestamp()
+
+
+def _parse_listing(body: bytes) -> Tuple[List[ListedObject], Optional[str]]:
+    root = ElementTree.fromstring(body)
+    if _strip_namespace(root.tag) != "ListBucketResult":
+        raise ValueError("not a listing")
+    fields: Dict[str, str] = {}
+    objects: List[Tuple[str, str, str]] = []
+    for child in root:
+        name = _strip_namespace(child.tag)
+        if name == "Contents":
+            item = {_strip_namespace(e.tag): e.text or "" for e in child}
+            objects.append((item["Key"], item["Size"], item["LastModified"]))
+        else:
+            fields[name] = child.text or ""
+    decode = urllib.parse.unquote_plus if fields.get("EncodingType") == "url" else (lambda key: key)
+    listed = [(decode(key), int(size), _timestamp_ns(when)) for key, size, when in objects]
+    truncated = fields.get("IsTruncated", "false").lower() == "true"
+    token = fields.get("NextContinuationToken") if truncated else None
+    if truncated and not token:
+        raise ValueError("a truncated listing without a continuation token")
+    return listed, token
 
 
 def _blocks(response: Any, size: int = 1 << 20) -> Iterator[bytes]:

@@ -75,7 +75,7 @@ if __package__ in (None, ""):  # run as a script: the package is two folders up
 
 from s3transfer.subscribers import BaseSubscriber  # noqa: E402
 
-from taurus_tools.transfer.s3_direct import DirectRequests, usable  # noqa: E402
+from taurus_tools.transfer.s3_direct import DirectRequests, direct_requests  # noqa: E402
 from taurus_tools.transfer.records import iter_records, link_above  # noqa: E402
 from taurus_tools.transfer.s3 import (  # noqa: E402
     MD5_KEY,
@@ -139,9 +139,7 @@ class S3ShardWorker:
         self.config = S3Config(endpoint_url=args.endpoint_url, profile=args.profile, threads=args.threads)
         self.client, self.endpoint = make_client(self.config)
         #: Small objects' PUT/GET without botocore's per-call cost (None: through the client).
-        self.direct: Optional[DirectRequests] = None
-        if usable(self.endpoint) and os.environ.get("TAURUS_TOOLS_S3_DIRECT", "1") != "0":
-            self.direct = DirectRequests(self.client, self.threads)
+        self.direct: Optional[DirectRequests] = direct_requests(self.client, self.endpoint, self.threads)
         self._manager: Any = None
         self._lock = threading.Lock()
         self._local_names = threading.local()

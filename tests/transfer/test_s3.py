@@ -183,24 +183,15 @@ class TestListing:
         assert time.monotonic() - started < 30
 
 
-class _Pages:
-    """A stand-in paginator with keys rclone's file-backed server cannot store."""
-
-    def __init__(self, keys):
-        self.keys = keys
-
-    def paginate(self, **kwargs):
-        when = dt.datetime(2026, 1, 2, tzinfo=dt.timezone.utc)
-        yield {"Contents": [{"Key": k, "Size": 0 if k.endswith("/") else 3, "LastModified": when} for k in self.keys]}
-
-
 class _Client:
+    """A stand-in client with keys rclone's file-backed server cannot store (one page)."""
+
     def __init__(self, keys):
         self.keys = keys
 
-    def get_paginator(self, name):
-        assert name == "list_objects_v2"
-        return _Pages(self.keys)
+    def list_objects_v2(self, **kwargs):
+        when = dt.datetime(2026, 1, 2, tzinfo=dt.timezone.utc)
+        return {"Contents": [{"Key": k, "Size": 0 if k.endswith("/") else 3, "LastModified": when} for k in self.keys]}
 
 
 def test_keys_that_are_no_file_names_are_refused_with_their_reason():

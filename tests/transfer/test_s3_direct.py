@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import itertools
 import os
 
 import pytest
+from helpers import HOSTILE_OBJECT_NAMES
 
-from taurus_tools.transfer.s3 import S3Config, make_client, object_mtime
-from taurus_tools.transfer.s3_direct import DirectRequests, quote_key, usable
+from taurus_tools.transfer.s3 import S3Config, S3Location, list_prefix, make_client, object_mtime
+from taurus_tools.transfer.s3_direct import DirectRequests, _parse_listing, _timestamp_ns, quote_key, usable
 
 _count = itertools.count()
 
@@ -129,3 +131,78 @@ def test_a_range_of_that_version_only(env):
         assert answer is not None and b"".join(answer[1]) == data[first : last + 1]
     client.put_object(Bucket=bucket, Key="big one", Body=os.urandom(3 << 20))  # replaced
     assert direct.get(bucket, "big one", first=0, last=99, etag=etag) is None
+
+
+# ------------------------------------------------------------------------------- listing
+def _client_pages(client, bucket, prefix, max_keys):
+    """What boto3 lists, as (key, size, LastModified ns) per page."""
+    pages, kwargs = [], {"Bucket": bucket, "Prefix": prefix, "MaxKeys": max_keys}
+    while True:
+        reply = client.list_objects_v2(**kwargs)
+        pages.append([
+            (o["Key"], o["Size"], int(o["LastModified"].timestamp() * 1e9)) for o in reply.get("Contents", ())
+        ])
+        if not reply.get("IsTruncated"):
+            return pages
+        kwargs["ContinuationToken"] = reply["NextContinuationToken"]
+
+
+def _direct_pages(direct, bucket, prefix, max_keys):
+    pages, token = [], None
+    while True:
+        answer = direct.list_page(bucket, prefix, token, max_keys=max_keys)
+        assert answer is not None
+        page, token = answer
+        pages.append(page)
+        if token is None:
+            return pages
+
+
+def test_listing_pages_are_the_clients(env):
+    """Keys XML cannot carry (a newline, control characters) come URL-encoded and decoded;
+    the pages, sizes and times are exactly what boto3 lists."""
+    server, bucket, client, endpoint = env
+    keys = [f"p/{key}" for key in KEYS + HOSTILE_OBJECT_NAMES + ["control \x01\x1b\x7f chars", "plus+and space"]]
+    keys += ["p-sibling/not below", "other"]
+    for i, key in enumerate(keys):
+        client.put_object(Bucket=bucket, Key=key, Body=b"x" * i)
+    direct = DirectRequests(client, 1)
+    for prefix, max_keys in (("p/", 5), ("p/", 1000), ("", 7), ("p/deep/", 1), ("nothing/", 10)):
+        assert _direct_pages(direct, bucket, prefix, max_keys) == _client_pages(client, bucket, prefix, max_keys)
+    listed = [key for page in _direct_pages(direct, bucket, "p/", 5) for key, _, _ in page]
+    assert sorted(listed) == sorted(k for k in keys if k.startswith("p/"))
+
+
+def test_a_listing_the_direct_path_cannot_get_comes_through_the_client(env):
+    server, bucket, client, endpoint = env
+    for key in ("a", "b/c", "new\nline"):
+        client.put_object(Bucket=bucket, Key=key, Body=b"data")
+    refused = DirectRequests(client, 1)
+    refused._credentials = lambda: type(  # type: ignore[method-assign]
+        "Creds", (), {"access_key": server.key, "secret_key": "not-the-secret", "token": None}
+    )()
+    assert refused.list_page(bucket, "") is None
+    assert DirectRequests(client, 1).list_page(f"{bucket}-missing", "") is None
+    with_client, through_refused = io.BytesIO(), io.BytesIO()
+    list_prefix(client, S3Location(bucket, ""), with_client)
+    stats = list_prefix(client, S3Location(bucket, ""), through_refused, direct=refused)
+    assert through_refused.getvalue() == with_client.getvalue() and stats.files == 3
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["2026-12-03T13:05:09.000Z", "2026-12-03T13:05:09Z", "2026-12-03T13:05:09.123456789Z",
+     "1999-02-28T23:59:59.999Z", "2026-12-03T13:05:09.5+00:00"],
+)
+def test_times_are_botocores_to_the_nanosecond(text):
+    from botocore.utils import parse_timestamp
+
+    assert _timestamp_ns(text) == int(parse_timestamp(text).timestamp() * 1e9)
+
+
+def test_an_answer_that_is_no_listing_is_an_error():
+    with pytest.raises(ValueError):
+        _parse_listing(b"<Error><Code>AccessDenied</Code></Error>")
+    with pytest.raises(ValueError):  # truncated, but no way to the next page
+        _parse_listing(b"<ListBucketResult><IsTruncated>true</IsTruncated></ListBucketResult>")
+    assert _parse_listing(b"<ListBucketResult><IsTruncated>false</IsTruncated></ListBucketResult>") == ([], None)
