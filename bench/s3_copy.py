@@ -26,6 +26,7 @@ Setup (see ``bench/s3_peers.py``)::
 from __future__ import annotations
 
 import argparse
+import resource
 import os
 import shutil
 import statistics
@@ -79,11 +80,18 @@ def remove_prefix(endpoint: str, bucket: str, prefix: str) -> None:
             client.delete_objects(Bucket=bucket, Delete={"Objects": keys[i : i + 1000], "Quiet": True})
 
 
+#: CPU seconds (user + system) of the last command :func:`timed` ran.
+last_cpu = [0.0]
+
+
 def timed(argv: List[str], env: Mapping[str, str]) -> float:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.monotonic()
     done = subprocess.run(argv, env=dict(env), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE)
     took = time.monotonic() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # (a running server is no waited-for child)
+    last_cpu[0] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if done.returncode:
         raise RuntimeError(f"{argv[:4]}... exited {done.returncode}: {done.stderr.decode(errors='replace')[-800:]}")
     return took
@@ -127,8 +135,12 @@ def listing(server, bucket: str, keys: int, base: Path) -> Dict[str, List[float]
     """Time listing ``keys`` keys (made here once) with ours, rclone lsf -R and s5cmd ls."""
     env = server.env()
     prefix = f"list{keys}"
-    marker = base / f"listing-{type(server).__name__}-{keys}.done"
-    if not marker.exists():
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=server.endpoint_url, region_name="us-east-1")
+    last = f"{prefix}/d{(keys - 1) % 100:02d}/k{keys - 1:07d}"
+    there = client.list_objects_v2(Bucket=bucket, Prefix=last).get("KeyCount", 0)
+    if not there:  # made once per server data folder
         folder = base / f"keys-{keys}"
         for i in range(keys):
             path = folder / f"d{i % 100:02d}" / f"k{i:07d}"
@@ -136,7 +148,6 @@ def listing(server, bucket: str, keys: int, base: Path) -> Dict[str, List[float]
             path.touch()
         s3_peers.upload("s5cmd", server.endpoint_url, env, str(folder), f"s3://{bucket}/{prefix}")
         shutil.rmtree(folder)
-        marker.touch()
     code = (
         "from taurus_tools.transfer.s3 import S3Endpoint\n"
         "with open('/dev/null', 'wb') as out:\n"
@@ -147,16 +158,21 @@ def listing(server, bucket: str, keys: int, base: Path) -> Dict[str, List[float]
     remote = [a for a in rclone_argv if a.startswith("bench:")][0]
     commands = {
         "ours": ([sys.executable, "-c", code], dict(env)),
+        "ours-boto3": ([sys.executable, "-c", code], dict(env, TAURUS_TOOLS_S3_DIRECT="0")),
         "rclone": ([rclone_argv[0], "lsf", "-R", "--files-only", "--fast-list", remote], rclone_env),
         "s5cmd": ([s3_peers.s5cmd_executable(), "--endpoint-url", server.endpoint_url, "ls",
                    f"s3://{bucket}/{prefix}/*"], dict(env)),
     }
     times: Dict[str, List[float]] = {name: [] for name in commands}
+    cpu: Dict[str, List[float]] = {name: [] for name in commands}
     for _ in range(5):
         for name, (argv, run_env) in commands.items():
             seconds = timed(argv, run_env)
             times[name].append(seconds)
-            print(f"    list {name:7s} {seconds:6.2f} s", flush=True)
+            cpu[name].append(last_cpu[0])
+            print(f"    list {name:10s} {seconds:6.2f} s, CPU {last_cpu[0]:6.2f} s", flush=True)
+    print("    median CPU s: " + ", ".join(f"{n} {statistics.median(v):.2f}" for n, v in cpu.items()), flush=True)
+    print("    median wall s: " + ", ".join(f"{n} {statistics.median(v):.2f}" for n, v in times.items()), flush=True)
     return times
 
 
