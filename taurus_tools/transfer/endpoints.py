@@ -86,6 +86,7 @@ __all__ = [
     "Endpoint",
     "LocalEndpoint",
     "ShardAttempt",
+    "check_options",
     "endpoint_for",
     "mover_for",
 ]
@@ -149,6 +150,9 @@ class Endpoint(ABC):
 
     #: How locations of this kind are written, for messages listing the valid forms.
     forms: ClassVar[Tuple[str, ...]] = ()
+    #: The options of :class:`CopyConfig` that only some endpoints read (see
+    #: :func:`check_options`); those of them this class reads.
+    config_fields: ClassVar[Tuple[str, ...]] = ()
 
     @classmethod
     @abstractmethod
@@ -574,6 +578,31 @@ def endpoint_for(location: Union[StrPath, Endpoint], config: Optional["CopyConfi
             why = f"no endpoint copies {form}:// locations yet"
         raise ConfigurationError(_invalid(location, why))
     return cls.from_location(location, config)
+
+
+#: Options that mean something only to the endpoints naming them in ``config_fields``
+#: (threads has a default, so giving it for a local copy cannot be told apart).
+ENDPOINT_OPTIONS = ("endpoint_url", "profile")
+
+
+def check_options(config: "CopyConfig", *endpoints: Endpoint) -> None:
+    """Refuse an endpoint option that none of ``endpoints`` reads (it would do nothing).
+
+    Raises
+    ------
+    ConfigurationError
+        Naming the option, the locations, and which forms of location take it.
+    """
+    _register_builtin()
+    for name in ENDPOINT_OPTIONS:
+        if getattr(config, name, None) is None or any(name in e.config_fields for e in endpoints):
+            continue
+        takers = sorted({form for cls in ENDPOINTS.values() if name in cls.config_fields for form in cls.forms})
+        where = " nor ".join(e.describe() for e in endpoints)
+        raise ConfigurationError(
+            f"{name} is given, but neither {where} uses it; it applies only to locations of the form "
+            f"{'; '.join(takers)}"
+        )
 
 
 def _register_builtin() -> None:

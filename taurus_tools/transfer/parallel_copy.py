@@ -42,7 +42,7 @@ from ..datamover.backends import Backend, StrPath
 from ..callbacks import NoProgress, ProgressCallback, as_progress
 from .config import CopyConfig
 from .state import AttemptRecord, CopyState, ShardCounts, ShardState, ShardStatus, WorkerStatus
-from .endpoints import WORKER_SCRIPT, Endpoint, ShardAttempt, endpoint_for, make_folder, mover_for
+from .endpoints import WORKER_SCRIPT, Endpoint, ShardAttempt, check_options, endpoint_for, make_folder, mover_for
 from ..futures import BackgroundFuture, check_after, run_after
 from ..datamover.datamover import Datamover
 from ..errors import (
@@ -192,6 +192,7 @@ class ParallelCopy(BackgroundFuture):
         self.config = (config or CopyConfig()).replace(**options) if options else (config or CopyConfig())
         self.source = endpoint_for(src, self.config)
         self.destination = endpoint_for(dst, self.config)
+        check_options(self.config, self.source, self.destination)
         self.source.check_source()
         self.destination.check_destination(self.source)
         self._mover = mover_for(self.source, self.destination)

@@ -392,6 +392,7 @@ class S3Endpoint(Endpoint):
     """
 
     forms = (S3Location.FORMS,)
+    config_fields = ("endpoint_url", "profile")
 
     def __init__(self, location: "str | S3Location", config: Optional[S3Config] = None) -> None:
         self.s3 = location if isinstance(location, S3Location) else S3Location.parse(location)

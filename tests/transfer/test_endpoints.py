@@ -325,3 +325,15 @@ class TestInterface:
         }
         for name in sorted(Endpoint.__abstractmethods__) + ["free_bytes", "set_folders", "remove_leftovers"]:
             assert f"``{name}" in endpoints_mod.__doc__, name
+
+
+@pytest.mark.parametrize("option", [{"endpoint_url": "http://127.0.0.1:9"}, {"profile": "some-profile"}])
+def test_an_s3_option_for_a_copy_without_s3_is_refused(tmp_path, option):
+    """--endpoint-url or --profile on a copy between folders (or rclone remotes) would do
+    nothing: a typo'd s3:// location must not pass silently."""
+    (tmp_path / "src").mkdir()
+    (name,) = option
+    with pytest.raises(ConfigurationError, match=rf"{name} is given, but neither .*src nor .*dst uses it.*s3://"):
+        ParallelCopy(tmp_path / "src", tmp_path / "dst", work_dir=tmp_path / "w", **option)
+    with pytest.raises(ConfigurationError, match=rf"{name} is given, but neither .* nor :local:.* uses it"):
+        ParallelCopy(tmp_path / "src", f":local:{tmp_path}/remote", work_dir=tmp_path / "w", **option)
