@@ -225,10 +225,6 @@ class DirectRequests:
             return None
 
 
-def _strip_namespace(tag: str) -> str:
-    return tag.rpartition("}")[2]
-
-
 #: LastModified as S3 writes it: 2026-12-03T13:05:09.123Z (the fraction optional, any length).
 _ISO_TIME = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d+))?(?:Z|\+00:00)$")
 
@@ -247,19 +243,38 @@ def _timestamp_ns(text: str) -> int:
 
 def _parse_listing(body: bytes) -> Tuple[List[ListedObject], Optional[str]]:
     root = ElementTree.fromstring(body)
-    if _strip_namespace(root.tag) != "ListBucketResult":
+    ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+    if root.tag != ns + "ListBucketResult":
         raise ValueError("not a listing")
+    contents, key_tag, size_tag, time_tag = ns + "Contents", ns + "Key", ns + "Size", ns + "LastModified"
     fields: Dict[str, str] = {}
     objects: List[Tuple[str, str, str]] = []
     for child in root:
-        name = _strip_namespace(child.tag)
-        if name == "Contents":
-            item = {_strip_namespace(e.tag): e.text or "" for e in child}
-            objects.append((item["Key"], item["Size"], item["LastModified"]))
+        if child.tag == contents:
+            key = size = when = None
+            for element in child:
+                tag = element.tag
+                if tag == key_tag:
+                    key = element.text or ""
+                elif tag == size_tag:
+                    size = element.text
+                elif tag == time_tag:
+                    when = element.text
+            if key is None or size is None or when is None:
+                raise ValueError("an object without its key, size or time")
+            objects.append((key, size, when))
         else:
-            fields[name] = child.text or ""
-    decode = urllib.parse.unquote_plus if fields.get("EncodingType") == "url" else (lambda key: key)
-    listed = [(decode(key), int(size), _timestamp_ns(when)) for key, size, when in objects]
+            fields[child.tag[len(ns):]] = child.text or ""
+    encoded = fields.get("EncodingType") == "url"
+    times: Dict[str, int] = {}  # a listing's objects often share their second
+    listed = []
+    for key, size, when in objects:
+        if encoded and ("%" in key or "+" in key):
+            key = urllib.parse.unquote_plus(key)
+        ns_time = times.get(when)
+        if ns_time is None:
+            ns_time = times[when] = _timestamp_ns(when)
+        listed.append((key, int(size), ns_time))
     truncated = fields.get("IsTruncated", "false").lower() == "true"
     token = fields.get("NextContinuationToken") if truncated else None
     if truncated and not token:
