@@ -107,4 +107,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    from installed import compile_ours  # (bench/ is on sys.path: run as a script)
+
+    compile_ours()
     sys.exit(main())

@@ -89,4 +89,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from installed import compile_ours  # (bench/ is on sys.path: run as a script)
+
+    compile_ours()
     main()

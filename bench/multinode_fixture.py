@@ -113,4 +113,7 @@ def main(argv: List[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from installed import compile_ours  # (bench/ is on sys.path: run as a script)
+
+    compile_ours()
     sys.exit(main())

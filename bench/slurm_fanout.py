@@ -607,4 +607,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
+    from installed import compile_ours  # (bench/ is on sys.path: run as a script)
+
+    compile_ours()
     sys.exit(main())
