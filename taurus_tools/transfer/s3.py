@@ -153,28 +153,32 @@ def _is_aws(endpoint: Optional[str]) -> bool:
 
 
 def make_client(config: S3Config = S3Config()) -> Tuple[Any, Optional[str]]:
-    """A boto3 S3 client for ``config``, and the endpoint it talks to (None: AWS).
+    """A botocore S3 client for ``config``, and the endpoint it talks to (None: AWS).
 
-    boto3 is imported here, not with the package.
+    botocore is imported here, not with the package; boto3's session is not used (it
+    would import s3transfer and boto3's resource layer, 0.1-0.3 s that a listing or a
+    small-object worker does not need); the client, its credentials and its endpoint
+    resolution are botocore's either way.
     """
-    import boto3
     import botocore.config
     import botocore.exceptions
+    import botocore.session
 
+    session = botocore.session.Session(profile=config.profile)
     try:
-        session = boto3.session.Session(profile_name=config.profile)
+        region = session.get_config_variable("region") or "us-east-1"
     except botocore.exceptions.ProfileNotFound:
         raise ConfigurationError(_no_such_profile(config.profile or os.environ.get("AWS_PROFILE", ""))) from None
     endpoint = config.endpoint_url
     if endpoint is None:
-        # boto3 resolves AWS_ENDPOINT_URL(_S3) and the profile's endpoint_url itself; ask
+        # botocore resolves AWS_ENDPOINT_URL(_S3) and the profile's endpoint_url itself; ask
         # it, so that the settings below follow the server actually used.
-        probe = session.client("s3", config=botocore.config.Config(region_name=session.region_name or "us-east-1"))
+        probe = session.create_client("s3", config=botocore.config.Config(region_name=region))
         resolved = probe.meta.endpoint_url
         endpoint = None if _is_aws(resolved) else resolved
     aws = _is_aws(endpoint)
     options: Dict[str, Any] = dict(
-        region_name=session.region_name or "us-east-1",
+        region_name=region,
         max_pool_connections=max(10, config.threads + 2),
         connect_timeout=config.connect_timeout_s,
         read_timeout=config.read_timeout_s,
@@ -186,7 +190,7 @@ def make_client(config: S3Config = S3Config()) -> Tuple[Any, Optional[str]]:
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
         )
-    client = session.client("s3", endpoint_url=endpoint, config=botocore.config.Config(**options))
+    client = session.create_client("s3", endpoint_url=endpoint, config=botocore.config.Config(**options))
     return client, endpoint
 
 

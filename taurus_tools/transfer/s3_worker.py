@@ -73,8 +73,6 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 if __package__ in (None, ""):  # run as a script: the package is two folders up
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from s3transfer.subscribers import BaseSubscriber  # noqa: E402
-
 from taurus_tools.transfer.s3_direct import DirectRequests, direct_requests  # noqa: E402
 from taurus_tools.transfer.records import iter_records, link_above  # noqa: E402
 from taurus_tools.transfer.s3 import (  # noqa: E402
@@ -573,8 +571,10 @@ class S3ShardWorker:
         return ok
 
 
-class _Known(BaseSubscriber):  # type: ignore[misc]
-    """Gives s3transfer the size and ETag of the object from our own HEAD."""
+class _Known:
+    """Gives s3transfer the size and ETag of the object from our own HEAD (a subscriber:
+    s3transfer calls the ``on_*`` methods it finds; no base class needed, so s3transfer
+    is imported only by a worker with a large object)."""
 
     def __init__(self, head: Dict[str, Any]) -> None:
         self.head = head
