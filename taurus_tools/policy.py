@@ -11,6 +11,8 @@ A policy is a list of rules, each naming outcomes and one action:
   ``OUT_OF_MEMORY``, ``DEADLINE``, ``CANCELLED``, ``SPECIAL_EXIT`` (see :data:`SLURM_STATES`);
 * ``*``: the catch-all, for every outcome no other rule names (default: ``fail``).
 
+A policy without any rule is the default one: ``NODE_FAIL,BOOT_FAIL=retry_elsewhere,*=retry``.
+
 The actions (:class:`Action`) are ``complete`` (the task is done), ``retry`` (run it
 again after a backoff), ``retry_elsewhere`` (the same, with the Slurm node it ran on
 excluded) and ``fail`` (it failed for good).
@@ -56,6 +58,9 @@ SLURM_STATES = (
     "SPECIAL_EXIT",
     "TIMEOUT",
 )
+
+#: The states of a job whose node failed (or never came up): the default policy retries them elsewhere.
+NODE_FAILURE_STATES = ("NODE_FAIL", "BOOT_FAIL")
 
 #: The highest exit code a process can have.
 MAX_EXIT_CODE = 255
@@ -223,6 +228,8 @@ class ExitPolicy:
         The compact form (``"0=complete,1-10,16=retry,NODE_FAIL=retry_elsewhere,*=fail"``),
         or a mapping of names to actions (``{"1-10,16": "retry", "NODE_FAIL":
         "retry_elsewhere", "*": "fail"}``).  The compact form may also set the bounds below.
+        No rule at all (None, or only bounds: ``"max_excluded=2"``): the default policy,
+        ``NODE_FAIL,BOOT_FAIL=retry_elsewhere,*=retry``.
     default : str or Action, optional
         The catch-all's action (``"*"`` in ``rules`` sets it too; not both).  Default ``fail``.
     retries : int, optional
@@ -291,6 +298,9 @@ class ExitPolicy:
             if catch_all is not None and Action.of(default) is not catch_all:
                 raise ConfigurationError("the exit policy's catch-all is given twice (* and default=); give one")
             catch_all = Action.of(default)
+        if not parsed and catch_all is None:  # bounds only: the default rules with them
+            parsed = [ExitRule.parse(list(NODE_FAILURE_STATES), Action.RETRY_ELSEWHERE)]
+            catch_all = Action.RETRY
         _check_overlaps(parsed)
         #: The rules, in the order given.
         self.rules: Tuple[ExitRule, ...] = tuple(parsed)
@@ -326,7 +336,7 @@ class ExitPolicy:
             return cls.default_policy()
         codes = sorted({int(c) for c in retry_on})
         names = [str(c) for c in codes if c > 0] + [f"{_signal_name(-c)}" for c in codes if c < 0]
-        rules: Dict[str, str] = {"NODE_FAIL,BOOT_FAIL": Action.RETRY_ELSEWHERE.value}
+        rules: Dict[str, str] = {",".join(NODE_FAILURE_STATES): Action.RETRY_ELSEWHERE.value}
         if names:
             rules[",".join(names)] = Action.RETRY.value
         return cls(rules, default=Action.FAIL)
@@ -334,8 +344,9 @@ class ExitPolicy:
     @classmethod
     def default_policy(cls) -> "ExitPolicy":
         """What tasks do when no policy is given: a node failure retries elsewhere, every
-        other failure retries (``NODE_FAIL,BOOT_FAIL=retry_elsewhere,*=retry``)."""
-        return cls({"NODE_FAIL,BOOT_FAIL": Action.RETRY_ELSEWHERE}, default=Action.RETRY)
+        other failure retries (``NODE_FAIL,BOOT_FAIL=retry_elsewhere,*=retry``); also a
+        policy that gives no rule at all (only bounds, or nothing)."""
+        return cls()
 
     def with_defaults(self, *, retries: int, backoff_s: float) -> "ExitPolicy":
         """This policy with the bounds it leaves open (None) set to the caller's defaults."""
@@ -415,6 +426,8 @@ def _parse_compact(text: str) -> Tuple[List[Tuple[List[str], str]], Dict[str, ob
     pairs: List[Tuple[List[str], str]] = []
     settings: Dict[str, object] = {}
     pending: List[str] = []
+    if not text.strip():
+        return pairs, settings
     for token in (t.strip() for t in text.split(",")):
         if not token:
             raise ConfigurationError(f"exit policy {text!r} has an empty item (two commas, or one at an end)")

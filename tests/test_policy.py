@@ -37,6 +37,13 @@ class TestParsing:
         assert str(policy) == "1-10,16=retry,NODE_FAIL=retry_elsewhere,*=complete,retries=4"
         assert ExitPolicy({"*": "retry"}).default is Action.RETRY
 
+    def test_no_rules_is_the_default_policy_also_with_bounds(self):
+        assert str(ExitPolicy()) == "NODE_FAIL,BOOT_FAIL=retry_elsewhere,*=retry"
+        assert ExitPolicy() == ExitPolicy.default_policy() == ExitPolicy({}) == ExitPolicy("")
+        bounded = ExitPolicy("max_excluded=2,run_retries=4")
+        assert str(bounded) == "NODE_FAIL,BOOT_FAIL=retry_elsewhere,*=retry,run_retries=4,max_excluded=2"
+        assert str(ExitPolicy("*=fail")) == "*=fail"
+
     def test_signal_spellings(self):
         for name in ("SIGTERM", "sigterm", "TERM", "128+15"):
             assert ExitPolicy(f"{name}=retry").rules[0].signals == (signal.SIGTERM,)

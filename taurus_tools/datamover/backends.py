@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .._log import get_logger
-from ..errors import BackendUnavailableError, CommandNotFoundError, ConfigurationError
+from ..errors import BackendUnavailableError, CommandNotFoundError, ConfigurationError, SlurmError
 from .._names import BACKENDS, MANAGEMENT_COMMANDS, TRANSFER_COMMANDS
 from ..process.launch import Launch, unique_job_name
 from ..slurm.client import JobState, SlurmClient
@@ -150,6 +150,12 @@ class Backend(ABC):
     def ended_job(self, job_id: str) -> Optional[JobState]:
         """How a Slurm job this backend ran ended (state, exit code, nodes); None when the
         backend runs no Slurm jobs or Slurm no longer knows the job."""
+        return None
+
+    def usable_nodes(self) -> Optional[List[str]]:
+        """The Slurm nodes this backend's jobs may run on now (those ``sinfo`` reports as
+        taking jobs, less the nodes its options exclude); None when the backend runs no
+        Slurm jobs of its own choosing, or Slurm did not say."""
         return None
 
     def is_cluster(self) -> bool:
@@ -462,6 +468,14 @@ class SlurmBackend(WithSlurmOptions, Backend):
 
     def ended_job(self, job_id: str) -> Optional[JobState]:
         return self.client.job_state(job_id)
+
+    def usable_nodes(self) -> Optional[List[str]]:
+        try:
+            nodes = self.client.usable_nodes(self.partition)
+        except SlurmError as exc:
+            log.warning("cannot tell which Slurm nodes take jobs: %s", exc)
+            return None
+        return [n for n in nodes if n not in self.slurm.exclude]
 
     def which(self, program: str) -> Optional[str]:
         """The program as found here, else its bare name: the compute node's PATH may have it."""

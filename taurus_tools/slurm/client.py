@@ -60,6 +60,10 @@ TERMINAL_STATES = frozenset(
     }
 )
 
+#: sinfo's short node states (``%t``) of a node that takes jobs.  A suffix (``*``: not
+#: responding, ``~``: powered off, ``#``/``%``/``!``: powering up or down) means it does not now.
+USABLE_NODE_STATES = frozenset({"idle", "mix", "alloc", "comp", "plnd"})
+
 #: Default time limit for Slurm client calls, in seconds.
 CLIENT_TIMEOUT_S = 30.0
 
@@ -477,6 +481,35 @@ class SlurmClient:
             if name not in names:
                 names.append(name)
         return names, default
+
+    def usable_nodes(self, partition: Optional[str] = None) -> List[str]:
+        """The nodes of ``partition`` (default: Slurm's default one) that take jobs now, as
+        ``sinfo`` reports them: idle, mixed, allocated, completing or planned, and
+        responding; down, drained, draining, failed or reserved ones are left out.
+
+        Raises
+        ------
+        SlurmError
+            sinfo failed, or did not answer in time.
+        """
+        argv = ["sinfo", "--noheader", "--Node", "--format=%N|%t|%P"]
+        if partition is not None:
+            argv.append(f"--partition={partition}")
+        res = self._run(argv)
+        if res.returncode != 0:
+            first = (res.stderr.strip().splitlines() or ["no message"])[0]
+            raise SlurmError(f"sinfo failed (exit {res.returncode}: {first})")
+        nodes: List[str] = []
+        for line in res.stdout.splitlines():
+            fields = [f.strip() for f in line.split("|")]
+            if len(fields) != 3:
+                continue
+            node, state, part = fields
+            if partition is None and not part.endswith("*"):
+                continue  # a node of another partition than the default one
+            if state in USABLE_NODE_STATES and node not in nodes:
+                nodes.append(node)
+        return nodes
 
     def job_state(self, job_id: str) -> Optional[JobState]:
         """The job's state from ``scontrol show job``, else ``sacct``; None if Slurm forgot it."""
