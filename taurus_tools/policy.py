@@ -401,6 +401,41 @@ class ExitPolicy:
         first = self.backoff_s if self.backoff_s is not None else self.DEFAULT_BACKOFF_S
         return min(first * (2**task_retries), self.MAX_BACKOFF_S)
 
+    def exclusion_refused(
+        self,
+        node: Optional[str],
+        *,
+        excluded: Sequence[str],
+        usable: Optional[Sequence[str]],
+        avoided: Iterable[str] = (),
+    ) -> Optional[str]:
+        """Why ``node`` may not be excluded after a ``retry_elsewhere``; None when it may.
+
+        Parameters
+        ----------
+        node : str or None
+            The Slurm node the task ran on (None: not known).
+        excluded : sequence of str
+            The nodes this run has excluded so far (counted against ``max_excluded_nodes``).
+        usable : sequence of str, optional
+            The nodes of the partition that take jobs (``sinfo``); None: not known, then
+            only the cap applies.
+        avoided : iterable of str
+            Nodes the tasks keep off anyway (the user's exclusions).
+        """
+        if not node:
+            return "not excluded: no Slurm node known (not a Slurm job, or Slurm forgot it)"
+        if node in excluded:
+            return "not excluded again: excluded already"
+        cap = self.max_excluded_nodes
+        if cap is not None and len(excluded) >= cap:
+            return f"not excluded: max_excluded_nodes={cap} reached ({', '.join(excluded) or 'none'})"
+        if usable is not None:
+            off = {*avoided, *excluded, node}
+            if not [n for n in usable if n not in off]:
+                return f"not excluded: the last usable node (sinfo lists {', '.join(usable) or 'none'} as usable)"
+        return None
+
     # ------------------------------------------------------------------ forms
     def __str__(self) -> str:
         parts = [str(rule) for rule in self.rules] + [f"*={self.default.value}"]

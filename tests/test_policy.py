@@ -159,3 +159,19 @@ class TestBounds:
         filled = ExitPolicy("1=retry,retries=5").with_defaults(retries=2, backoff_s=0.25)
         assert (filled.retries, filled.backoff_s) == (5, 0.25)
         assert filled.decide(1).action is Action.RETRY
+
+
+class TestExclusion:
+    def test_a_node_is_excluded_within_the_cap_and_never_the_last_usable_one(self):
+        policy = ExitPolicy("NODE_FAIL=retry_elsewhere,max_excluded=2")
+        usable = ["n1", "n2", "n3", "n4"]
+        assert policy.exclusion_refused("n1", excluded=[], usable=usable) is None
+        assert policy.exclusion_refused("n1", excluded=[], usable=None) is None  # sinfo did not say: the cap only
+        assert "excluded already" in policy.exclusion_refused("n1", excluded=["n1"], usable=usable)
+        assert "max_excluded_nodes=2 reached (n1, n2)" in policy.exclusion_refused(
+            "n3", excluded=["n1", "n2"], usable=usable
+        )
+        last = ExitPolicy().exclusion_refused("n4", excluded=["n3"], usable=usable, avoided=["n1", "n2"])
+        assert "the last usable node (sinfo lists n1, n2, n3, n4 as usable)" in last
+        assert "no Slurm node known" in ExitPolicy().exclusion_refused(None, excluded=[], usable=usable)
+        assert "the last usable node" in ExitPolicy().exclusion_refused("n1", excluded=[], usable=[])

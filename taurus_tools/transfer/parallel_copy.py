@@ -844,20 +844,14 @@ class ParallelCopy(BackgroundFuture):
     def _exclude(self, node: Optional[str], decision: Decision, backend: Backend) -> str:
         """Keep later attempts off ``node`` (a ``retry_elsewhere`` decision); return
         :data:`~taurus_tools.transfer.state.EXCLUDED`, or why the node stays usable."""
-        if not node:
-            return "not excluded: no Slurm node known (not a Slurm job, or Slurm forgot it)"
-        if node in self._excluded_nodes:
-            return "not excluded again: excluded already"
-        cap = self._policy.max_excluded_nodes
-        if cap is not None and len(self._excluded_nodes) >= cap:
-            log.warning("node %s not excluded (%s): %d nodes excluded already, the cap", node, decision.outcome, cap)
-            return f"not excluded: max_excluded_nodes={cap} reached ({', '.join(self._excluded_nodes)})"
-        usable = backend.usable_nodes()
-        if usable is not None:
-            avoided = {*self.config.exclude_nodes, *self._excluded_nodes, node}
-            if not [n for n in usable if n not in avoided]:
-                log.warning("node %s not excluded (%s): no other usable node would be left", node, decision.outcome)
-                return f"not excluded: the last usable node (sinfo lists {', '.join(usable) or 'none'} as usable)"
+        usable = backend.usable_nodes() if node and node not in self._excluded_nodes else None
+        refused = self._policy.exclusion_refused(
+            node, excluded=self._excluded_nodes, usable=usable, avoided=self.config.exclude_nodes
+        )
+        if refused is not None:
+            log.warning("node %s (%s, rule %s): %s", node, decision.outcome, decision.rule, refused)
+            return refused
+        assert node is not None
         self._excluded_nodes.append(node)
         log.warning("node %s excluded from later attempts (%s, rule %s)", node, decision.outcome, decision.rule)
         return EXCLUDED
