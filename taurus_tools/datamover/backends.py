@@ -447,7 +447,8 @@ class SlurmBackend(WithSlurmOptions, Backend):
                 ntasks=1,
                 exclude=options.exclude or None,
             )
-            return Launch(tuple(full), name=name, job_name=job_name, runs_srun=True)
+            place = _SlurmPlacement(self, name, tuple(argv), blocking, tuple(exclude_nodes))
+            return Launch(tuple(full), name=name, job_name=job_name, runs_srun=True, placement=place)
         out = self.job_log_dir / f"{job_name}.out"
         err = self.job_log_dir / f"{job_name}.err"
         full = [
@@ -462,12 +463,19 @@ class SlurmBackend(WithSlurmOptions, Backend):
             self._wrapper_script(),
             *argv,
         ]
+        place = _SlurmPlacement(self, name, tuple(argv), blocking, tuple(exclude_nodes))
         return Launch(
-            tuple(full), name=name, submits=True, parsable=True, job_name=job_name, job_output=(out, err)
+            tuple(full),
+            name=name,
+            submits=True,
+            parsable=True,
+            job_name=job_name,
+            job_output=(out, err),
+            placement=place,
         )
 
     def ended_job(self, job_id: str) -> Optional[JobState]:
-        return self.client.job_state(job_id)
+        return self.client.ended_job_state(job_id)
 
     def usable_nodes(self) -> Optional[List[str]]:
         try:
@@ -494,6 +502,26 @@ class SlurmBackend(WithSlurmOptions, Backend):
                 os.replace(tmp, path)
             self._wrapper = str(path)
         return self._wrapper
+
+
+@dataclass(frozen=True)
+class _SlurmPlacement:
+    """A :class:`~taurus_tools.process.launch.Placement`: the program launched again by its
+    backend, with more nodes excluded."""
+
+    backend: SlurmBackend
+    name: str
+    argv: Tuple[str, ...]
+    blocking: bool
+    exclude_nodes: Tuple[str, ...]
+
+    def excluding(self, nodes: Tuple[str, ...]) -> Launch:
+        more = tuple(dict.fromkeys((*self.exclude_nodes, *nodes)))
+        return self.backend.launch_program(self.name, self.argv, blocking=self.blocking, exclude_nodes=more)
+
+    def usable_nodes(self) -> Optional[List[str]]:
+        nodes = self.backend.usable_nodes()
+        return None if nodes is None else [n for n in nodes if n not in self.exclude_nodes]
 
 
 # ---------------------------------------------------------------------------- local

@@ -150,10 +150,9 @@ class CopyConfig:
     retry_delay_s: float = _option(1.0, "seconds before the first retry, doubling for each further one")
     exit_policy: Optional[ExitPolicy] = _option(
         None,
-        "what a failed shard leads to, by exit code, signal or Slurm state: "
-        "CODES|SIGNALS|STATES=complete|retry|retry_elsewhere|fail,... "
-        "(e.g. 1-10,SIGKILL=retry,NODE_FAIL=retry_elsewhere,*=fail; also retries=N,run_retries=N,"
-        "backoff=S,max_excluded=N)",
+        "what a failed shard leads to, by exit code, signal or Slurm state, "
+        "e.g. 3,SIGKILL=retry,NODE_FAIL=retry_elsewhere,*=fail (actions: complete, retry, "
+        "retry_elsewhere, fail; bounds: retries=N, run_retries=N, backoff=S, max_excluded=N)",
         "--exit-policy",
         metavar="RULES",
         default_text="NODE_FAIL,BOOT_FAIL=retry_elsewhere,*=retry",

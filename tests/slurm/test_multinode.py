@@ -10,12 +10,14 @@
   excluded by the exit policy's rule;
 * exit policies through Slurm: shard jobs exiting with chosen codes get each action
   (``retry_elsewhere`` excludes the job's node), ``max_excluded`` caps the exclusion, and
-  the partition's last usable node (``sinfo``) is never excluded;
+  the partition's last usable node (``sinfo``) is never excluded; ``waitfor(policy=)``
+  runs a command's job again on another node;
 * a node that lacks the package: the shard fails with a message naming the missing path.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -29,7 +31,7 @@ from helpers import assert_identical, make_tree, shard_exits, wait_for
 from slurm_cluster import ELSEWHERE_NODE, ELSEWHERE_PARTITION, MULTINODE_NAMES, SlurmCluster, multinode_cluster
 
 import taurus_tools
-from taurus_tools import CopyResult, Datamover, ExitPolicy, ParallelCopy, SlurmOptions
+from taurus_tools import CopyResult, Datamover, ExitPolicy, ParallelCopy, SlurmOptions, waitfor
 from taurus_tools.slurm.client import SlurmClient
 
 pytestmark = pytest.mark.slurm
@@ -352,3 +354,19 @@ def test_the_last_usable_node_is_never_excluded(multinode, dm, tmp_path):
     kept = report_of(result)["nodes_not_excluded"]
     assert [k["node"] for k in kept] == nodes[1:3]
     assert all("the last usable node" in k["reason"] for k in kept), kept
+
+
+@pytest.mark.parametrize("blocking", [True, False], ids=["srun", "sbatch"])
+def test_waitfor_retries_a_command_elsewhere(multinode, tmp_path, blocking):
+    dm = Datamover("slurm", job_log_dir=tmp_path / "jobs", blocking=blocking)
+    marker, nodes = tmp_path / "ran once", tmp_path / "nodes"
+    # The first run exits 4, the second 0; each notes the node it ran on.
+    script = 'echo "$SLURMD_NODENAME" >> "$2"; if [ -e "$1" ]; then exit 0; fi; touch "$1"; exit 4'
+    handle = dm.run("sh", "-c", script, "sh", str(marker), str(nodes))
+    err = io.StringIO()
+    assert waitfor(handle, timeout=120, policy="4=retry_elsewhere,backoff=0.1", progress=False, file=err) == 0
+    first, second = nodes.read_text().split()
+    assert first != second, err.getvalue()
+    assert handle.returncode == 4 and job_nodes(multinode, handle.job_id) == first
+    said = err.getvalue()
+    assert f"node {first} excluded from later attempts (Slurm FAILED (exit 4), rule 4=retry_elsewhere)" in said
