@@ -39,6 +39,7 @@ if TYPE_CHECKING:  # what the names below are, for type checkers and editors
     from .callbacks import NoProgress, ProgressCallback, TqdmProgress
     from .transfer.config import CopyConfig
     from .futures import BackgroundFuture
+    from .policy import ExitPolicy
     from .transfer.parallel_copy import CopyResult, ParallelCopy
     from .process.launch import Launch
     from .process.handle import Handle
@@ -83,6 +84,7 @@ _HOMES = {
         "errors",
     ),
     "BackgroundFuture": "futures",
+    "ExitPolicy": "policy",
     **dict.fromkeys(("NoProgress", "ProgressCallback", "TqdmProgress"), "callbacks"),
     "CopyConfig": "transfer.config",
     **dict.fromkeys(("CopyResult", "ParallelCopy"), "transfer.parallel_copy"),
@@ -135,6 +137,7 @@ __all__ = [
     "SourceNotFoundError",
     "Datamover",
     "DependencyError",
+    "ExitPolicy",
     "Handle",
     "Launch",
     "LocalBackend",

@@ -332,3 +332,25 @@ def counts(snap: Dict[str, Tuple]) -> Tuple[int, int]:
 HOSTILE_OBJECT_NAMES = [
     "with space.txt", "quote'\"s", "new\nline", "-leading-dash", "ünïcødé-名前", "#hash;semi", "d/e/f.bin",
 ]
+
+
+def shard_exits(copy, scripts: Dict[int, Sequence[str]]) -> None:
+    """Make attempts of a ParallelCopy's shards run a shell script instead of the worker.
+
+    ``scripts[shard][attempt]`` is the script (``"exit 3"``, ``"kill -9 $$"``) of that
+    attempt of that shard; attempts past the list run the real worker.  The script runs
+    where the backend runs a shard (a process here, a Slurm job on a node, with the
+    nodes the copy excludes excluded), so its exit code and job state are real.
+    """
+    real = copy._launch
+
+    def launch(dm, queued):
+        launched, status, failed = real(dm, queued)
+        todo = scripts.get(queued.index, ())
+        if queued.attempt < len(todo):
+            argv = ("sh", "-c", todo[queued.attempt])
+            exclude = copy._attempt(queued).exclude_nodes
+            launched = dm.backend.launch_program(launched.name, argv, blocking=True, exclude_nodes=exclude)
+        return launched, status, failed
+
+    copy._launch = launch

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .._log import get_logger
-from ..errors import BackendUnavailableError, CommandNotFoundError, ConfigurationError
+from ..errors import BackendUnavailableError, CommandNotFoundError, ConfigurationError, SlurmError
 from .._names import BACKENDS, MANAGEMENT_COMMANDS, TRANSFER_COMMANDS
 from ..process.launch import Launch, unique_job_name
 from ..slurm.client import JobState, SlurmClient
@@ -150,6 +150,12 @@ class Backend(ABC):
     def ended_job(self, job_id: str) -> Optional[JobState]:
         """How a Slurm job this backend ran ended (state, exit code, nodes); None when the
         backend runs no Slurm jobs or Slurm no longer knows the job."""
+        return None
+
+    def usable_nodes(self) -> Optional[List[str]]:
+        """The Slurm nodes this backend's jobs may run on now (those ``sinfo`` reports as
+        taking jobs, less the nodes its options exclude); None when the backend runs no
+        Slurm jobs of its own choosing, or Slurm did not say."""
         return None
 
     def is_cluster(self) -> bool:
@@ -441,7 +447,8 @@ class SlurmBackend(WithSlurmOptions, Backend):
                 ntasks=1,
                 exclude=options.exclude or None,
             )
-            return Launch(tuple(full), name=name, job_name=job_name, runs_srun=True)
+            place = _SlurmPlacement(self, name, tuple(argv), blocking, tuple(exclude_nodes))
+            return Launch(tuple(full), name=name, job_name=job_name, runs_srun=True, placement=place)
         out = self.job_log_dir / f"{job_name}.out"
         err = self.job_log_dir / f"{job_name}.err"
         full = [
@@ -456,12 +463,27 @@ class SlurmBackend(WithSlurmOptions, Backend):
             self._wrapper_script(),
             *argv,
         ]
+        place = _SlurmPlacement(self, name, tuple(argv), blocking, tuple(exclude_nodes))
         return Launch(
-            tuple(full), name=name, submits=True, parsable=True, job_name=job_name, job_output=(out, err)
+            tuple(full),
+            name=name,
+            submits=True,
+            parsable=True,
+            job_name=job_name,
+            job_output=(out, err),
+            placement=place,
         )
 
     def ended_job(self, job_id: str) -> Optional[JobState]:
-        return self.client.job_state(job_id)
+        return self.client.ended_job_state(job_id)
+
+    def usable_nodes(self) -> Optional[List[str]]:
+        try:
+            nodes = self.client.usable_nodes(self.partition)
+        except SlurmError as exc:
+            log.warning("cannot tell which Slurm nodes take jobs: %s", exc)
+            return None
+        return [n for n in nodes if n not in self.slurm.exclude]
 
     def which(self, program: str) -> Optional[str]:
         """The program as found here, else its bare name: the compute node's PATH may have it."""
@@ -480,6 +502,26 @@ class SlurmBackend(WithSlurmOptions, Backend):
                 os.replace(tmp, path)
             self._wrapper = str(path)
         return self._wrapper
+
+
+@dataclass(frozen=True)
+class _SlurmPlacement:
+    """A :class:`~taurus_tools.process.launch.Placement`: the program launched again by its
+    backend, with more nodes excluded."""
+
+    backend: SlurmBackend
+    name: str
+    argv: Tuple[str, ...]
+    blocking: bool
+    exclude_nodes: Tuple[str, ...]
+
+    def excluding(self, nodes: Tuple[str, ...]) -> Launch:
+        more = tuple(dict.fromkeys((*self.exclude_nodes, *nodes)))
+        return self.backend.launch_program(self.name, self.argv, blocking=self.blocking, exclude_nodes=more)
+
+    def usable_nodes(self) -> Optional[List[str]]:
+        nodes = self.backend.usable_nodes()
+        return None if nodes is None else [n for n in nodes if n not in self.exclude_nodes]
 
 
 # ---------------------------------------------------------------------------- local

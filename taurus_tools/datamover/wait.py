@@ -1,5 +1,5 @@
-"""``waitfor``: wait for one or many handles (or any futures) with progress, live stderr and a
-real timeout."""
+"""``waitfor``: wait for one or many handles (or any futures) with progress, live stderr, a
+real timeout, and retries as an exit policy says."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ import concurrent.futures
 import sys
 import threading
 import time
-from typing import IO, Any, List, Optional, Sequence, Union, overload
+from typing import IO, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union, overload
 
 from .._log import get_logger
 from ..callbacks import Progress, as_progress
 from ..errors import CommandError, CommandTimeoutError, ConfigurationError
+from ..policy import Action, Decision, ExitPolicy
 from ..process.handle import Handle
 
 log = get_logger(__name__)
@@ -97,6 +98,7 @@ def waitfor(
     check: bool = ...,
     show_stderr: bool = ...,
     file: Optional[IO[str]] = ...,
+    policy: Union[ExitPolicy, str, None] = ...,
 ) -> int: ...
 
 
@@ -110,6 +112,7 @@ def waitfor(
     check: bool = ...,
     show_stderr: bool = ...,
     file: Optional[IO[str]] = ...,
+    policy: Union[ExitPolicy, str, None] = ...,
 ) -> List[int]: ...
 
 
@@ -122,6 +125,7 @@ def waitfor(
     check: bool = False,
     show_stderr: bool = True,
     file: Optional[IO[str]] = None,
+    policy: Union[ExitPolicy, str, None] = None,
 ) -> Union[int, List[int]]:
     """Wait for one handle or many; return the exit code (a list for a list).
 
@@ -152,6 +156,17 @@ def waitfor(
         Print each command's stderr lines as they arrive (srun's ``--pty`` noise dropped).
     file : text stream, optional
         Where progress and stderr go; default ``sys.stderr``.
+    policy : ExitPolicy or str, optional
+        Run commands again as this :class:`~taurus_tools.policy.ExitPolicy` (or its
+        compact form) says for their exit code, signal and Slurm job state: ``retry``
+        starts the command anew (:meth:`Handle.again`) after the backoff,
+        ``retry_elsewhere`` also keeps that and every later attempt of this wait off the
+        node the job ran on (within ``max_excluded``, never the last usable node; only
+        for jobs whose nodes the backend chooses, not a site tool's), within the
+        policy's ``retries`` per command (default 2) and ``run_retries`` in all.  The
+        codes returned are the last attempts'; ``check`` raises only for commands whose
+        last attempt the policy did not call ``complete``.  The handles given stay those
+        of the first attempts.  Other futures are waited for as they are.
 
     Notes
     -----
@@ -160,6 +175,11 @@ def waitfor(
     """
     single = isinstance(handles, concurrent.futures.Future)
     items = futures_of(handles)
+    if isinstance(policy, str):
+        policy = ExitPolicy(policy)
+    elif policy is not None and not isinstance(policy, ExitPolicy):
+        raise ConfigurationError(f"policy must be an ExitPolicy or its compact form (a str), got {policy!r}")
+    retrier = _Retrier(policy, items) if policy is not None else None
     if timeout is not None and timeout < 0:
         raise ValueError(f"timeout must be >= 0 seconds or None, got {timeout}")
     if poll_interval <= 0:
@@ -187,11 +207,11 @@ def waitfor(
     bar.set_total(len(items), unit="cmd")
     reported = 0
 
-    def echo(final: bool = False) -> None:
+    def echo(final: bool = False, only: Optional[int] = None) -> None:
         if not show_stderr:
             return
         for i, h in enumerate(items):
-            if not isinstance(h, Handle):
+            if not isinstance(h, Handle) or (only is not None and i != only):
                 continue
             lines, positions[i] = h.read_stderr_lines(positions[i], final=final)
             for line in lines:
@@ -199,9 +219,27 @@ def waitfor(
                     continue
                 bar.write(labels[i] + line, out)
 
+    def say(i: int, message: str) -> None:
+        log.info("%s%s", labels[i], message)
+        if show_stderr:
+            bar.write(f"{labels[i]}{_name(items[i])}: {message}", out)
+
+    def again(i: int, exclude: Tuple[str, ...]) -> None:
+        echo(final=True, only=i)  # the ended attempt's last lines
+        old = items[i]
+        assert isinstance(old, Handle)
+        old.remove_waker(wake)
+        new = old.again(exclude_nodes=exclude)
+        new.add_waker(wake, stdout=False)
+        items[i] = new
+        commands.append(new)
+        positions[i] = 0
+
     try:
         while True:
-            pending = [h for h in items if not h.done()]
+            if retrier is not None:
+                retrier.step(items, say, again)
+            pending = [h for i, h in enumerate(items) if not h.done() or (retrier and not retrier.final[i])]
             echo()
             finished = len(items) - len(pending)
             bar.update(finished - reported)  # 0: a tick, for the clock
@@ -214,6 +252,8 @@ def waitfor(
                 echo(final=True)
                 raise CommandTimeoutError([_argv_of(h) for h in pending], timeout or 0.0)
             pause = poll_interval if deadline is None else min(poll_interval, deadline - now)
+            if retrier is not None and retrier.due:
+                pause = min(pause, min(retrier.due.values()) - now)
             wake.wait(max(pause, 0.0))
             wake.clear()
     except KeyboardInterrupt:
@@ -227,7 +267,8 @@ def waitfor(
     echo(final=True)
     codes = [_code(h) for h in items]
     if check:
-        failed = [h for h, code in zip(items, codes) if code != 0]
+        completed = retrier.completed if retrier is not None else set()
+        failed = [h for i, (h, code) in enumerate(zip(items, codes)) if code != 0 and i not in completed]
         if failed:
             first = failed[0]
             if len(failed) > 1:
@@ -246,6 +287,86 @@ def waitfor(
                 job_id=first.job_id,
             )
     return codes[0] if single else codes  # type: ignore[return-value]
+
+
+class _Retrier:
+    """What an exit policy makes of the commands of one ``waitfor`` as they end.
+
+    Attributes
+    ----------
+    final : list of bool
+        Per item: its outcome is final (not a command, or the policy retries it no more).
+    due : dict
+        Item -> when (``time.monotonic()``) its next attempt starts.
+    completed : set of int
+        Items whose last attempt the policy called ``complete``.
+    """
+
+    def __init__(self, policy: ExitPolicy, items: Sequence["concurrent.futures.Future[Any]"]) -> None:
+        self.policy = policy
+        self.final = [not isinstance(h, Handle) for h in items]
+        self.due: Dict[int, float] = {}
+        self.completed: set = set()
+        self._tries = [0] * len(items)
+        self._run_retries = 0
+        self._excluded: List[str] = []  # nodes retry_elsewhere excluded in this wait
+
+    def step(
+        self,
+        items: List["concurrent.futures.Future[Any]"],
+        say: Callable[[int, str], None],
+        again: Callable[[int, Tuple[str, ...]], None],
+    ) -> None:
+        """Decide on the commands that ended; start the retries that are due."""
+        now = time.monotonic()
+        for i, when in list(self.due.items()):
+            if when <= now:
+                del self.due[i]
+                again(i, tuple(self._excluded))
+        for i, h in enumerate(items):
+            if not self.final[i] and i not in self.due and h.done():
+                assert isinstance(h, Handle)
+                self._ended(i, h, say)
+
+    def _ended(self, i: int, h: Handle, say: Callable[[int, str], None]) -> None:
+        rc = h.returncode
+        if rc is None:  # never ran (what it ran after failed), or cancelled before it started
+            self.final[i] = True
+            return
+        job = h.ended_job() if h.job_id else None
+        decision = self.policy.decide(rc, job.state if job is not None else None)
+        if decision.action is Action.RETRY_ELSEWHERE:
+            self._exclude(i, h, job.nodes if job is not None else None, decision, say)
+        if decision.action.retries and self.policy.retry_allowed(self._tries[i], self._run_retries):
+            delay = self.policy.backoff(self._tries[i])
+            self._tries[i] += 1
+            self._run_retries += 1
+            self.due[i] = time.monotonic() + delay
+            say(i, f"{decision.outcome}: retry {self._tries[i]} in {delay:.1f} s (rule {decision.rule})")
+            return
+        self.final[i] = True
+        if decision.action is Action.COMPLETE:
+            self.completed.add(i)
+        elif decision.action.retries:
+            say(i, f"{decision.outcome}: no retry left (rule {decision.rule})")
+        else:
+            say(i, f"{decision.outcome}: {decision.action.value} (rule {decision.rule})")
+
+    def _exclude(
+        self, i: int, h: Handle, node: Optional[str], decision: Decision, say: Callable[[int, str], None]
+    ) -> None:
+        placement = h.launch.placement
+        if placement is None:
+            say(i, f"{decision.outcome}: its nodes are not ours to choose; retried without excluding any")
+            return
+        usable = placement.usable_nodes() if node and node not in self._excluded else None
+        refused = self.policy.exclusion_refused(node, excluded=self._excluded, usable=usable)
+        if refused is not None:
+            say(i, f"node {node}: {refused}")
+            return
+        assert node is not None
+        self._excluded.append(node)
+        say(i, f"node {node} excluded from later attempts ({decision.outcome}, rule {decision.rule})")
 
 
 def _label(handle: Any, index: int, total: int) -> str:

@@ -48,7 +48,14 @@ from .job_output import JobOutput
 from .launch import Launch
 from .pipes import devnull, pump
 from .tree import terminate_tree
-from ..slurm.client import SRUN_VERBOSE_ENV, SRUN_VERBOSE_OPTION, SlurmClient, SrunVerboseFilter, parse_job_id
+from ..slurm.client import (
+    SRUN_VERBOSE_ENV,
+    SRUN_VERBOSE_OPTION,
+    JobState,
+    SlurmClient,
+    SrunVerboseFilter,
+    parse_job_id,
+)
 from ..slurm.watcher import JOB_POLL
 
 log = get_logger(__name__)
@@ -151,6 +158,38 @@ class Handle(BackgroundFuture):
             self._begin()
         else:
             run_after(after, on, self._begin, self._fail_before_start)
+
+    def again(self, *, exclude_nodes: Sequence[str] = ()) -> "Handle":
+        """The same command started anew, now, as a new handle (same working directory,
+        environment, input and output options).
+
+        ``exclude_nodes`` keeps its Slurm job off those nodes, when the backend chooses
+        its nodes (the launch has a :attr:`~taurus_tools.process.launch.Launch.placement`);
+        else it is ignored.
+        """
+        launch = self.launch
+        if exclude_nodes and launch.placement is not None:
+            launch = launch.placement.excluding(tuple(exclude_nodes))
+        return Handle(
+            launch,
+            cwd=self._cwd,
+            env=self._env,
+            input=self._input,
+            text=self.text,
+            encoding=self.encoding,
+            errors=self.errors,
+            slurm=self._slurm,
+            on_output=self._on_output,
+        )
+
+    def ended_job(self) -> Optional[JobState]:
+        """How Slurm saw this command's job end (state, exit code, nodes); None when it
+        ran no job (or Slurm forgot it).  Asks Slurm (scontrol, else sacct) each time,
+        waiting a little for a job that is still completing
+        (:meth:`~taurus_tools.slurm.client.SlurmClient.ended_job_state`)."""
+        if self.job_id is None:
+            return None
+        return self._slurm.ended_job_state(self.job_id)
 
     def _begin(self) -> None:
         """Start the process (now, or once what it runs ``after`` has ended)."""

@@ -10,9 +10,30 @@ import os
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import TYPE_CHECKING, List, Optional, Tuple
 
-__all__ = ["Launch", "unique_job_name"]
+if TYPE_CHECKING:
+    from typing import Protocol
+else:
+    Protocol = object
+
+__all__ = ["Launch", "Placement", "unique_job_name"]
+
+
+class Placement(Protocol):
+    """Where a launch's Slurm job may run, as the backend that made it can change it.
+
+    A retry elsewhere (:class:`~taurus_tools.policy.ExitPolicy`'s ``retry_elsewhere``)
+    asks it for the same launch keeping off more nodes, and for the nodes left to run on.
+    """
+
+    def excluding(self, nodes: Tuple[str, ...]) -> "Launch":
+        """The same launch, its job kept off ``nodes`` too."""
+        ...
+
+    def usable_nodes(self) -> Optional[List[str]]:
+        """The nodes its job may run on now (``sinfo``); None when not known."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -43,6 +64,9 @@ class Launch:
         it): the handle makes srun verbose to learn the job id and filters the verbose
         lines from stderr (``--verbose`` when ``argv[0]`` is srun, else
         ``SLURM_DEBUG=1`` in the environment).  None: when ``argv[0]`` is named ``srun``.
+    placement : Placement or None
+        For a Slurm job whose nodes the backend chooses: how to launch it again kept off
+        some nodes.  None: it cannot be (a process here, a site tool's own choice).
     """
 
     argv: Tuple[str, ...]
@@ -55,6 +79,7 @@ class Launch:
     #: spares Popen a PATH search on every call.  Ignored when a call passes ``env``.
     executable: Optional[str] = field(default=None, compare=False)
     runs_srun: Optional[bool] = field(default=None, compare=False)
+    placement: Optional[Placement] = field(default=None, compare=False, repr=False)
 
     @property
     def uses_srun(self) -> bool:

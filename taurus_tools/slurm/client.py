@@ -60,6 +60,14 @@ TERMINAL_STATES = frozenset(
     }
 )
 
+#: sinfo's short node states (``%t``) of a node that takes jobs.  A suffix (``*``: not
+#: responding, ``~``: powered off, ``#``/``%``/``!``: powering up or down) means it does not now.
+USABLE_NODE_STATES = frozenset({"idle", "mix", "alloc", "comp", "plnd"})
+
+#: How long :meth:`SlurmClient.ended_job_state` waits for a job whose processes ended to
+#: get its final state (it is COMPLETING until Slurm has cleaned up after it), in seconds.
+ENDED_STATE_WAIT_S = 10.0
+
 #: Default time limit for Slurm client calls, in seconds.
 CLIENT_TIMEOUT_S = 30.0
 
@@ -478,6 +486,35 @@ class SlurmClient:
                 names.append(name)
         return names, default
 
+    def usable_nodes(self, partition: Optional[str] = None) -> List[str]:
+        """The nodes of ``partition`` (default: Slurm's default one) that take jobs now, as
+        ``sinfo`` reports them: idle, mixed, allocated, completing or planned, and
+        responding; down, drained, draining, failed or reserved ones are left out.
+
+        Raises
+        ------
+        SlurmError
+            sinfo failed, or did not answer in time.
+        """
+        argv = ["sinfo", "--noheader", "--Node", "--format=%N|%t|%P"]
+        if partition is not None:
+            argv.append(f"--partition={partition}")
+        res = self._run(argv)
+        if res.returncode != 0:
+            first = (res.stderr.strip().splitlines() or ["no message"])[0]
+            raise SlurmError(f"sinfo failed (exit {res.returncode}: {first})")
+        nodes: List[str] = []
+        for line in res.stdout.splitlines():
+            fields = [f.strip() for f in line.split("|")]
+            if len(fields) != 3:
+                continue
+            node, state, part = fields
+            if partition is None and not part.endswith("*"):
+                continue  # a node of another partition than the default one
+            if state in USABLE_NODE_STATES and node not in nodes:
+                nodes.append(node)
+        return nodes
+
     def job_state(self, job_id: str) -> Optional[JobState]:
         """The job's state from ``scontrol show job``, else ``sacct``; None if Slurm forgot it."""
         res = self._run(["scontrol", "show", "job", "-o", str(job_id)])
@@ -501,6 +538,23 @@ class SlurmClient:
                 # sacct says "CANCELLED by 1234".
                 return JobState(str(job_id), state.split()[0], code or "0:0")
         return None
+
+    def ended_job_state(self, job_id: str, timeout: float = ENDED_STATE_WAIT_S) -> Optional[JobState]:
+        """The final state of a job whose command has ended (:meth:`job_state`, asked again
+        while the job is still COMPLETING or RUNNING, for at most ``timeout`` seconds).
+
+        ``srun`` exits when the job's tasks have, before Slurm has finished with the job: a
+        state read at once may say COMPLETING where it will say FAILED, TIMEOUT or
+        OUT_OF_MEMORY.  After ``timeout`` the last state read is returned as it is.
+        """
+        deadline = time.monotonic() + timeout
+        delay = 0.05
+        while True:
+            state = self.job_state(job_id)
+            if state is None or state.finished or time.monotonic() >= deadline:
+                return state
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
 
     def job_states(self, job_ids: Iterable[str]) -> Optional[Dict[str, JobState]]:
         """The states of many jobs from one ``squeue`` call: ``{job_id: JobState}``.

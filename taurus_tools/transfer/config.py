@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Collection, Dict, Iterator, Optional, Tup
 
 from ..callbacks import Progress, check_progress
 from ..errors import ConfigurationError
+from ..policy import ExitPolicy
 from ..slurm.options import node_names, string_tuple
 
 if TYPE_CHECKING:
@@ -64,9 +65,20 @@ class CopyConfig:
         How many times failed entries are tried again.
     retry_on : collection of int, optional
         Exit codes of a shard that are worth retrying (negative: killed by that signal);
-        default: every non-zero code.  Others count as final failures at once.
+        default: every non-zero code.  Others count as final failures at once.  The
+        same as ``exit_policy=ExitPolicy.from_retry_on(retry_on)``; not both.
     retry_delay_s : float
         Wait before the first retry; doubles for each further one.
+    exit_policy : ExitPolicy or str, optional
+        What a shard attempt that did not succeed leads to, from its exit code, signal
+        or Slurm job state (:class:`~taurus_tools.policy.ExitPolicy`, or its compact
+        form ``"1-10=retry,NODE_FAIL=retry_elsewhere,*=fail"``): ``retry``,
+        ``retry_elsewhere`` (with the node it ran on excluded from later attempts, at
+        most ``max_excluded`` nodes, and never the partition's last usable one),
+        ``fail``, or ``complete`` (in a copy: no retry; entries it did not copy still
+        count as failed, a copy never calls missing files copied).  Its ``retries`` and
+        ``backoff``, when it sets them, replace ``retries`` and ``retry_delay_s``.
+        Default: node failures retry elsewhere, every other failure retries.
     resume : bool
         Reuse the work directory of an interrupted run of the same copy and skip the
         shards it finished.  ``False`` starts over.
@@ -136,6 +148,15 @@ class CopyConfig:
     retries: int = _option(2, "retries of failed entries", "--retries", min=0)
     retry_on: Optional[Collection[int]] = _option(None, "exit codes of a shard worth retrying (default: any)")
     retry_delay_s: float = _option(1.0, "seconds before the first retry, doubling for each further one")
+    exit_policy: Optional[ExitPolicy] = _option(
+        None,
+        "what a failed shard leads to, by exit code, signal or Slurm state, "
+        "e.g. 3,SIGKILL=retry,NODE_FAIL=retry_elsewhere,*=fail (actions: complete, retry, "
+        "retry_elsewhere, fail; bounds: retries=N, run_retries=N, backoff=S, max_excluded=N)",
+        "--exit-policy",
+        metavar="RULES",
+        default_text="NODE_FAIL,BOOT_FAIL=retry_elsewhere,*=retry",
+    )
     resume: bool = _option(True, "start over instead of resuming an interrupted run", "--no-resume")
     verify: Optional[str] = _option(
         "size", "check sizes, or also content (BLAKE2), or nothing", "--verify", choices=VERIFY_MODES
@@ -206,6 +227,16 @@ class CopyConfig:
         object.__setattr__(self, "exclude_nodes", node_names("exclude_nodes", self.exclude_nodes))
         if self.retry_on is not None:
             object.__setattr__(self, "retry_on", frozenset(int(c) for c in self.retry_on))
+        if isinstance(self.exit_policy, str):
+            object.__setattr__(self, "exit_policy", ExitPolicy(self.exit_policy))
+        elif self.exit_policy is not None and not isinstance(self.exit_policy, ExitPolicy):
+            raise ConfigurationError(
+                f"exit_policy must be an ExitPolicy or its compact form (a str), got {type(self.exit_policy).__name__}"
+            )
+        if self.exit_policy is not None and self.retry_on is not None:
+            raise ConfigurationError(
+                "give retry_on or exit_policy, not both: retry_on=[...] is exit_policy=ExitPolicy.from_retry_on([...])"
+            )
         for name in ("work_dir", "report", "files_from"):
             value = getattr(self, name)
             if value is not None:
@@ -218,6 +249,12 @@ class CopyConfig:
         from .s3 import S3Config
 
         return S3Config(endpoint_url=self.endpoint_url, profile=self.profile, threads=self.threads)
+
+    def policy(self) -> ExitPolicy:
+        """The exit policy shards follow: ``exit_policy``, else the one ``retry_on`` means,
+        with ``retries`` and ``retry_delay_s`` where the policy sets no bounds of its own."""
+        policy = self.exit_policy if self.exit_policy is not None else ExitPolicy.from_retry_on(self.retry_on)
+        return policy.with_defaults(retries=self.retries, backoff_s=self.retry_delay_s)
 
     @property
     def shard_count(self) -> int:

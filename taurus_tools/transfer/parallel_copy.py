@@ -12,7 +12,9 @@ so that a crashed or interrupted copy resumes where it stopped:
    verifies its files at the destination when it has copied them (the site's
    ``dtrsync`` cannot: those shards are verified by ``Endpoint.verify_shard``);
 4. retry only what failed or did not verify (those entries of a shard, not the shard),
-   with backoff;
+   with backoff, as the exit policy (:class:`~taurus_tools.policy.ExitPolicy`) says for the
+   shard's exit code, signal or Slurm job state; ``retry_elsewhere`` also keeps later
+   attempts off the node (capped, and never the partition's last usable node);
 5. write ``result_all.json`` (the schema of the distributed-transfer report, plus ours).
 
 The source and the destination are :class:`~taurus_tools.transfer.endpoints.Endpoint` objects,
@@ -41,10 +43,11 @@ from .._log import get_logger
 from ..datamover.backends import Backend, StrPath
 from ..callbacks import NoProgress, ProgressCallback, as_progress
 from .config import CopyConfig
-from .state import AttemptRecord, CopyState, ShardCounts, ShardState, ShardStatus, WorkerStatus
+from .state import EXCLUDED, AttemptRecord, CopyState, ShardCounts, ShardState, ShardStatus, WorkerStatus
 from .endpoints import WORKER_SCRIPT, Endpoint, ShardAttempt, check_options, endpoint_for, make_folder, mover_for
 from ..futures import BackgroundFuture, check_after, run_after
 from ..datamover.datamover import Datamover
+from ..policy import Action, Decision
 from ..errors import (
     ConfigurationError,
     CopyCancelledError,
@@ -91,6 +94,9 @@ class CopyResult:
     #: Slurm nodes on which a shard's job ended with a node failure (its shards were
     #: retried on other nodes); the report's ``node_failures`` says which shards.
     failed_nodes: List[str] = field(default_factory=list)
+    #: Slurm nodes the exit policy kept later attempts off (``retry_elsewhere``); the
+    #: report's ``excluded_nodes`` says by which rule and exit state.
+    excluded_nodes: List[str] = field(default_factory=list)
     duration_s: float = 0.0
     report: Optional[Path] = None
     dry_run: bool = False
@@ -109,6 +115,8 @@ class CopyResult:
             left_out.append(f"{self.special_skipped} special files (FIFOs, sockets, devices: not data) not copied")
         if self.failed_nodes:
             left_out.append(f"node(s) failed: {', '.join(self.failed_nodes)} (their shards retried elsewhere)")
+        if self.excluded_nodes and self.excluded_nodes != self.failed_nodes:
+            left_out.append(f"node(s) excluded: {', '.join(self.excluded_nodes)}")
         nothing = ""
         if not self.files_planned and self.files_excluded:
             nothing = f"nothing to copy: every entry of {self.src} was excluded; "
@@ -214,7 +222,9 @@ class ParallelCopy(BackgroundFuture):
         self._wake = threading.Event()
         self._part_tag = ""
         self._progress: Optional[ProgressCallback] = None  # made by start() for run()
-        self._failed_nodes: List[str] = []  # nodes later attempts keep off (they failed)
+        self._excluded_nodes: List[str] = []  # nodes later attempts keep off (retry_elsewhere)
+        self._policy = self.config.policy()
+        self._run_retries = 0  # retries in this run, for the policy's run_retries
 
     # ------------------------------------------------------------------ public API
     def run(self) -> CopyResult:
@@ -588,7 +598,7 @@ class ParallelCopy(BackgroundFuture):
             new=queued.new_dst,
             atomic=self.config.atomic,
             copy_tag=self._part_tag,
-            exclude_nodes=tuple(dict.fromkeys((*self.config.exclude_nodes, *self._failed_nodes))),
+            exclude_nodes=tuple(dict.fromkeys((*self.config.exclude_nodes, *self._excluded_nodes))),
             blocking=blocking,
         )
 
@@ -605,8 +615,9 @@ class ParallelCopy(BackgroundFuture):
         wake = self._wake
         # Reading the running shards' counters costs a file read per shard and round.
         report = not isinstance(progress, NoProgress)
-        # Nodes that failed under this copy (an earlier run's too): no attempt goes there again.
-        self._failed_nodes = state.failed_nodes()
+        # Nodes excluded under this copy (an earlier run's too): no attempt goes there again.
+        self._excluded_nodes = state.excluded_nodes()
+        self._run_retries = 0
         try:
             while queue or running:
                 if self._stop.is_set():
@@ -662,6 +673,7 @@ class ParallelCopy(BackgroundFuture):
                 result.failed_messages.extend(lines)
         result.retries = state.retries
         result.failed_nodes = state.failed_nodes()
+        result.excluded_nodes = state.excluded_nodes()
 
     def _set_folders(self, state: CopyState, result: CopyResult) -> None:
         """Once every file is in place: folders get the source's permission bits and times.
@@ -734,30 +746,27 @@ class ParallelCopy(BackgroundFuture):
             tool_checked = True
         counts = status.counts if status is not None else ShardCounts()
 
-        state.results.append(
-            AttemptRecord(
-                shard=queued.index,
-                attempt=queued.attempt,
-                start_time_ms=int(attempt.launched * 1000),
-                end_time_ms=int(time.time() * 1000),
-                bytes=counts.bytes,
-                files=counts.files,
-                exit_code=rc,
-                worker_start_ms=status.started_ms if status else None,
-                host=status.host if status else None,
-                job_id=(status.job_id if status else None) or handle.job_id,
-                slurm_state=ended.state if ended else None,
-                nodes=(ended.nodes or None) if ended else None,
-            )
+        record = AttemptRecord(
+            shard=queued.index,
+            attempt=queued.attempt,
+            start_time_ms=int(attempt.launched * 1000),
+            end_time_ms=int(time.time() * 1000),
+            bytes=counts.bytes,
+            files=counts.files,
+            exit_code=rc,
+            worker_start_ms=status.started_ms if status else None,
+            host=status.host if status else None,
+            job_id=(status.job_id if status else None) or handle.job_id,
+            slurm_state=ended.state if ended else None,
+            nodes=(ended.nodes or None) if ended else None,
         )
+        state.results.append(record)
         s.attempts = queued.attempt + 1
         per_file, permanent_paths, generic = _failure_info(files, handle, rc)
         if node_failed:
             assert ended is not None
             generic = f"its Slurm job {ended.job_id} ended {ended.state}: node {ended.nodes or '?'} failed"
             log.warning("shard %d: node %s failed (job %s, %s)", queued.index, ended.nodes, ended.job_id, ended.state)
-            if ended.nodes and ended.nodes not in self._failed_nodes:
-                self._failed_nodes.append(ended.nodes)
         elif status is None and rc != 0:
             missing = _missing_path(handle.stderr_text)
             if missing is not None:
@@ -788,10 +797,14 @@ class ParallelCopy(BackgroundFuture):
             else:
                 s.status = ShardStatus.DONE
             return
-        retry_ok = node_failed or self.config.retry_on is None or rc in self.config.retry_on
-        if retry_ok and queued.attempt < self.config.retries:
+        decision = self._policy.decide(rc, ended.state if ended else None)
+        record.action, record.rule = decision.action.value, decision.rule
+        if decision.action is Action.RETRY_ELSEWHERE:
+            record.exclusion = self._exclude(record.nodes, decision, backend)
+        if decision.action.retries and self._policy.retry_allowed(queued.attempt, self._run_retries):
+            self._run_retries += 1
             state.retries += 1
-            delay = self.config.retry_delay_s * (2**queued.attempt)
+            delay = self._policy.backoff(queued.attempt)
             # Retry only what failed when the worker said what that was.
             todo = files.failed if has_failed_list and listed else queued.records
             if todo != queued.records:
@@ -799,7 +812,12 @@ class ParallelCopy(BackgroundFuture):
             s.todo = todo
             s.status = ShardStatus.PENDING
             log.info(
-                "shard %d failed (exit %s); retry %d in %.1f s", queued.index, rc, queued.attempt + 1, delay
+                "shard %d failed (%s, rule %s); retry %d in %.1f s",
+                queued.index,
+                decision.outcome,
+                decision.rule,
+                queued.attempt + 1,
+                delay,
             )
             queue.append(_QueuedShard(queued.index, todo, queued.attempt + 1, time.monotonic() + delay))
             return
@@ -815,7 +833,29 @@ class ParallelCopy(BackgroundFuture):
         s.failed_list = failed_list
         s.messages = per_file
         s.generic = generic
-        log.error("shard %d failed for good (exit %s): %s", queued.index, rc, generic)
+        if decision.action is Action.COMPLETE:
+            log.warning(
+                "shard %d: the exit policy calls %s complete (%s), but entries were not copied: they count as failed",
+                queued.index,
+                decision.outcome,
+                decision.rule,
+            )
+        log.error("shard %d failed for good (%s, rule %s): %s", queued.index, decision.outcome, decision.rule, generic)
+
+    def _exclude(self, node: Optional[str], decision: Decision, backend: Backend) -> str:
+        """Keep later attempts off ``node`` (a ``retry_elsewhere`` decision); return
+        :data:`~taurus_tools.transfer.state.EXCLUDED`, or why the node stays usable."""
+        usable = backend.usable_nodes() if node and node not in self._excluded_nodes else None
+        refused = self._policy.exclusion_refused(
+            node, excluded=self._excluded_nodes, usable=usable, avoided=self.config.exclude_nodes
+        )
+        if refused is not None:
+            log.warning("node %s (%s, rule %s): %s", node, decision.outcome, decision.rule, refused)
+            return refused
+        assert node is not None
+        self._excluded_nodes.append(node)
+        log.warning("node %s excluded from later attempts (%s, rule %s)", node, decision.outcome, decision.rule)
+        return EXCLUDED
 
     def _final_list(self, queued: _QueuedShard, parts: List[Path]) -> Path:
         """One file with the records of ``parts``: what a shard failed for good."""
@@ -884,6 +924,24 @@ class ParallelCopy(BackgroundFuture):
             for r in state.results
             if r.node_failed
         ]
+        excluded: Dict[str, Dict[str, Any]] = {}
+        kept = []
+        for r in state.results:
+            row = {
+                "node": r.nodes,
+                "rule": r.rule,
+                "action": r.action,
+                "exit_code": r.exit_code,
+                "slurm_state": r.slurm_state,
+                "chunk_number": r.shard + 1,
+                "attempt": r.attempt,
+                "job_id": r.job_id,
+            }
+            node = r.excluded_node
+            if node is not None:
+                excluded.setdefault(node, row)  # the attempt that excluded it
+            elif r.action == Action.RETRY_ELSEWHERE.value:
+                kept.append({**row, "reason": r.exclusion})
         report = {
             "total_retries": result.retries,
             "total_size_gib": round(result.bytes_planned / 2**30, 6),
@@ -913,6 +971,11 @@ class ParallelCopy(BackgroundFuture):
             # Nodes that failed under the copy, and each attempt a node failure ended.
             "failed_nodes": state.failed_nodes(),
             "node_failures": node_failures,
+            # The exit policy, every node it excluded (with the rule and the exit state of
+            # the attempt that excluded it), and nodes a retry_elsewhere left usable (why).
+            "exit_policy": str(self._policy),
+            "excluded_nodes": list(excluded.values()),
+            "nodes_not_excluded": kept,
             "duration_s": round(result.duration_s, 3),
             "dry_run": result.dry_run,
             "start_time_ms": int(started * 1000),

@@ -11,7 +11,7 @@ Versions of the format:
   ``chunk_number`` (1 for the first shard).
 * 2: an attempt names its shard by ``shard`` (its index, 0 first); everything else as in 1.
   Later releases of version 2 add optional fields to an attempt (``slurm_state``,
-  ``nodes``); a missing one reads as None.
+  ``nodes``; then ``action``, ``rule`` and ``exclusion``); a missing one reads as None.
 
 A work dir of either version resumes; another version (a newer release's, or no
 version at all) is refused, see :class:`taurus_tools.errors.ConfigurationError`.
@@ -33,6 +33,7 @@ from ..slurm.client import NODE_FAILURE_STATES
 from .plan import ListingStats
 
 __all__ = [
+    "EXCLUDED",
     "STATE_VERSION",
     "READABLE_VERSIONS",
     "AttemptRecord",
@@ -42,6 +43,9 @@ __all__ = [
     "ShardStatus",
     "WorkerStatus",
 ]
+
+#: An attempt's ``exclusion`` when its node was excluded from later attempts.
+EXCLUDED = "excluded"
 
 #: The version this release writes.
 STATE_VERSION = 2
@@ -229,6 +233,10 @@ class AttemptRecord:
     for a tool that reports nothing, such as the site's ``dtrsync``).  For an attempt
     that failed as a Slurm job, ``slurm_state`` and ``nodes`` are how Slurm saw its end
     (``NODE_FAIL`` on ``n2``), and ``job_id`` is the job's even when the worker never ran.
+    For an attempt that did not succeed, ``action`` and ``rule`` are what the exit policy
+    decided and the rule that said so; ``exclusion`` is :data:`EXCLUDED` when the attempt
+    had its node excluded from later attempts (``retry_elsewhere``), else why it was not
+    (the cap was reached, it was the last usable node, ...).
     """
 
     shard: int
@@ -243,17 +251,30 @@ class AttemptRecord:
     job_id: Optional[str] = None
     slurm_state: Optional[str] = None
     nodes: Optional[str] = None
+    action: Optional[str] = None
+    rule: Optional[str] = None
+    exclusion: Optional[str] = None
 
     @property
     def node_failed(self) -> bool:
         """The attempt ended because its Slurm node failed."""
         return self.slurm_state in NODE_FAILURE_STATES
 
+    @property
+    def excluded_node(self) -> Optional[str]:
+        """The node this attempt had excluded from later attempts, if any.
+
+        Attempts recorded before exit policies (no ``action``) excluded the node of every
+        node failure."""
+        if self.action is None:
+            return self.nodes if self.node_failed and self.nodes else None
+        return self.nodes if self.exclusion == EXCLUDED and self.nodes else None
+
     def to_json(self) -> Dict[str, Any]:
         data = dataclasses.asdict(self)
         # Written only when known (a failed Slurm job): other attempts keep the format
         # earlier releases of version 2 wrote.
-        for optional in ("slurm_state", "nodes"):
+        for optional in ("slurm_state", "nodes", "action", "rule", "exclusion"):
             if data[optional] is None:
                 del data[optional]
         return data
@@ -275,6 +296,9 @@ class AttemptRecord:
             job_id=data.get("job_id"),
             slurm_state=data.get("slurm_state"),
             nodes=data.get("nodes"),
+            action=data.get("action"),
+            rule=data.get("rule"),
+            exclusion=data.get("exclusion"),
         )
 
 
@@ -397,6 +421,10 @@ class CopyState:
     def failed_nodes(self) -> List[str]:
         """The nodes on which an attempt ended with a node failure, first failure first."""
         return list(dict.fromkeys(r.nodes for r in self.results if r.node_failed and r.nodes))
+
+    def excluded_nodes(self) -> List[str]:
+        """The nodes later attempts keep off (excluded by the exit policy), first first."""
+        return list(dict.fromkeys(node for node in (r.excluded_node for r in self.results) if node))
 
     def shard_counts(self) -> ShardCounts:
         """The shards' counts, added up."""

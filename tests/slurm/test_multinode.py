@@ -6,12 +6,18 @@
 * ``exclude_nodes`` keeps every shard off a node (the report and Slurm's job records);
 * ``Datamover.srun(nodes=2, ntasks=4)`` and a non-blocking ``dtcp`` land where asked;
 * a node that dies mid-copy: its shards end NODE_FAIL, are retried on other nodes, the
-  copy completes, and the report names the node and the retried shards;
+  copy completes, and the report names the node and the retried shards, and the node as
+  excluded by the exit policy's rule;
+* exit policies through Slurm: shard jobs exiting with chosen codes get each action
+  (``retry_elsewhere`` excludes the job's node), ``max_excluded`` caps the exclusion, and
+  the partition's last usable node (``sinfo``) is never excluded; ``waitfor(policy=)``
+  runs a command's job again on another node;
 * a node that lacks the package: the shard fails with a message naming the missing path.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -21,11 +27,12 @@ from typing import Dict, List
 
 import psutil
 import pytest
-from helpers import assert_identical, make_tree, wait_for
+from helpers import assert_identical, make_tree, shard_exits, wait_for
 from slurm_cluster import ELSEWHERE_NODE, ELSEWHERE_PARTITION, MULTINODE_NAMES, SlurmCluster, multinode_cluster
 
 import taurus_tools
-from taurus_tools import CopyResult, Datamover, ParallelCopy, SlurmOptions
+from taurus_tools import CopyResult, Datamover, ExitPolicy, ParallelCopy, SlurmOptions, waitfor
+from taurus_tools.slurm.client import SlurmClient
 
 pytestmark = pytest.mark.slurm
 
@@ -111,12 +118,10 @@ def _copy(src: Path, dst: Path, dm: Datamover, tmp_path: Path, **options) -> Par
         src,
         dst,
         datamover=dm,
-        workers=8,
-        shards=8,
         progress=False,
         work_dir=tmp_path / "work",
         keep_work_dir=True,
-        **options,
+        **{"workers": 8, "shards": 8, **options},
     )
 
 
@@ -221,6 +226,11 @@ def test_node_failure_mid_copy_is_retried_elsewhere(multinode, dm, tmp_path):
         assert later and later[-1]["exit_code"] == 0
         assert all(r["host"] != victim for r in later)  # retried on another node
     assert report["total_retries"] >= len(failures)
+    # The default exit policy excluded the node, and the report says by which rule.
+    assert result.excluded_nodes == [victim]
+    [excluded] = report["excluded_nodes"]
+    assert excluded["node"] == victim and excluded["slurm_state"] == "NODE_FAIL"
+    assert excluded["rule"] == "NODE_FAIL,BOOT_FAIL=retry_elsewhere" and excluded["action"] == "retry_elsewhere"
 
 
 # ---------------------------------------------------------------- a node without the package
@@ -243,3 +253,120 @@ def test_node_without_the_package_names_the_missing_path(multinode, tmp_path):
     message = result.failed_messages[0]
     assert f"could not start on node {ELSEWHERE_NODE}: {worker} does not exist there" in message, message
     assert "the driver's Python" in message
+
+
+# ---------------------------------------------------------------- exit policies through Slurm
+def _rows_of(result: CopyResult, shard: int) -> List[dict]:
+    return [r for r in report_of(result)["benchmark_results"] if r["chunk_number"] == shard + 1]
+
+
+def test_usable_nodes_follow_sinfo(multinode):
+    client = SlurmClient()
+    assert client.usable_nodes("datamover") == list(MULTINODE_NAMES)
+    assert client.usable_nodes() == list(MULTINODE_NAMES)  # debug, the default partition
+    multinode.run(["scontrol", "update", "nodename=n3", "state=drain", "reason=test: drained"])
+    try:
+        wait_for(
+            lambda: client.usable_nodes("datamover"),
+            lambda nodes: nodes == ["n1", "n2", "n4"],
+            timeout=30,
+            what="n3 drained (not usable)",
+        )
+    finally:
+        multinode.run(["scontrol", "update", "nodename=n3", "state=resume"])
+    wait_for(lambda: multinode.node_states()["n3"], lambda state: state == "idle", timeout=30, what="n3 idle again")
+
+
+def test_exit_codes_of_shard_jobs_get_each_action(multinode, dm, tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, big_files=4, big_mib=1)
+    policy = "3=retry,4=retry_elsewhere,5=fail,6=complete,*=fail"
+    copy = _copy(src, dst, dm, tmp_path, workers=4, shards=4, retry_delay_s=0.1, exit_policy=policy)
+    shard_exits(copy, {0: ["exit 3"], 1: ["exit 4"], 2: ["exit 5"], 3: ["exit 6"]})
+    result = copy.run()
+    assert not result.ok
+    report = report_of(result)
+    # 3=retry: a second attempt, which copied.
+    first, second = _rows_of(result, 0)
+    assert (first["exit_code"], first["slurm_state"], second["exit_code"]) == (3, "FAILED", 0)
+    # 4=retry_elsewhere: the job's node excluded, the retry ran elsewhere and copied.
+    failed, retried = _rows_of(result, 1)
+    node = job_nodes(multinode, failed["job_id"])
+    assert failed["exit_code"] == 4 and failed["nodes"] == node
+    assert retried["exit_code"] == 0 and job_nodes(multinode, retried["job_id"]) != node
+    assert result.excluded_nodes == [node]
+    assert report["excluded_nodes"] == [
+        {
+            "node": node,
+            "rule": "4=retry_elsewhere",
+            "action": "retry_elsewhere",
+            "exit_code": 4,
+            "slurm_state": "FAILED",
+            "chunk_number": 2,
+            "attempt": 0,
+            "job_id": failed["job_id"],
+        }
+    ]
+    # 5=fail and 6=complete: one attempt each, no retry; their entries count as failed.
+    assert [r["exit_code"] for r in _rows_of(result, 2)] == [5]
+    assert [r["exit_code"] for r in _rows_of(result, 3)] == [6]
+    assert report["total_retries"] == 2
+    assert result.files_failed > 0
+    assert report["exit_policy"] == str(ExitPolicy(policy).with_defaults(retries=2, backoff_s=0.1))
+
+
+def test_exclusion_is_capped(multinode, dm, tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src)
+    policy = "1-10=retry_elsewhere,retries=3,max_excluded=1"
+    copy = _copy(src, dst, dm, tmp_path, workers=1, shards=1, retry_delay_s=0.1, exit_policy=policy)
+    shard_exits(copy, {0: ["exit 7", "exit 7", "exit 7"]})
+    result = copy.run()
+    assert result.ok, result.failed_messages
+    assert_identical(src, dst)
+    rows = _rows_of(result, 0)
+    nodes = [job_nodes(multinode, r["job_id"]) for r in rows]
+    assert [r["exit_code"] for r in rows] == [7, 7, 7, 0]
+    assert result.excluded_nodes == [nodes[0]]  # the first failure's node only: the cap is 1
+    report = report_of(result)
+    assert [e["node"] for e in report["excluded_nodes"]] == [nodes[0]]
+    kept = report["nodes_not_excluded"]
+    assert [k["node"] for k in kept] == nodes[1:3]
+    assert all(k["reason"].startswith("not excluded: max_excluded_nodes=1 reached") for k in kept)
+    assert nodes[0] not in nodes[1:]
+
+
+def test_the_last_usable_node_is_never_excluded(multinode, dm, tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src)
+    # n1 and n2 excluded by the user: n3 and n4 are left, and one of them must stay.
+    copy = _copy(
+        src, dst, dm, tmp_path, workers=1, shards=1, retry_delay_s=0.1, exclude_nodes=["n1", "n2"],
+        exit_policy="1-10=retry_elsewhere,retries=3",
+    )  # fmt: skip
+    shard_exits(copy, {0: ["exit 7", "exit 7", "exit 7"]})
+    result = copy.run()
+    assert result.ok, result.failed_messages
+    rows = _rows_of(result, 0)
+    nodes = [job_nodes(multinode, r["job_id"]) for r in rows]
+    assert set(nodes) == {"n3", "n4"} and nodes[0] not in nodes[1:]
+    assert result.excluded_nodes == [nodes[0]]
+    kept = report_of(result)["nodes_not_excluded"]
+    assert [k["node"] for k in kept] == nodes[1:3]
+    assert all("the last usable node" in k["reason"] for k in kept), kept
+
+
+@pytest.mark.parametrize("blocking", [True, False], ids=["srun", "sbatch"])
+def test_waitfor_retries_a_command_elsewhere(multinode, tmp_path, blocking):
+    dm = Datamover("slurm", job_log_dir=tmp_path / "jobs", blocking=blocking)
+    marker, nodes = tmp_path / "ran once", tmp_path / "nodes"
+    # The first run exits 4, the second 0; each notes the node it ran on.
+    script = 'echo "$SLURMD_NODENAME" >> "$2"; if [ -e "$1" ]; then exit 0; fi; touch "$1"; exit 4'
+    handle = dm.run("sh", "-c", script, "sh", str(marker), str(nodes))
+    err = io.StringIO()
+    assert waitfor(handle, timeout=120, policy="4=retry_elsewhere,backoff=0.1", progress=False, file=err) == 0
+    first, second = nodes.read_text().split()
+    assert first != second, err.getvalue()
+    assert handle.returncode == 4 and job_nodes(multinode, handle.job_id) == first
+    said = err.getvalue()
+    assert f"node {first} excluded from later attempts (Slurm FAILED (exit 4), rule 4=retry_elsewhere)" in said

@@ -19,6 +19,8 @@ from taurus_tools import (
     ConfigurationError,
     CopyConfig,
     Datamover,
+    ExitPolicy,
+    LocalBackend,
     SiteBackend,
     SlurmBackend,
     SlurmOptions,
@@ -147,6 +149,18 @@ class TestSharedByTheBackends:
         plain = backend.launch("dtcp", ["a", "b"], blocking=True).argv
         assert "--exclude=n1" in plain  # the Datamover's nodes, for every job
 
+    def test_a_slurm_launch_is_made_again_off_more_nodes(self, sinfo, tmp_path):
+        backend = SlurmBackend(slurm=SlurmOptions(exclude=("n1",)), client=FakeSlurmClient(), job_log_dir=tmp_path)
+        for blocking in (True, False):
+            launch = backend.launch_program("step", ["true", "x"], blocking=blocking, exclude_nodes=("n2",))
+            assert launch.placement is not None
+            again = launch.placement.excluding(("n3", "n2"))
+            assert [a for a in again.argv if a.startswith("--exclude")] == ["--exclude=n1,n2,n3"]
+            assert again.argv[-2:] == ("true", "x") and again.submits == launch.submits
+            assert again.job_name != launch.job_name  # a new job, under a name of its own
+        local = LocalBackend().launch_program("step", ["true"], blocking=True)
+        assert local.placement is None  # a process here: no nodes to choose
+
     def test_a_missing_partition_gives_way_in_the_backends_options_only(self, fp, tmp_path):
         fp.register([f"{FAKE_BIN}/sinfo", "-h", "-o", "%P"], stdout="debug*\n")
         options = SlurmOptions(account="p_a")
@@ -163,6 +177,7 @@ COPY_OPTIONS: Dict[str, Tuple[List[str], Any]] = {
     "shards": (["--shards", "5"], 5),
     "shard_by": (["--shard-by", "count"], "count"),
     "retries": (["--retries", "0"], 0),
+    "exit_policy": (["--exit-policy", "1-10,SIGKILL=retry,*=fail"], ExitPolicy("1-10,SIGKILL=retry,*=fail")),
     "resume": (["--no-resume"], False),
     "verify": (["--verify", "checksum"], "checksum"),
     "atomic": (["--atomic"], True),

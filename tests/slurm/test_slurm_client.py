@@ -137,6 +137,24 @@ class TestSlurmClient:
         with pytest.raises(SlurmError, match="scontrol not found"):
             FakeSlurmClient(missing=["scontrol"]).job_state("1")
 
+    def test_ended_job_state_waits_for_a_completing_job(self):
+        completing, failed = JobState("42", "COMPLETING", "4:0", "n1"), JobState("42", "FAILED", "4:0", "n1")
+        client = FakeSlurmClient(states=[completing, completing, failed])
+        assert client.ended_job_state("42") == failed and client.polls == 3
+        client = FakeSlurmClient(states=[completing])  # never final: the last state, after the wait
+        assert client.ended_job_state("42", timeout=0.3) == completing and client.polls > 1
+        assert FakeSlurmClient(states=[None]).ended_job_state("42") is None
+
+    def test_usable_nodes_from_sinfo(self, fp):
+        out = "n1|idle|debug*\nn1|idle|dm\nn2|mix|dm\nn3|down*|dm\nn4|drain|dm\nn5|alloc*|dm\nn6|comp|dm\nn7|resv|dm\n"
+        fp.register([f"{FAKE_BIN}/sinfo", "--noheader", "--Node", "--format=%N|%t|%P", "--partition=dm"], stdout=out)
+        fp.register([f"{FAKE_BIN}/sinfo", "--noheader", "--Node", "--format=%N|%t|%P"], stdout=out)
+        assert FakeSlurmClient().usable_nodes("dm") == ["n1", "n2", "n6"]
+        assert FakeSlurmClient().usable_nodes() == ["n1"]  # the default partition's
+        fp.register([f"{FAKE_BIN}/sinfo", "--noheader", "--Node", "--format=%N|%t|%P"], returncode=1, stderr="no\n")
+        with pytest.raises(SlurmError, match="sinfo failed"):
+            FakeSlurmClient().usable_nodes()
+
     def test_cancel_and_queued(self, fp):
         fp.register([f"{FAKE_BIN}/scancel", "5", "6"])
         fp.register([f"{FAKE_BIN}/scancel", "--user", getpass.getuser(), "--name", "tt-x"])
