@@ -46,6 +46,7 @@ class ProgressCallback:
 
     * :meth:`set_description` with what it is doing (any time);
     * :meth:`set_total` once the size of the work is known (again if it changes);
+    * :meth:`already_done` with what an earlier, interrupted run did (a resumed copy);
     * :meth:`update` with the work done since the last call, never negative;
       ``update()`` with nothing done is a tick (a display may redraw its clock);
     * :meth:`write` for a line of text that must not break a display;
@@ -68,6 +69,16 @@ class ProgressCallback:
 
     def update(self, amount: float = 0, files: int = 0) -> None:
         """``amount`` more units (and ``files`` more files) are done."""
+
+    def already_done(self, amount: float, files: int = 0) -> None:
+        """``amount`` units (and ``files`` files) were done before this work began, by an
+        earlier run that this one resumes: part of the progress, not of this run's rate.
+
+        A producer calls it after :meth:`set_total`, before any update, and reports only
+        this run's work after it (updates, or :meth:`update_to` totals, count from zero).
+        This default reports it as one :meth:`update`.
+        """
+        self.update(amount, files)
 
     def set_description(self, text: str) -> None:
         """What is being done (``"Copying"``, ``"Waiting for dtcp"``)."""
@@ -219,6 +230,7 @@ class TqdmProgress(ProgressCallback):
         self._unit = "B"
         self._total: Optional[float] = None
         self._n = 0.0
+        self._initial = 0.0  # what an earlier run did (already_done): not in the rate
         self._files = 0
         self._files_total: Optional[int] = None
         self._made = _clock()
@@ -234,7 +246,10 @@ class TqdmProgress(ProgressCallback):
         unit_options: Dict[str, Any] = (
             {"unit": "B", "unit_scale": True, "unit_divisor": 1024} if self._unit == "B" else {"unit": self._unit}
         )
-        bar = self._tqdm_class(total=self._total, initial=self._n, desc=self._desc, **unit_options, **self._options)
+        bar = self._tqdm_class(
+            total=self._total, initial=self._initial, desc=self._desc, **unit_options, **self._options
+        )
+        bar.n = self._n  # (tqdm's rate counts from initial)
         bar.start_t -= _clock() - self._made  # the clock counts from our start
         self.bar = bar
         self._postfix()
@@ -279,6 +294,19 @@ class TqdmProgress(ProgressCallback):
             if now - self._drawn >= self._interval:  # tqdm's own limit needs its update()
                 self._drawn = now
                 bar.refresh()
+
+    def already_done(self, amount: float, files: int = 0) -> None:
+        with self._lock:
+            self._n += amount
+            self._initial = self._n
+            self._files += files
+            bar = self._ready()
+            if bar is None:
+                return
+            bar.n = bar.initial = self._n
+            bar.last_print_n = self._n
+            self._postfix()
+            bar.refresh()
 
     def set_description(self, text: str) -> None:
         with self._lock:

@@ -102,6 +102,41 @@ class TestCopyReports:
         assert names[-1] == "close" and names.count("close") == 1
         assert rec.of("description")[:2] == ["Listing", "Copying"]
 
+    def test_a_resumed_copy_reports_the_earlier_runs_work_apart(self, tmp_path, dm):
+        """What an earlier run copied is shown (already_done) but is no update of this run:
+        a resumed copy's rate is not the earlier run's bytes over this run's seconds."""
+        src = tmp_path / "src"
+        sizes = {}
+        for i in range(6):
+            data = os.urandom(1000 + 100 * i)
+            (src / f"f{i}").parent.mkdir(parents=True, exist_ok=True)
+            (src / f"f{i}").write_bytes(data)
+            sizes[f"f{i}"] = len(data)
+        options = dict(datamover=dm, retries=0, shards=3, work_dir=tmp_path / "w")
+        first = ParallelCopy(src, tmp_path / "dst", **options)
+        real_launch = first._launch
+
+        def launch(dm_, task):  # shard 1 fails in the first run
+            launch_, status, failed = real_launch(dm_, task)
+            if task.index == 1:
+                return type(launch_)(("sh", "-c", "exit 3"), name=launch_.name), status, failed
+            return launch_, status, failed
+
+        first._launch = launch
+        assert not first.run().ok
+        there = [p.name for p in (tmp_path / "dst").iterdir()]
+        assert len(there) == 4
+        rec = Recorder()
+        rec.already_done = lambda amount, files=0: rec._note("already", (amount, files))  # type: ignore[method-assign]
+        again = ParallelCopy(src, tmp_path / "dst", progress=rec, **options).run()
+        assert again.ok and again.files_copied == 6  # (the copy's, both runs)
+        assert rec.of("already") == [(sum(sizes[n] for n in there), 4)]
+        names = [what for what, _ in rec.calls]
+        assert names.index("total") < names.index("already") < names.index("update")
+        updates = rec.of("update")
+        assert sum(a for a, _ in updates) == sum(sizes.values()) - rec.of("already")[0][0]
+        assert sum(f for _, f in updates) == 2
+
     def test_a_started_copy_reports_from_its_thread_and_closes(self, tmp_path, dm):
         size = make_tree(tmp_path / "src", files=12)
         rec = Recorder()
@@ -195,6 +230,30 @@ class TestInterface:
         for amount, files in [(10, 1), (5, 1), (5, 0), (25, 3), (25, 3)]:
             rec.update_to(amount, files)
         assert rec.of("update") == [(10, 1), (0, 0), (0, 0), (15, 2), (0, 0)]
+
+    def test_already_done_is_one_update_by_default(self):
+        rec = Recorder()
+        rec.already_done(100, 4)
+        rec.update_to(30, 1)  # this run's totals, from zero
+        assert rec.of("update") == [(100, 4), (30, 1)]
+
+    def test_tqdm_progress_shows_already_done_but_leaves_it_out_of_the_rate(self):
+        from tqdm.std import tqdm
+
+        out = io.StringIO()
+        bar = TqdmProgress(desc="Copying", file=out, tqdm_class=tqdm)
+        bar.set_total(2 << 30, files=10, unit="B")
+        bar.already_done(1 << 30, 5)
+        bar.bar.start_t -= 2.0  # this run has taken 2 s
+        bar.update_to(4 << 20, 1)  # and moved 4 MiB
+        state = bar.bar.format_dict
+        assert state["n"] == (1 << 30) + (4 << 20) and state["initial"] == 1 << 30
+        text = tqdm.format_meter(**state)
+        assert "50%" in text and "6/10 files" in text
+        rate = (state["n"] - state["initial"]) / state["elapsed"]
+        assert 1 << 20 < rate < 3 << 20, text  # about 2 MiB/s, not 512 MiB/s
+        assert "MB/s" in text and "GB/s" not in text, text
+        bar.close()
 
     def test_calling_it_is_an_update_in_bytes(self):
         rec = Recorder()

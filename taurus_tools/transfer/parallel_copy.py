@@ -221,6 +221,7 @@ class ParallelCopy(BackgroundFuture):
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._part_tag = ""
+        self._earlier_done: Tuple[int, int] = (0, 0)  # bytes, files an earlier run had done
         self._progress: Optional[ProgressCallback] = None  # made by start() for run()
         self._excluded_nodes: List[str] = []  # nodes later attempts keep off (retry_elsewhere)
         self._policy = self.config.policy()
@@ -267,6 +268,11 @@ class ParallelCopy(BackgroundFuture):
             )
             progress.set_description("Copying")
             progress.set_total(result.bytes_planned, files=result.files_planned, unit="B")
+            # A resumed copy: what earlier runs did is shown, but is no update of this run
+            # (its rate); the updates below count from there.
+            self._earlier_done = _done(state, ())
+            if any(self._earlier_done):
+                progress.already_done(*self._earlier_done)
             result.failed_messages.extend(stats.messages)
             result.files_excluded = stats.excluded
             result.special_skipped = stats.special
@@ -602,6 +608,10 @@ class ParallelCopy(BackgroundFuture):
             blocking=blocking,
         )
 
+    def _this_run(self, done: Tuple[int, int]) -> Tuple[int, int]:
+        """Bytes and files ``done``, less what earlier runs had done (see ``already_done``)."""
+        return done[0] - self._earlier_done[0], done[1] - self._earlier_done[1]
+
     def _fan_out(self, dm: Datamover, state: CopyState, result: CopyResult, progress: ProgressCallback) -> None:
         shards = state.shards
         queue: List[_QueuedShard] = [
@@ -646,7 +656,7 @@ class ParallelCopy(BackgroundFuture):
                     handle.remove_waker(wake)
                     self._finish_shard(handle, attempt, state, queue, dm.backend)
                 if report:
-                    progress.update_to(*_done(state, running.values()))
+                    progress.update_to(*self._this_run(_done(state, running.values())))
         except BaseException as exc:  # Ctrl-C, cancel(), or an error (ENOSPC in the work dir, ...)
             how = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"failed ({type(exc).__name__})"
             log.warning("%s: cancelling %d running shard(s); run again to resume", how, len(running))
@@ -656,7 +666,7 @@ class ParallelCopy(BackgroundFuture):
             self._save_state(state)
             raise
         if report:
-            progress.update_to(*_done(state, ()))
+            progress.update_to(*self._this_run(_done(state, ())))
         # The last shards finished after the loop's last save: record them, so that a
         # resume (after a crash while verifying) does not see them "running" and redo them.
         self._save_state(state)
