@@ -137,6 +137,25 @@ class TestCopyReports:
         assert sum(a for a, _ in updates) == sum(sizes.values()) - rec.of("already")[0][0]
         assert sum(f for _, f in updates) == 2
 
+    def test_ctrl_c_in_run_says_how_to_resume(self, tmp_path, dm):
+        """The KeyboardInterrupt out of run() carries a note (shown under its traceback, in
+        Jupyter too) saying that running it again resumes, and where its state is."""
+        make_tree(tmp_path / "src", files=12)
+
+        class CtrlC(Recorder):
+            def update(self, amount=0, files=0):
+                if files:
+                    raise KeyboardInterrupt
+
+        work = tmp_path / "w"
+        pc = ParallelCopy(tmp_path / "src", tmp_path / "dst", datamover=dm, work_dir=work, progress=CtrlC())
+        with pytest.raises(KeyboardInterrupt) as info:
+            pc.run()
+        notes = getattr(info.value, "__notes__", [])
+        assert len(notes) == 1 and "run it again" in notes[0] and repr(str(work)) in notes[0]
+        again = ParallelCopy(tmp_path / "src", tmp_path / "dst", datamover=dm, work_dir=work).run()
+        assert again.ok and again.files_copied + again.files_skipped == 12
+
     def test_a_started_copy_reports_from_its_thread_and_closes(self, tmp_path, dm):
         size = make_tree(tmp_path / "src", files=12)
         rec = Recorder()

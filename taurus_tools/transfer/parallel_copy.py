@@ -222,6 +222,7 @@ class ParallelCopy(BackgroundFuture):
         self._wake = threading.Event()
         self._part_tag = ""
         self._earlier_done: Tuple[int, int] = (0, 0)  # bytes, files an earlier run had done
+        self._notices: List[str] = []  # lines for the user, written through the progress callback
         self._progress: Optional[ProgressCallback] = None  # made by start() for run()
         self._excluded_nodes: List[str] = []  # nodes later attempts keep off (retry_elsewhere)
         self._policy = self.config.policy()
@@ -233,6 +234,14 @@ class ParallelCopy(BackgroundFuture):
         progress, self._progress = self._progress or self._open_progress(), None
         try:
             return self._copy(progress)
+        except KeyboardInterrupt as exc:
+            if not self._stop.is_set():  # Ctrl-C (cancel() says it in CopyCancelledError)
+                _add_note(
+                    exc,
+                    "taurus-tools: the copy was interrupted and its shards cancelled; run it again "
+                    f"(the same source, destination and work_dir={str(self.work_dir)!r}) to resume it",
+                )
+            raise
         finally:
             progress.close()
 
@@ -255,6 +264,9 @@ class ParallelCopy(BackgroundFuture):
             state = self._load_state()
             self._part_tag = part_tag_of(self.source.location, self.destination.location, self.work_dir)
             fresh = state.listing is None
+            for notice in self._notices:
+                progress.write(notice)
+            self._notices.clear()
             progress.set_description("Listing")
             listing, stats = self._listing(state)
             self._plan(state, listing)
@@ -516,6 +528,11 @@ class ParallelCopy(BackgroundFuture):
             if client.which("scancel"):
                 for name in names:
                     client.cancel(name=name)
+        if pids or names:  # for the user, not only the log (see _copy)
+            self._notices.append(
+                f"taurus-tools: stopped what an earlier, interrupted run of this copy left running "
+                f"({len(pids)} shard processes, {len(names)} Slurm jobs) before resuming it"
+            )
 
     def _plan_key(self) -> str:
         c = self.config
@@ -1077,6 +1094,14 @@ def _running_counts(running: Iterable[_Running]) -> ShardCounts:
         if status is not None:
             total.add(status.counts)
     return total
+
+
+def _add_note(exc: BaseException, note: str) -> None:
+    """Add ``note`` to ``exc``'s traceback (PEP 678; on Python < 3.11 kept in ``__notes__``)."""
+    if hasattr(exc, "add_note"):
+        exc.add_note(note)
+    else:
+        exc.__notes__ = [*getattr(exc, "__notes__", ()), note]  # type: ignore[attr-defined]
 
 
 def _done(state: CopyState, running: Iterable[_Running]) -> Tuple[int, int]:

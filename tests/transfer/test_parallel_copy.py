@@ -949,6 +949,8 @@ class TestResume:
         again = subprocess.run(argv, capture_output=True, text=True, timeout=90)
         assert again.returncode == 0, again.stderr
         assert "ok:" in again.stdout
+        if workers_left == "hung":  # the user is told, not only the log
+            assert "stopped what an earlier, interrupted run of this copy left running" in again.stderr
         wait_until(lambda: not alive(p.pid for p in workers), 10, what="the killed driver's workers to be gone")
         assert part_files(dst) == []
         assert_same_tree(big_src, dst)
