@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # what the names below are, for type checkers and editors
     from .datamover.datamover import COMMANDS, Datamover
     from .errors import (
         BackendUnavailableError,
+        CheckpointError,
         CommandCancelledError,
         CommandError,
         CommandNotFoundError,
@@ -26,6 +27,7 @@ if TYPE_CHECKING:  # what the names below are, for type checkers and editors
         CopyCancelledError,
         CopyError,
         DependencyError,
+        DestinationUnreachableError,
         InsufficientSpaceError,
         PathNotWritableError,
         SlurmError,
@@ -39,6 +41,7 @@ if TYPE_CHECKING:  # what the names below are, for type checkers and editors
     from .callbacks import NoProgress, ProgressCallback, TqdmProgress
     from .transfer.config import CopyConfig
     from .futures import BackgroundFuture
+    from .checkpoint.checkpoint import Checkpoint
     from .transfer.parallel_copy import CopyResult, ParallelCopy
     from .process.launch import Launch
     from .process.handle import Handle
@@ -62,6 +65,7 @@ _HOMES = {
     **dict.fromkeys(
         (
             "BackendUnavailableError",
+            "CheckpointError",
             "CommandCancelledError",
             "CommandError",
             "CommandNotFoundError",
@@ -70,6 +74,7 @@ _HOMES = {
             "CopyCancelledError",
             "CopyError",
             "DependencyError",
+            "DestinationUnreachableError",
             "InsufficientSpaceError",
             "PathNotWritableError",
             "SlurmError",
@@ -83,6 +88,7 @@ _HOMES = {
         "errors",
     ),
     "BackgroundFuture": "futures",
+    "Checkpoint": "checkpoint.checkpoint",
     **dict.fromkeys(("NoProgress", "ProgressCallback", "TqdmProgress"), "callbacks"),
     "CopyConfig": "transfer.config",
     **dict.fromkeys(("CopyResult", "ParallelCopy"), "transfer.parallel_copy"),
@@ -118,6 +124,9 @@ __all__ = [
     "Backend",
     "BackendUnavailableError",
     "CacheWorkspace",
+    "Checkpoint",
+    "CheckpointError",
+    "DestinationUnreachableError",
     "COMMANDS",
     "CommandCancelledError",
     "CommandError",

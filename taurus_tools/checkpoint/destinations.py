@@ -1,0 +1,350 @@
+"""Where checkpoints go: an ``s3://`` prefix or a local folder, behind one small interface.
+
+A :class:`Destination` stores named blobs (``data/000003/run/a.bin``,
+``manifests/000003.json``; see :mod:`taurus_tools.checkpoint.manifest`) and reads them back.
+:meth:`Destination.send` sends one open file and returns its MD5; a file that changed while
+it was sent raises :class:`~taurus_tools.transfer.s3_upload.Changed`; a destination that
+cannot be reached at all raises :class:`DestinationUnreachableError` (the pass ends: every
+further file would fail alike); anything else fails that file alone.
+
+* ``s3://bucket/prefix``: the same client and upload as ``s3://`` copies
+  (:func:`~taurus_tools.transfer.s3.make_client`,
+  :class:`~taurus_tools.transfer.s3_upload.FileUploader`): ``mtime`` and ``md5chksum``
+  metadata as rclone writes them, ``Content-MD5`` on single requests, multipart from 8 MiB
+  with the upload aborted when it fails.
+* a folder: a plain copy under a temporary name in the target's folder, given the source's
+  modification time, then renamed: nothing incomplete ever has a real name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from typing import Any, BinaryIO, List, Optional
+
+from .._log import get_logger
+from ..errors import ConfigurationError, DestinationUnreachableError
+from ..transfer.s3_upload import Changed, check_unchanged
+from .manifest import MANIFESTS, Manifest, manifest_name, manifest_number
+
+__all__ = ["Destination", "LocalDestination", "S3Destination", "destination_for"]
+
+log = get_logger(__name__)
+
+_BLOCK = 1 << 20
+#: S3 error codes after which no further request of the pass can succeed.
+_PASS_FATAL = frozenset(
+    (
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "ExpiredToken",
+        "InvalidToken",
+        "NoSuchBucket",
+        "ServiceUnavailable",
+        "SlowDown",
+        "InternalError",
+        "500",
+        "502",
+        "503",
+        "504",
+    )
+)
+#: botocore's errors for a server that does not answer.
+_UNREACHABLE = frozenset(
+    (
+        "EndpointConnectionError",
+        "ConnectTimeoutError",
+        "ConnectionClosedError",
+        "ReadTimeoutError",
+        "NoCredentialsError",
+    )
+)
+
+
+class Destination:
+    """Named blobs somewhere (see the module's docstring)."""
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def check(self) -> None:
+        """Raise :class:`DestinationUnreachableError` unless the destination answers and takes writes."""
+        raise NotImplementedError
+
+    def names(self, prefix: str) -> List[str]:
+        """The names below ``prefix`` (a folder: ``manifests/``), relative to it."""
+        raise NotImplementedError
+
+    def read(self, name: str) -> bytes:
+        raise NotImplementedError
+
+    def write(self, name: str, data: bytes) -> None:
+        """Store ``data`` under ``name`` at once (readers see all of it or nothing)."""
+        raise NotImplementedError
+
+    def send(self, fh: BinaryIO, st: os.stat_result, name: str) -> str:
+        """Store the open file ``fh`` (``st``: its ``fstat``) under ``name``; return its MD5 (hex)."""
+        raise NotImplementedError
+
+    def fetch(self, name: str, target: str) -> None:
+        """Write the blob ``name`` to the file ``target`` (replaced if there)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release connections and threads."""
+
+    # ------------------------------------------------------------------ manifests
+    def manifest_numbers(self) -> List[int]:
+        """The numbers of the passes whose manifest is there, oldest first."""
+        found = (manifest_number(name) for name in self.names(MANIFESTS))
+        return sorted(n for n in found if n is not None)
+
+    def newest_manifest(self) -> Optional[Manifest]:
+        """The newest complete pass (None: none yet).  A manifest that cannot be read (not
+        this format) is skipped with a warning: the one before it is still complete."""
+        for number in reversed(self.manifest_numbers()):
+            name = manifest_name(number)
+            try:
+                return Manifest.from_json(self.read(name), f"{self.describe()} {name}")
+            except ConfigurationError as exc:
+                log.warning("%s", exc)
+        return None
+
+    def write_manifest(self, manifest: Manifest) -> None:
+        self.write(manifest_name(manifest.number), manifest.to_json())
+
+
+def destination_for(dest: str, *, s3: Any = None) -> Destination:
+    """The destination ``dest`` names: ``s3://bucket/prefix`` or a folder.
+
+    ``s3``: the :class:`~taurus_tools.transfer.s3.S3Config` for ``s3://`` (default: boto3's
+    own resolution).  rclone remotes (``remote:path``) are not supported yet and refused.
+    """
+    if not isinstance(dest, (str, os.PathLike)):
+        raise ConfigurationError(f"dest must be s3://BUCKET/PREFIX or a folder, got {dest!r}")
+    text = os.fspath(dest)
+    if isinstance(text, bytes):
+        text = os.fsdecode(text)
+    if text.startswith("s3://"):
+        return S3Destination(text, s3)
+    head = text.split("/", 1)[0]
+    if ":" in head and not os.path.exists(head):
+        raise ConfigurationError(
+            f"{text!r}: rclone remotes are not supported as checkpoint destinations yet; "
+            "use s3://BUCKET/PREFIX or a folder (write ./{text} for a folder of that name)"
+        )
+    return LocalDestination(text)
+
+
+# ---------------------------------------------------------------------------- a folder
+class LocalDestination(Destination):
+    """A folder (made at :meth:`check` if missing, as long as its parent exists)."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = os.path.abspath(folder)
+
+    def describe(self) -> str:
+        return self.folder
+
+    def _path(self, name: str) -> str:
+        return os.path.join(self.folder, name)
+
+    def check(self) -> None:
+        try:
+            os.makedirs(self.folder, exist_ok=True)
+        except OSError as exc:
+            raise DestinationUnreachableError(
+                f"checkpoint destination {self.folder!r} cannot be made: {exc.strerror or exc}"
+            ) from None
+        if not os.access(self.folder, os.W_OK | os.X_OK):
+            raise DestinationUnreachableError(f"checkpoint destination {self.folder!r} is not writable")
+
+    def names(self, prefix: str) -> List[str]:
+        try:
+            return sorted(os.listdir(self._path(prefix)))
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise DestinationUnreachableError(f"{self._path(prefix)!r}: {exc.strerror or exc}") from None
+
+    def read(self, name: str) -> bytes:
+        with open(self._path(name), "rb") as fh:
+            return fh.read()
+
+    def _temporary(self, target: str) -> str:
+        return os.path.join(os.path.dirname(target), f".tt-part-ckpt-{os.getpid()}-{threading.get_ident()}")
+
+    def write(self, name: str, data: bytes) -> None:
+        target = self._path(name)
+        tmp = self._temporary(target)
+        try:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with open(tmp, "wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, target)
+        except OSError as exc:
+            remove_quietly(tmp)
+            raise DestinationUnreachableError(f"{target!r} cannot be written: {exc.strerror or exc}") from None
+
+    def send(self, fh: BinaryIO, st: os.stat_result, name: str) -> str:
+        target = self._path(name)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        tmp = self._temporary(target)
+        try:
+            digest, sent = _copy(fh, tmp)
+            check_unchanged(fh.fileno(), st, sent)
+            os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
+            os.replace(tmp, target)
+        except BaseException:
+            remove_quietly(tmp)
+            raise
+        return digest
+
+    def fetch(self, name: str, target: str) -> None:
+        with open(self._path(name), "rb") as fh:
+            _copy(fh, target)
+
+
+def _copy(fh: BinaryIO, target: str) -> "tuple[str, int]":
+    """Copy what is left in ``fh`` to a new file ``target``; its MD5 (hex) and length."""
+    md5 = hashlib.md5()
+    sent = 0
+    with open(target, "wb") as out:
+        while True:
+            block = fh.read(_BLOCK)
+            if not block:
+                break
+            md5.update(block)
+            out.write(block)
+            sent += len(block)
+    return md5.hexdigest(), sent
+
+
+def remove_quietly(path: str) -> None:
+    """Remove a file if it is there (a temporary left by a failure)."""
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+# ---------------------------------------------------------------------------- s3://
+class S3Destination(Destination):
+    """``s3://bucket/prefix``; the bucket must exist (it is not made)."""
+
+    def __init__(self, location: str, config: Any = None) -> None:
+        from ..transfer.s3 import S3Config, S3Location
+
+        self.location = S3Location.parse(location)
+        self.config = config if config is not None else S3Config()
+        self._client: Any = None
+        self._endpoint: Optional[str] = None
+        self._uploader: Any = None
+        self._lock = threading.Lock()
+
+    def describe(self) -> str:
+        return f"{self.location} (endpoint {self._endpoint or self.config.endpoint_url or 'AWS'})"
+
+    @property
+    def uploader(self) -> Any:
+        with self._lock:
+            if self._uploader is None:
+                from ..transfer.s3 import make_client
+                from ..transfer.s3_direct import DirectRequests, usable
+                from ..transfer.s3_upload import FileUploader
+
+                self._client, self._endpoint = make_client(self.config)
+                direct = None
+                if usable(self._endpoint) and os.environ.get("TAURUS_TOOLS_S3_DIRECT", "1") != "0":
+                    direct = DirectRequests(self._client, self.config.threads)
+                self._uploader = FileUploader(
+                    self._client, self.location.bucket, threads=self.config.threads, direct=direct
+                )
+            return self._uploader
+
+    @property
+    def client(self) -> Any:
+        return self.uploader.client
+
+    def _fail(self, exc: BaseException) -> BaseException:
+        """What a failed request becomes: the end of the pass, or the failure of one file."""
+        from ..errors import S3Error
+        from ..transfer.s3 import describe_error, error_code
+
+        if not type(exc).__module__.startswith(("botocore", "boto3", "s3transfer", "urllib3")):
+            return exc
+        code = error_code(exc)
+        message = describe_error(exc, self.location, self._endpoint)
+        if code in _PASS_FATAL or type(exc).__name__ in _UNREACHABLE:
+            return DestinationUnreachableError(message)
+        return S3Error(message)
+
+    def check(self) -> None:
+        try:
+            self.client.list_objects_v2(Bucket=self.location.bucket, Prefix=self.location.prefix, MaxKeys=1)
+        except Exception as exc:
+            error = self._fail(exc)
+            raise DestinationUnreachableError(f"checkpoint destination: {error}") from None
+
+    def names(self, prefix: str) -> List[str]:
+        full = self.location.key(prefix)
+        found: List[str] = []
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.location.bucket, Prefix=full
+            ):
+                found.extend(item["Key"][len(full):] for item in page.get("Contents", ()))
+        except Exception as exc:
+            raise self._fail(exc) from None
+        return sorted(found)
+
+    def read(self, name: str) -> bytes:
+        try:
+            answer = self.client.get_object(Bucket=self.location.bucket, Key=self.location.key(name))
+            return answer["Body"].read()  # type: ignore[no-any-return]
+        except Exception as exc:
+            raise self._fail(exc) from None
+
+    def write(self, name: str, data: bytes) -> None:
+        import base64
+
+        try:
+            self.client.put_object(
+                Bucket=self.location.bucket,
+                Key=self.location.key(name),
+                Body=data,
+                ContentMD5=base64.b64encode(hashlib.md5(data).digest()).decode(),
+            )
+        except Exception as exc:
+            raise self._fail(exc) from None
+
+    def send(self, fh: BinaryIO, st: os.stat_result, name: str) -> str:
+        try:
+            key = self.location.key(name.encode("utf-8").decode("utf-8"))
+        except UnicodeEncodeError:
+            raise ConfigurationError(
+                "the name is not valid UTF-8, and S3 keys are UTF-8: rename it (e.g. convmv -f latin1 -t utf8)"
+            ) from None
+        try:
+            digest = self.uploader.upload(fh, st, key, checksum=True)
+        except Changed:
+            raise
+        except Exception as exc:
+            raise self._fail(exc) from None
+        assert digest is not None  # checksum=True: always computed
+        return digest.hex()  # type: ignore[no-any-return]
+
+    def fetch(self, name: str, target: str) -> None:
+        try:
+            self.client.download_file(self.location.bucket, self.location.key(name), target)
+        except Exception as exc:
+            raise self._fail(exc) from None
+
+    def close(self) -> None:
+        with self._lock:
+            uploader = self._uploader
+        if uploader is not None:
+            uploader.shutdown()
