@@ -23,6 +23,7 @@ from helpers import wait_for
 from s3_proxy import FaultProxy, Request
 
 from taurus_tools.checkpoint.command import EXIT_NOT_SAVED
+from taurus_tools.cli.main import main, split_checkpoint
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("no_slurm_env")]
 
@@ -93,6 +94,42 @@ def end(proc: "subprocess.Popen[bytes]") -> None:
             child.kill()
         proc.kill()
     proc.wait(30)
+
+
+# =============================================================================== the command line
+class TestCommandLine:
+    def test_the_command_is_everything_after_the_first_double_dash(self):
+        argv = ["-v", "checkpoint", "p", "d", "--every", "1s", "--", "cmd", "--", "-x", "a b"]
+        assert split_checkpoint(argv) == (argv[:6], ["cmd", "--", "-x", "a b"])
+        assert split_checkpoint(["--backend", "local", "checkpoint", "p", "d", "--", "c"]) == (
+            ["--backend", "local", "checkpoint", "p", "d"], ["c"]
+        )
+
+    @pytest.mark.parametrize("argv", [["copy", "--", "-src", "dst"], ["checkpoint", "restore", "d", "p"], []])
+    def test_other_command_lines_are_left_alone(self, argv):
+        assert split_checkpoint(argv) is None
+
+    @pytest.mark.parametrize(
+        "argv, message",
+        [
+            (["checkpoint", ".", "d"], "usage: taurus-tools checkpoint PATH DEST"),
+            (["checkpoint", ".", "d", "--"], "usage: taurus-tools checkpoint PATH DEST"),
+            (["checkpoint", "restore", "d"], "usage: taurus-tools checkpoint restore DEST PATH"),
+            (["checkpoint", ".", "remote:x", "--", "true"], "rclone remotes are not supported"),
+        ],
+    )
+    def test_usage_errors(self, argv, message, capsys):
+        assert main(argv) == 2
+        assert message in capsys.readouterr().err
+
+    def test_a_command_that_cannot_run(self, tmp_path, capsys):
+        src = tmp_path / "src"
+        src.mkdir()
+        (src / "a.bin").write_bytes(b"a")
+        argv = ["checkpoint", str(src), str(tmp_path / "d"), "-q", "--", str(tmp_path / "no such program")]
+        assert main(argv) == 127
+        assert "cannot run" in capsys.readouterr().err
+        assert (tmp_path / "d" / "data" / "000001" / "a.bin").read_bytes() == b"a"  # the final pass ran
 
 
 # =============================================================================== passes while it runs
