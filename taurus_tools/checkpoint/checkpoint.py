@@ -50,7 +50,7 @@ from ..errors import CheckpointError, ConfigurationError, DestinationUnreachable
 from ..futures import BackgroundFuture, in_background
 from ..transfer.s3_upload import Changed
 from .destinations import Destination, LocalDestination, destination_for
-from .manifest import Entry, Manifest, data_name
+from .manifest import Entry, Manifest
 
 __all__ = ["Checkpoint", "PassReport", "parse_every"]
 
@@ -137,8 +137,8 @@ class Checkpoint(BackgroundFuture):
     path : str or os.PathLike
         The folder to save; it must exist.
     dest : str
-        ``s3://bucket/prefix`` (the bucket must exist) or a folder (made if missing; not
-        inside ``path``).
+        ``s3://bucket/prefix`` (the bucket must exist), an rclone remote (``remote:path``,
+        ``:backend:path``) or a folder (made if missing; not inside ``path``).
     every : str or float
         Time from the end of one pass to the start of the next: ``"30s"``, ``"10m"``, ``"2h"``,
         ``"1d"`` or seconds.
@@ -340,27 +340,30 @@ class Checkpoint(BackgroundFuture):
                 continue
             candidates.append((rel, st))
         now_ns = time.time_ns()
-        for i, (rel, st) in enumerate(candidates):
+        ready = []
+        for rel, st in candidates:
             if not final and now_ns - st.st_mtime_ns < self.settle_s * 1e9:
                 report.deferred.append(rel)
-                continue
-            try:
-                entry = self._send(rel, st, number)
-            except FileNotFoundError:
+            else:
+                ready.append((rel, st))
+        done = set()
+        for rel, outcome in self.destination.send_files(self.path, ready, number):
+            done.add(rel)
+            if isinstance(outcome, Entry):
+                self._pending[rel] = fresh[rel] = outcome
+                report.sent += 1
+                report.sent_bytes += outcome.size
+            elif isinstance(outcome, FileNotFoundError):
                 continue  # deleted since the scan: nothing to save
-            except Changed:
+            elif isinstance(outcome, Changed):
                 report.deferred.append(rel)
-                continue
-            except DestinationUnreachableError as exc:
-                report.error = str(exc)
-                report.not_saved.update((r, "the pass failed before it") for r, _ in candidates[i:])
+            elif isinstance(outcome, DestinationUnreachableError):
+                report.error = str(outcome)
+                report.not_saved[rel] = "the pass failed here"
+                report.not_saved.update((r, "the pass failed before it") for r, _ in ready if r not in done)
                 break
-            except (OSError, ConfigurationError) as exc:
-                report.not_saved[rel] = _why(exc)
-                continue
-            self._pending[rel] = fresh[rel] = entry
-            report.sent += 1
-            report.sent_bytes += entry.size
+            else:
+                report.not_saved[rel] = _why(outcome)
         if report.error is None and (fresh or self.committed is None or report.not_saved != self.committed.not_saved):
             manifest = Manifest(number, time.time_ns(), {**base, **fresh}, dict(report.not_saved))
             try:
@@ -387,17 +390,6 @@ class Checkpoint(BackgroundFuture):
             f": {report.error}" if report.error else "",
         )
         return report
-
-    def _send(self, rel: str, listed: os.stat_result, number: int) -> Entry:
-        fd = os.open(os.path.join(self.path, rel), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
-        with os.fdopen(fd, "rb") as fh:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise ConfigurationError("not a regular file any more")
-            if st.st_size != listed.st_size or st.st_mtime_ns != listed.st_mtime_ns:
-                raise Changed("changed since the scan")
-            md5 = self.destination.send(fh, st, data_name(number, rel))
-        return Entry(st.st_size, st.st_mtime_ns, md5, number)
 
 
 def _why(exc: BaseException) -> str:

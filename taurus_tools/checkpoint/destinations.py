@@ -14,21 +14,31 @@ further file would fail alike); anything else fails that file alone.
   with the upload aborted when it fails.
 * a folder: a plain copy under a temporary name in the target's folder, given the source's
   modification time, then renamed: nothing incomplete ever has a real name.
+* an rclone remote (``remote:path``, ``:backend:path``): a pass's files go in one
+  ``rclone copy --files-from-raw LIST --no-traverse`` (as the rclone copy's shards do), each
+  file's MD5 taken here first and its size and time compared after; manifests go with
+  ``rclone rcat``, blobs come back with ``rclone copyto``.  The remote's configuration and
+  credentials come from rclone's config or ``RCLONE_CONFIG_*`` variables, never from an
+  argument.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
+import stat
+import subprocess
 import threading
-from typing import Any, BinaryIO, List, Optional
+from typing import Any, BinaryIO, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from .._log import get_logger
 from ..errors import ConfigurationError, DestinationUnreachableError
 from ..transfer.s3_upload import Changed, check_unchanged
-from .manifest import MANIFESTS, Manifest, manifest_name, manifest_number
+from .manifest import MANIFESTS, Entry, Manifest, data_name, manifest_name, manifest_number
 
-__all__ = ["Destination", "LocalDestination", "S3Destination", "destination_for"]
+__all__ = ["Destination", "LocalDestination", "RcloneDestination", "S3Destination", "destination_for"]
 
 log = get_logger(__name__)
 
@@ -91,6 +101,27 @@ class Destination:
         """Write the blob ``name`` to the file ``target`` (replaced if there)."""
         raise NotImplementedError
 
+    def send_files(
+        self, root: str, files: Sequence[Tuple[str, os.stat_result]], number: int
+    ) -> Iterator[Tuple[str, "Entry | BaseException"]]:
+        """Send the files ``files`` (path relative to ``root``, and its ``lstat`` when listed)
+        as pass ``number``'s: for each, its :class:`Entry`, or the exception that kept it
+        back (:class:`Changed`: changed since it was listed or while it was sent; an
+        ``OSError`` or :class:`ConfigurationError` for that file).  After a
+        :class:`DestinationUnreachableError` nothing more is sent.  One at a time through
+        :meth:`send` here; a destination may send them in one go."""
+        for rel, listed in files:
+            try:
+                with open_listed(root, rel, listed) as (fh, st):
+                    md5 = self.send(fh, st, data_name(number, rel))
+            except DestinationUnreachableError as exc:
+                yield rel, exc
+                return
+            except (OSError, ConfigurationError, Changed) as exc:
+                yield rel, exc
+                continue
+            yield rel, Entry(st.st_size, st.st_mtime_ns, md5, number)
+
     def close(self) -> None:
         """Release connections and threads."""
 
@@ -115,11 +146,26 @@ class Destination:
         self.write(manifest_name(manifest.number), manifest.to_json())
 
 
+@contextlib.contextmanager
+def open_listed(root: str, rel: str, listed: os.stat_result) -> Iterator[Tuple[BinaryIO, os.stat_result]]:
+    """Open ``root/rel`` for reading (no symbolic link followed), with its ``fstat``; raise
+    :class:`Changed` if it is not the regular file of that size and time that was listed."""
+    fd = os.open(os.path.join(root, rel), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigurationError("not a regular file any more")
+        if st.st_size != listed.st_size or st.st_mtime_ns != listed.st_mtime_ns:
+            raise Changed("changed since it was listed")
+        yield fh, st
+
+
 def destination_for(dest: str, *, s3: Any = None) -> Destination:
     """The destination ``dest`` names: ``s3://bucket/prefix`` or a folder.
 
     ``s3``: the :class:`~taurus_tools.transfer.s3.S3Config` for ``s3://`` (default: boto3's
-    own resolution).  rclone remotes (``remote:path``) are not supported yet and refused.
+    own resolution).  Anything else with a ``:`` before the first ``/`` that is no existing
+    folder is an rclone remote (``remote:path``, ``:backend:path``).
     """
     if not isinstance(dest, (str, os.PathLike)):
         raise ConfigurationError(f"dest must be s3://BUCKET/PREFIX or a folder, got {dest!r}")
@@ -130,10 +176,7 @@ def destination_for(dest: str, *, s3: Any = None) -> Destination:
         return S3Destination(text, s3)
     head = text.split("/", 1)[0]
     if ":" in head and not os.path.exists(head):
-        raise ConfigurationError(
-            f"{text!r}: rclone remotes are not supported as checkpoint destinations yet; "
-            "use s3://BUCKET/PREFIX or a folder (write ./{text} for a folder of that name)"
-        )
+        return RcloneDestination(text)
     return LocalDestination(text)
 
 
@@ -348,3 +391,148 @@ class S3Destination(Destination):
             uploader = self._uploader
         if uploader is not None:
             uploader.shutdown()
+
+
+# ---------------------------------------------------------------------------- rclone remotes
+class RcloneDestination(Destination):
+    """An rclone remote (``remote:path`` or ``:backend:path``); see the module's docstring."""
+
+    #: Seconds any one rclone call may take (a pass's copy: per file sent, at least this).
+    TIMEOUT_S = 600.0
+    _OPTIONS = ("--retries", "1", "--low-level-retries", "3", "--contimeout", "10s")
+
+    def __init__(self, location: str) -> None:
+        from ..transfer.rclone import RcloneEndpoint, RemoteLocation
+
+        self.endpoint = RcloneEndpoint(RemoteLocation.parse(location))
+        self.base = str(self.endpoint.remote).rstrip("/")
+        if not self.base.endswith(":"):
+            self.base += "/"
+
+    def describe(self) -> str:
+        return str(self.endpoint.remote)
+
+    def _run(self, argv: Sequence[str], *, data: Optional[bytes] = None, timeout: Optional[float] = None) -> Any:
+        """Run rclone with ``argv``; its CompletedProcess (bytes).  rclone failing to start or
+        to finish in time ends the pass."""
+        full = [self.endpoint.rclone, *argv]
+        try:
+            return subprocess.run(
+                full,
+                input=data,
+                stdin=None if data is not None else subprocess.DEVNULL,
+                capture_output=True,
+                timeout=timeout or self.TIMEOUT_S,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise DestinationUnreachableError(f"{self.describe()}: rclone {argv[0]}: {exc}") from None
+
+    def _failed(self, proc: Any, what: str) -> DestinationUnreachableError:
+        lines = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        return DestinationUnreachableError(
+            f"{self.describe()}: rclone {what} failed (exit {proc.returncode}): {lines[-1] if lines else ''}"
+        )
+
+    def check(self) -> None:
+        from ..transfer.rclone import EXIT_DIR_NOT_FOUND
+
+        self.endpoint.rclone  # installed, or CommandNotFoundError
+        proc = self._run(["lsf", "--max-depth", "1", *self._OPTIONS, "--", self.base], timeout=120)
+        if proc.returncode not in (0, EXIT_DIR_NOT_FOUND):
+            raise self._failed(proc, "lsf")
+
+    def names(self, prefix: str) -> List[str]:
+        from ..transfer.rclone import EXIT_DIR_NOT_FOUND
+        from ..transfer.rclone_worker import local_name
+
+        proc = self._run(["lsf", "--files-only", *self._OPTIONS, "--", self.base + prefix])
+        if proc.returncode == EXIT_DIR_NOT_FOUND:
+            return []
+        if proc.returncode != 0:
+            raise self._failed(proc, "lsf")
+        return sorted(os.fsdecode(local_name(line)) for line in proc.stdout.decode("utf-8").splitlines() if line)
+
+    def _remote(self, name: str) -> str:
+        from ..transfer.rclone_worker import rclone_name
+
+        return self.base + rclone_name(os.fsencode(name))
+
+    def read(self, name: str) -> bytes:
+        proc = self._run(["cat", *self._OPTIONS, "--", self._remote(name)])
+        if proc.returncode != 0:
+            raise self._failed(proc, "cat")
+        return proc.stdout  # type: ignore[no-any-return]
+
+    def write(self, name: str, data: bytes) -> None:
+        proc = self._run(["rcat", *self._OPTIONS, "--", self._remote(name)], data=data)
+        if proc.returncode != 0:
+            raise self._failed(proc, "rcat")
+
+    def fetch(self, name: str, target: str) -> None:
+        proc = self._run(["copyto", *self._OPTIONS, "--", self._remote(name), target])
+        if proc.returncode != 0:
+            error = self._failed(proc, "copyto")
+            raise OSError(str(error))
+
+    def send_files(
+        self, root: str, files: Sequence[Tuple[str, os.stat_result]], number: int
+    ) -> Iterator[Tuple[str, "Entry | BaseException"]]:
+        """One ``rclone copy --files-from-raw`` for every file; each checked after."""
+        import tempfile
+
+        from ..transfer.rclone_worker import rclone_name
+        from ..transfer.s3_upload import md5_of
+
+        taken: List[Tuple[str, str, os.stat_result, str]] = []  # rel, rclone's name, stat, md5
+        for rel, listed in files:
+            try:
+                name = rclone_name(os.fsencode(rel))
+                with open_listed(root, rel, listed) as (fh, st):
+                    md5 = md5_of(fh).hex()
+            except ValueError:
+                yield rel, ConfigurationError("the name is not valid UTF-8: rclone cannot name it")
+                continue
+            except (OSError, ConfigurationError, Changed) as exc:
+                yield rel, exc
+                continue
+            taken.append((rel, name, st, md5))
+        if not taken:
+            return
+        with tempfile.NamedTemporaryFile("w", encoding="utf-8", prefix="tt-ckpt-", suffix=".list") as listing:
+            listing.write("".join(name + "\n" for _, name, _, _ in taken))
+            listing.flush()
+            target = self.base + data_name(number, "").rstrip("/")
+            argv = ["copy", "--files-from-raw", listing.name, "--no-traverse", *self._OPTIONS, "--", root, target]
+            proc = self._run(argv, timeout=self.TIMEOUT_S + 10 * len(taken))
+            there = self._sizes(listing.name, target)
+        if there is None:
+            error = self._failed(proc, "copy")
+            for rel, _, _, _ in taken[:1]:
+                yield rel, error
+            return
+        for rel, name, st, md5 in taken:
+            try:
+                now = os.lstat(os.path.join(root, rel))
+            except OSError as exc:
+                yield rel, exc
+                continue
+            if now.st_size != st.st_size or now.st_mtime_ns != st.st_mtime_ns:
+                yield rel, Changed("changed while it was sent")
+            elif there.get(name) != st.st_size:
+                yield rel, OSError(f"not at the destination after rclone copy (exit {proc.returncode})")
+            else:
+                yield rel, Entry(st.st_size, st.st_mtime_ns, md5, number)
+
+    def _sizes(self, listing: str, target: str) -> Optional[Dict[str, int]]:
+        """The listed names found below ``target``, with their sizes (one lookup per name);
+        None when the remote cannot be asked."""
+        from ..transfer.rclone import EXIT_DIR_NOT_FOUND
+
+        argv = ["lsjson", "--files-only", "--no-mimetype", "--no-modtime", "--files-from-raw", listing,
+                "--no-traverse", *self._OPTIONS, "--", target]
+        proc = self._run(argv)
+        if proc.returncode == EXIT_DIR_NOT_FOUND:
+            return {}
+        if proc.returncode != 0:
+            return None
+        return {item["Path"]: int(item["Size"]) for item in json.loads(proc.stdout or b"[]")}

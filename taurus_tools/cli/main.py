@@ -305,7 +305,8 @@ def _checkpoint_parser(sub: Any) -> None:
         "checkpoint",
         help="run a command and save a folder to s3:// or a folder while it runs and when it ends",
         description="taurus-tools checkpoint PATH DEST [options] -- COMMAND ARGS...: run COMMAND (no shell), "
-        "save the files of PATH to DEST (s3://BUCKET/PREFIX or a folder) every --every, and once more when "
+        "save the files of PATH to DEST (s3://BUCKET/PREFIX, REMOTE:PATH of rclone, or a folder) "
+        "every --every, and once more when "
         "COMMAND ends, fails, or this process gets SIGTERM/SIGINT (passed on to COMMAND) or SIGUSR1 (COMMAND "
         "gets SIGTERM; for sbatch --signal=B:USR1@120). Exit status: COMMAND's, or 74 when the final pass "
         "did not save everything.  taurus-tools checkpoint restore DEST PATH: write the newest complete "

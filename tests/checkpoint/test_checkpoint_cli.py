@@ -115,7 +115,7 @@ class TestCommandLine:
             (["checkpoint", ".", "d"], "usage: taurus-tools checkpoint PATH DEST"),
             (["checkpoint", ".", "d", "--"], "usage: taurus-tools checkpoint PATH DEST"),
             (["checkpoint", "restore", "d"], "usage: taurus-tools checkpoint restore DEST PATH"),
-            (["checkpoint", ".", "remote:x", "--", "true"], "rclone remotes are not supported"),
+            (["checkpoint", ".", ":bad backend:x", "--", "true"], "is not a backend name"),
         ],
     )
     def test_usage_errors(self, argv, message, capsys):
@@ -295,3 +295,27 @@ def test_slurm_time_limit_warning_ends_with_a_complete_final_pass(tmp_path, serv
     assert "final pass done (SIGUSR1 received)" in text, text
     newest = manifests(client, bucket, "s/")[-1]
     assert saved(newest) == on_disk(src) and on_disk(src)
+
+
+# =============================================================================== rclone remotes
+def test_an_rclone_remote_of_the_s3_server(tmp_path, server, bucket, writer):
+    """DEST as an rclone remote (configured by environment only): passes go through
+    ``rclone copy --files-from-raw``, and restore brings the files back."""
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    env = server.env()
+    env["RCLONE_CONFIG"] = os.devnull
+    for key, value in dict(TYPE="s3", PROVIDER="Other", ENDPOINT=server.endpoint_url, ACCESS_KEY_ID=server.key,
+                           SECRET_ACCESS_KEY=server.secret, FORCE_PATH_STYLE="true").items():
+        env[f"RCLONE_CONFIG_S3T_{key}"] = value
+    argv = checkpoint_argv(src, f"s3t:{bucket}/r", "--every", "0.5s", "--settle", "0.2s", "--regex", r"\.bin$")
+    done = subprocess.run([*argv, "--", sys.executable, str(writer), str(src), "8", "0.1"], env=env,
+                          capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()
+    assert saved(manifests(server.client(), bucket, "r/")[-1]) == on_disk(src)
+    done = subprocess.run([sys.executable, "-m", "taurus_tools", "checkpoint", "restore", f"s3t:{bucket}/r", str(out)],
+                          env=env, capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == {
+        p.name: p.read_bytes() for p in src.iterdir() if p.name.endswith(".bin")
+    }
