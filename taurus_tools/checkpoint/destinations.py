@@ -24,6 +24,7 @@ further file would fail alike); anything else fails that file alone.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import hashlib
 import json
@@ -75,6 +76,9 @@ _UNREACHABLE = frozenset(
 class Destination:
     """Named blobs somewhere (see the module's docstring)."""
 
+    #: Files :meth:`send_files` sends at once.
+    threads = 1
+
     def describe(self) -> str:
         raise NotImplementedError
 
@@ -108,19 +112,39 @@ class Destination:
         as pass ``number``'s: for each, its :class:`Entry`, or the exception that kept it
         back (:class:`Changed`: changed since it was listed or while it was sent; an
         ``OSError`` or :class:`ConfigurationError` for that file).  After a
-        :class:`DestinationUnreachableError` nothing more is sent.  One at a time through
-        :meth:`send` here; a destination may send them in one go."""
-        for rel, listed in files:
+        :class:`DestinationUnreachableError` nothing more is sent.  Through :meth:`send`,
+        :attr:`threads` at a time; a destination may send them in one go instead."""
+        broken = threading.Event()
+
+        def one(item: Tuple[str, os.stat_result]) -> "Entry | BaseException":
+            rel, listed = item
+            if broken.is_set():
+                return DestinationUnreachableError("the pass failed before it")
             try:
                 with open_listed(root, rel, listed) as (fh, st):
                     md5 = self.send(fh, st, data_name(number, rel))
             except DestinationUnreachableError as exc:
-                yield rel, exc
-                return
+                broken.set()
+                return exc
             except (OSError, ConfigurationError, Changed) as exc:
-                yield rel, exc
-                continue
-            yield rel, Entry(st.st_size, st.st_mtime_ns, md5, number)
+                return exc
+            return Entry(st.st_size, st.st_mtime_ns, md5, number)
+
+        if self.threads <= 1 or len(files) <= 1:
+            outcomes: Iterator["Entry | BaseException"] = map(one, files)
+            pool = None
+        else:
+            pool = concurrent.futures.ThreadPoolExecutor(self.threads, thread_name_prefix="taurus-tools:ckpt")
+            outcomes = pool.map(one, files)
+        try:
+            for (rel, _), outcome in zip(files, outcomes):
+                yield rel, outcome
+                if isinstance(outcome, DestinationUnreachableError):
+                    return
+        finally:
+            if pool is not None:
+                broken.set()  # what is still queued returns at once
+                pool.shutdown(wait=True)
 
     def close(self) -> None:
         """Release connections and threads."""
@@ -283,6 +307,7 @@ class S3Destination(Destination):
 
         self.location = S3Location.parse(location)
         self.config = config if config is not None else S3Config()
+        self.threads = self.config.threads
         self._client: Any = None
         self._endpoint: Optional[str] = None
         self._uploader: Any = None
