@@ -9,7 +9,7 @@ rewritten (new content and time) and both tools bring their copy up to date, in 
 order alternating each round):
 
 ``ours``
-    one pass of the running checkpointer (``Checkpoint._pass``, the index in memory): what
+    one pass of the running checkpointer (``Checkpoint.run_pass()``, the index in memory): what
     every interval of ``taurus-tools checkpoint`` costs;
 ``ours, restarted``
     a new ``Checkpoint`` (reads the newest manifest back from the bucket) and its first
@@ -95,7 +95,7 @@ def main() -> int:
 
         ck = checkpoint()
         start = time.monotonic()
-        first = ck._pass(final=False)
+        first = ck.run_pass()
         print(f"first pass (untimed setup): {first.sent} files in {time.monotonic() - start:.1f} s", flush=True)
         print(f"rclone's first copy (untimed setup): {rclone_copy(server, folder, bucket):.1f} s", flush=True)
 
@@ -110,13 +110,13 @@ def main() -> int:
                     times["rclone"].append(rclone_copy(server, folder, bucket))
                     continue
                 start = time.monotonic()
-                report = ck._pass(final=False)
+                report = ck.run_pass()
                 times["ours"].append(time.monotonic() - start)
                 assert report.sent == args.changed and report.ok, report
                 # A restarted job: a new checkpointer reads the manifest back, and finds nothing new.
                 start = time.monotonic()
                 again = checkpoint()
-                report = again._pass(final=False)
+                report = again.run_pass()
                 times["ours, restarted"].append(time.monotonic() - start)
                 assert report.sent == 0 and report.ok, report
                 again.cancel()
@@ -124,7 +124,7 @@ def main() -> int:
 
         cpu0 = time.process_time()
         start = time.monotonic()
-        ck._pass(final=False)
+        ck.run_pass()
         scan_cpu, scan_wall = time.process_time() - cpu0, time.monotonic() - start
 
         cpu0, wall0 = time.process_time(), time.monotonic()

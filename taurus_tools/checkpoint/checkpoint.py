@@ -188,14 +188,20 @@ class Checkpoint(BackgroundFuture):
         self.name = f"checkpoint {self.path} -> {dest}"
         #: The newest complete pass (None before the first one).
         self.committed: Optional[Manifest] = None
-        #: Reports of the latest periodic passes (up to 1,000), oldest first.
-        self.passes: Deque[PassReport] = collections.deque(maxlen=1000)
+        self._passes: Deque[PassReport] = collections.deque(maxlen=1000)
         self._pending: Dict[str, Entry] = {}  # sent under the next number by a pass that then failed
         self._next = 1
         self._stop = threading.Event()
         self._cancel = False
         self._started = False
         self._lock = threading.Lock()
+        self._one_pass = threading.Lock()
+
+    @property
+    def passes(self) -> List[PassReport]:
+        """Reports of the latest periodic passes (up to 1,000), oldest first."""
+        with self._lock:
+            return list(self._passes)
 
     # ------------------------------------------------------------------ control
     def check(self) -> None:
@@ -220,6 +226,12 @@ class Checkpoint(BackgroundFuture):
         self.set_running_or_notify_cancel()
         in_background(self._run, "taurus-tools:checkpoint")
         return self
+
+    def run_pass(self) -> PassReport:
+        """Run one periodic pass now, in this thread (after the one under way, if any); its report."""
+        if not self._started or concurrent.futures.Future.done(self):
+            raise ConfigurationError(f"{self.name} is not running")
+        return self._pass(final=False)
 
     def stop(self, timeout: Optional[float] = None) -> PassReport:
         """Ask for the final pass and wait for it (``timeout``: seconds); its report, or
@@ -262,7 +274,8 @@ class Checkpoint(BackgroundFuture):
         try:
             while not self._stop.wait(self.every_s):
                 report = self._pass(final=False)
-                self.passes.append(report)
+                with self._lock:
+                    self._passes.append(report)
                 if report.error is not None:
                     log.warning("%s: pass failed, tried again in %gs: %s", self.name, self.every_s, report.error)
             if self._cancel:
@@ -324,6 +337,10 @@ class Checkpoint(BackgroundFuture):
                     yield rel, st
 
     def _pass(self, *, final: bool) -> PassReport:
+        with self._one_pass:  # one pass at a time, whoever asks
+            return self._pass_alone(final=final)
+
+    def _pass_alone(self, *, final: bool) -> PassReport:
         began = time.monotonic()
         number = self._next
         base = self.committed.files if self.committed is not None else {}

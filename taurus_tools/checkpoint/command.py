@@ -11,6 +11,9 @@ checkpoints while it runs, and makes the final pass when it ends, whatever the r
   command's process group gets SIGTERM, then the final pass runs while the job still has
   time.
 
+A signal during the final pass is logged and ignored (Slurm's SIGTERM at the limit must not
+cut it short); a second one abandons it (exit 128 + N).
+
 The exit status is the command's (128 + N when a signal N ended it, as a shell reports it),
 or :data:`EXIT_NOT_SAVED` when the final pass did not save everything; the message then
 names the files not saved.
@@ -69,9 +72,9 @@ def run_checkpointed(
     checkpoint.start()
     process: List[Optional["subprocess.Popen[bytes]"]] = [None]
     received: List[int] = []
+    final = [False, 0]  # the final pass under way; signals received before it
 
-    def forward(signum: int, _frame: Any) -> None:
-        received.append(signum)
+    def send(signum: int) -> None:
         proc = process[0]
         if proc is not None and proc.returncode is None:
             sent = FORWARDED[signum]
@@ -80,6 +83,15 @@ def run_checkpointed(
                 os.killpg(proc.pid, sent)
             except ProcessLookupError:
                 pass
+
+    def forward(signum: int, _frame: Any) -> None:
+        received.append(signum)
+        if final[0]:  # the command has ended: the final pass runs
+            if len(received) - final[1] >= 2:
+                raise KeyboardInterrupt(signum)  # asked twice: the final pass is abandoned
+            log.warning("%s received during the final pass: a second one abandons it", signal.Signals(signum).name)
+            return
+        send(signum)
 
     previous: Dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
@@ -95,25 +107,29 @@ def run_checkpointed(
             rc = EXIT_CANNOT_RUN
         else:
             process[0] = proc
-            for signum in list(received):  # came before the command existed
-                forward(signum, None)
+            for signum in received:  # came before the command existed
+                send(signum)
             rc = proc.wait()
             if rc < 0:
                 rc = 128 - rc
+        why = f" ({signal.Signals(received[0]).name} received)" if received else ""
+        log.info("the command ended with %d%s: final pass", rc, why)
+        final[:] = [True, len(received)]
+        try:
+            report = checkpoint.stop()
+        except KeyboardInterrupt:
+            say(f"taurus-tools: checkpoint: final pass abandoned ({signal.Signals(received[-1]).name} twice)")
+            return 128 + received[-1]
+        except CheckpointError as exc:
+            say(f"taurus-tools: checkpoint: {exc}")
+            for path, reason in sorted(exc.not_saved.items())[:50]:
+                say(f"  not saved: {path!r}: {reason}")
+            if len(exc.not_saved) > 50:
+                say(f"  ... and {len(exc.not_saved) - 50} more")
+            return EXIT_NOT_SAVED
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
-    why = f" ({signal.Signals(received[0]).name} received)" if received else ""
-    log.info("the command ended with %d%s: final pass", rc, why)
-    try:
-        report = checkpoint.stop()
-    except CheckpointError as exc:
-        say(f"taurus-tools: checkpoint: {exc}")
-        for path, reason in sorted(exc.not_saved.items())[:50]:
-            say(f"  not saved: {path!r}: {reason}")
-        if len(exc.not_saved) > 50:
-            say(f"  ... and {len(exc.not_saved) - 50} more")
-        return EXIT_NOT_SAVED
     if not quiet:
         say(
             f"taurus-tools: checkpoint: final pass done{why}: pass {report.newest} holds {report.files} file(s) "

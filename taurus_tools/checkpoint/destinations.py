@@ -206,7 +206,7 @@ def destination_for(dest: str, *, s3: Any = None) -> Destination:
 
 # ---------------------------------------------------------------------------- a folder
 class LocalDestination(Destination):
-    """A folder (made at :meth:`check` if missing, as long as its parent exists)."""
+    """A folder (made at :meth:`check` if missing)."""
 
     def __init__(self, folder: str) -> None:
         self.folder = os.path.abspath(folder)

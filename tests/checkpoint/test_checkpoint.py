@@ -111,13 +111,13 @@ def test_passes_send_only_new_and_changed_files_and_never_propagate_deletions(tm
     ck = Checkpoint(src, str(dst), every="1d", regex=r"\.bin$", settle=0)
     ck.start()
     try:
-        first = ck._pass(final=False)
+        first = ck.run_pass()
         assert (first.number, first.sent) == (1, 2)
-        again = ck._pass(final=False)
+        again = ck.run_pass()
         assert (again.number, again.sent) == (None, 0)  # nothing new: nothing sent, no manifest
         (src / "a.bin").write_bytes(b"a2-longer")
         (src / "sub" / "b.bin").unlink()
-        third = ck._pass(final=False)
+        third = ck.run_pass()
         assert (third.number, third.sent) == (2, 1)
     finally:
         final = ck.stop(timeout=30)
@@ -141,7 +141,7 @@ def test_a_failed_pass_is_retried_without_resending_and_restore_never_mixes(tmp_
         (src / f"{name}.bin").write_bytes(f"{name}-v1".encode())
     ck = Checkpoint(src, str(dst), every="1d", settle=0).start()
     try:
-        assert ck._pass(final=False).number == 1
+        assert ck.run_pass().number == 1
         for name in "abc":
             (src / f"{name}.bin").write_bytes(f"{name}-v2".encode())
         real_send = LocalDestination.send
@@ -154,14 +154,14 @@ def test_a_failed_pass_is_retried_without_resending_and_restore_never_mixes(tmp_
             return real_send(self, fh, st, name)
 
         monkeypatch.setattr(LocalDestination, "send", failing_after_one)
-        broken = ck._pass(final=False)
+        broken = ck.run_pass()
         assert broken.error and broken.number is None and len(sent) == 1
         out = tmp_path / "out"
         restore(str(dst), out)
         assert {p.name: p.read_bytes() for p in out.iterdir()} == {f"{n}.bin": f"{n}-v1".encode() for n in "abc"}
 
         monkeypatch.setattr(LocalDestination, "send", real_send)
-        resumed = ck._pass(final=False)
+        resumed = ck.run_pass()
         assert (resumed.number, resumed.sent) == (2, 2)
     finally:
         ck.stop(timeout=30)
@@ -274,7 +274,7 @@ def test_the_server_down_for_two_intervals_costs_passes_not_the_job(tmp_path, s3
         wait_for(lambda: s3_manifests(client, bucket, "p/"), lambda m: len(m) == 1, timeout=30, what="pass 1")
         down.set()
         (src / "b.bin").write_bytes(b"b")
-        wait_for(lambda: sum(1 for r in list(ck.passes) if r.error), lambda n: n >= 2, timeout=30,
+        wait_for(lambda: sum(1 for r in ck.passes if r.error), lambda n: n >= 2, timeout=30,
                  what="two failed passes")
         assert not ck.done()
         down.clear()
@@ -325,12 +325,12 @@ def test_hostile_names_and_incremental_passes_through_an_rclone_remote(tmp_path,
         (src / os.fsdecode(name)).write_bytes(b"x" * i)
     ck = Checkpoint(src, f"{local_remote}:{dst}", every="1d", settle=0).start()
     try:
-        first = ck._pass(final=False)
+        first = ck.run_pass()
         # rclone cannot name a file whose name is not UTF-8; every other one is sent in one go.
         assert (first.number, first.sent) == (1, len(HOSTILE_NAMES) - 1)
         assert list(first.not_saved) == [os.fsdecode(b"\xff.bin")]
         (src / "new\nline.txt").write_bytes(b"changed")
-        second = ck._pass(final=False)
+        second = ck.run_pass()
         assert (second.number, second.sent) == (2, 1)
     finally:
         with pytest.raises(CheckpointError):

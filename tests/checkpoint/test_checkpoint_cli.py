@@ -207,6 +207,51 @@ def test_a_failing_final_pass_gives_the_documented_status(tmp_path, server, buck
     assert "not saved: 'lost.bin'" in err.decode()
 
 
+@pytest.mark.parametrize("signals", [1, 2])
+def test_a_signal_during_the_final_pass_is_ignored_and_a_second_abandons_it(tmp_path, server, bucket, signals):
+    """Slurm's SIGTERM at the limit must not cut the final pass short: one is logged and
+    ignored; a second one abandons the pass (exit 128 + 15)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    release = threading.Event()
+
+    def hold_the_manifest(request: Request) -> Optional[Any]:
+        if request.method == "PUT" and "/manifests/" in request.key:
+            release.wait(60)
+        return None
+
+    lines: List[str] = []
+    with FaultProxy(server.endpoint_url, hold_the_manifest) as proxy:
+        argv = checkpoint_argv(src, f"s3://{bucket}/g", "-v", "--every", "1h", "--endpoint-url", proxy.endpoint_url)
+        script = "import sys; open(sys.argv[1] + '/a.bin', 'w').write('a')"
+        proc = subprocess.Popen([*argv, "--", sys.executable, "-c", script, str(src)], env=server.env(),
+                                stderr=subprocess.PIPE, text=True)
+        reader = threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")), daemon=True)
+        reader.start()
+        try:
+            wait_for(lambda: proxy.seen(lambda r: r.method == "PUT" and "/manifests/" in r.key), timeout=60,
+                     what="the final pass writing its manifest")
+            proc.send_signal(signal.SIGTERM)
+            wait_for(lambda: [line for line in lines if "during the final pass" in line], timeout=30,
+                     what="the signal logged")
+            if signals == 2:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(60)
+            release.set()
+            proc.wait(60)
+            reader.join(30)
+        finally:
+            release.set()
+            end(proc)
+    text = "".join(lines)
+    if signals == 1:
+        assert proc.returncode == 0, text
+        assert saved(manifests(server.client(), bucket, "g/")[-1]) == {"a.bin": 1}
+    else:
+        assert proc.returncode == 128 + signal.SIGTERM, text
+        assert "final pass abandoned (SIGTERM twice)" in text
+
+
 def test_restore_after_a_crash_gives_the_newest_complete_pass(tmp_path, server, bucket, writer):
     """Pass 2 is held half way (its second upload never answers) and the wrapper is
     killed with SIGKILL: restore brings back pass 1, every file at version 1."""
