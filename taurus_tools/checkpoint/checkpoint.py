@@ -191,6 +191,7 @@ class Checkpoint(BackgroundFuture):
         self._passes: Deque[PassReport] = collections.deque(maxlen=1000)
         self._pending: Dict[str, Entry] = {}  # sent under the next number by a pass that then failed
         self._next = 1
+        self._loaded = False  # the destination's newest manifest read (see _load)
         self._stop = threading.Event()
         self._cancel = False
         self._started = False
@@ -264,7 +265,10 @@ class Checkpoint(BackgroundFuture):
 
     # ------------------------------------------------------------------ the thread
     def _load(self) -> None:
+        """Go on from the newest complete pass at the destination (before the first pass:
+        a new pass must never reuse the number, and the data folder, of an earlier one)."""
         newest = self.destination.newest_manifest()
+        self._loaded = True
         if newest is not None:
             self.committed = newest
             self._next = newest.number + 1
@@ -342,6 +346,13 @@ class Checkpoint(BackgroundFuture):
 
     def _pass_alone(self, *, final: bool) -> PassReport:
         began = time.monotonic()
+        if not self._loaded:  # started while the destination could not be reached
+            try:
+                self._load()
+            except (DestinationUnreachableError, OSError) as exc:
+                why = _why(exc)
+                not_saved = {rel: why for rel, _ in self._scan()}
+                return PassReport(final=final, error=why, not_saved=not_saved, seconds=time.monotonic() - began)
         number = self._next
         base = self.committed.files if self.committed is not None else {}
         report = PassReport(final=final)

@@ -287,6 +287,29 @@ def test_the_server_down_for_two_intervals_costs_passes_not_the_job(tmp_path, s3
     assert report.ok
 
 
+def test_started_while_unreachable_it_goes_on_from_the_newest_pass_there(tmp_path, s3_server, bucket):
+    """A job restarted while the server is down: once it answers, the next pass is number
+    2 and still holds pass 1's files (it never reuses pass 1's number or folder)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.bin").write_bytes(b"a")
+    down = threading.Event()
+    with FaultProxy(s3_server.endpoint_url) as proxy:
+        proxy.on_request = lambda request: (503, "ServiceUnavailable") if down.is_set() else None
+        config = S3Config(endpoint_url=proxy.endpoint_url, max_attempts=1)
+        with Checkpoint(src, f"s3://{bucket}/u", every="1h", s3=config):
+            pass
+        (src / "b.bin").write_bytes(b"b")
+        down.set()
+        ck = Checkpoint(src, f"s3://{bucket}/u", every="1h", s3=config, start_unreachable=True).start()
+        assert ck.run_pass().error
+        down.clear()
+        report = ck.stop(timeout=60)
+    assert (report.newest, report.files) == (2, 2)
+    newest = s3_manifests(s3_server.client(), bucket, "u/")[-1]
+    assert {f["path"]: f["pass"] for f in newest["files"]} == {"a.bin": 1, "b.bin": 2}
+
+
 def test_a_failing_final_pass_names_the_files_not_saved(tmp_path, s3_server, bucket):
     src = tmp_path / "src"
     src.mkdir()
