@@ -321,13 +321,11 @@ class S3Destination(Destination):
         with self._lock:
             if self._uploader is None:
                 from ..transfer.s3 import make_client
-                from ..transfer.s3_direct import DirectRequests, usable
+                from ..transfer.s3_direct import direct_requests
                 from ..transfer.s3_upload import FileUploader
 
                 self._client, self._endpoint = make_client(self.config)
-                direct = None
-                if usable(self._endpoint) and os.environ.get("TAURUS_TOOLS_S3_DIRECT", "1") != "0":
-                    direct = DirectRequests(self._client, self.config.threads)
+                direct = direct_requests(self._client, self._endpoint, self.config.threads)
                 self._uploader = FileUploader(
                     self._client, self.location.bucket, threads=self.config.threads, direct=direct
                 )
