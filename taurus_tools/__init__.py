@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # what the names below are, for type checkers and editors
     from .datamover.datamover import COMMANDS, Datamover
     from .errors import (
         BackendUnavailableError,
+        CheckpointError,
         CommandCancelledError,
         CommandError,
         CommandNotFoundError,
@@ -26,6 +27,7 @@ if TYPE_CHECKING:  # what the names below are, for type checkers and editors
         CopyCancelledError,
         CopyError,
         DependencyError,
+        DestinationUnreachableError,
         InsufficientSpaceError,
         PathNotWritableError,
         SlurmError,
@@ -40,6 +42,7 @@ if TYPE_CHECKING:  # what the names below are, for type checkers and editors
     from .transfer.config import CopyConfig
     from .futures import BackgroundFuture
     from .policy import ExitPolicy
+    from .checkpoint.checkpoint import Checkpoint
     from .transfer.parallel_copy import CopyResult, ParallelCopy
     from .process.launch import Launch
     from .process.handle import Handle
@@ -63,6 +66,7 @@ _HOMES = {
     **dict.fromkeys(
         (
             "BackendUnavailableError",
+            "CheckpointError",
             "CommandCancelledError",
             "CommandError",
             "CommandNotFoundError",
@@ -71,6 +75,7 @@ _HOMES = {
             "CopyCancelledError",
             "CopyError",
             "DependencyError",
+            "DestinationUnreachableError",
             "InsufficientSpaceError",
             "PathNotWritableError",
             "SlurmError",
@@ -85,6 +90,7 @@ _HOMES = {
     ),
     "BackgroundFuture": "futures",
     "ExitPolicy": "policy",
+    "Checkpoint": "checkpoint.checkpoint",
     **dict.fromkeys(("NoProgress", "ProgressCallback", "TqdmProgress"), "callbacks"),
     "CopyConfig": "transfer.config",
     **dict.fromkeys(("CopyResult", "ParallelCopy"), "transfer.parallel_copy"),
@@ -120,6 +126,9 @@ __all__ = [
     "Backend",
     "BackendUnavailableError",
     "CacheWorkspace",
+    "Checkpoint",
+    "CheckpointError",
+    "DestinationUnreachableError",
     "COMMANDS",
     "CommandCancelledError",
     "CommandError",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import subprocess
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 __all__ = [
     "TaurusToolsError",
@@ -31,6 +31,8 @@ __all__ = [
     "CopyError",
     "DependencyError",
     "PathNotWritableError",
+    "CheckpointError",
+    "DestinationUnreachableError",
 ]
 
 #: How many lines of stderr an error message quotes.
@@ -319,6 +321,38 @@ class PathNotWritableError(TaurusToolsError, PermissionError):
 
     def __reduce__(self) -> Tuple[Any, ...]:
         return (type(self), self.args)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class DestinationUnreachableError(TaurusToolsError, ConnectionError):
+    """A destination cannot be reached or written now (server down, credentials refused,
+    folder missing): what was tried and why, never a secret."""
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        return (type(self), self.args)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class CheckpointError(TaurusToolsError, RuntimeError):
+    """A checkpoint's final pass did not save everything.
+
+    Attributes
+    ----------
+    not_saved : dict
+        Path (relative to the checkpointed folder) -> why it was not saved; empty when the
+        whole pass failed (the message says why).
+    """
+
+    def __init__(self, message: str, not_saved: Optional[Dict[str, str]] = None) -> None:
+        super().__init__(message)
+        self.not_saved = dict(not_saved or {})
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        return (type(self), (str(self.args[0]), self.not_saved))
 
     def __str__(self) -> str:
         return str(self.args[0])

@@ -25,6 +25,8 @@ s3_server, seaweed_server, s3_servers
     ``rclone serve s3`` (quick, buckets are folders), SeaweedFS's ``weed mini`` (an
     AWS-like second implementation), and either of them (parametrized "rclone",
     "seaweedfs"), so that a test taking ``s3_servers`` runs against both.
+local_remote
+    ``"loc"``: an rclone remote of type local, configured by ``RCLONE_CONFIG_LOC_TYPE`` only.
 sigint_raises
     SIGINT raises KeyboardInterrupt for this test, even if pytest was started with it
     ignored (a background job of a non-interactive shell, or ``nohup``: Python then
@@ -271,3 +273,15 @@ S3_SERVER_FIXTURES = {"rclone": "s3_server", "seaweedfs": "seaweed_server"}
 def s3_servers(request: pytest.FixtureRequest):
     """Each real S3 server in turn: a test that takes it runs once per implementation."""
     return request.getfixturevalue(S3_SERVER_FIXTURES[request.param])
+
+
+@pytest.fixture
+def local_remote(monkeypatch) -> str:
+    """``loc``: an rclone remote of type local, configured by the environment only."""
+    from taurus_tools.transfer.rclone import rclone_executable
+
+    if rclone_executable() is None:
+        pytest.fail("rclone is not installed: pip install 'taurus-tools[rclone]'")
+    monkeypatch.setenv("RCLONE_CONFIG_LOC_TYPE", "local")
+    monkeypatch.setenv("RCLONE_CONFIG", os.devnull)
+    return "loc"

@@ -11,10 +11,12 @@ import pytest
 import taurus_tools
 from taurus_tools import (
     BackendUnavailableError,
+    CheckpointError,
     CommandError,
     CommandNotFoundError,
     CommandTimeoutError,
     ConfigurationError,
+    DestinationUnreachableError,
     SlurmError,
     TaurusToolsError,
 )
@@ -40,6 +42,8 @@ def _error_samples():
             ("returncode", "cmd", "output", "stderr", "job_id"),
         ),
         (CommandTimeoutError([["sleep", "60"], ["ls"]], 2.5), TimeoutError, ("commands", "timeout")),
+        (DestinationUnreachableError("s3://b/p: the endpoint cannot be reached"), ConnectionError, ()),
+        (CheckpointError("final pass", {"a.bin": "why"}), RuntimeError, ("not_saved",)),
     ]
 
 

@@ -3,6 +3,9 @@
 ``taurus-tools info`` says which backend runs commands and why;
 ``taurus-tools ws allocate|list|extend|release|find`` manages workspaces;
 ``taurus-tools copy SRC DST`` is a parallel, resumable, verified copy;
+``taurus-tools checkpoint PATH DEST --every 10m -- COMMAND ARGS...`` runs a command and saves
+PATH to DEST while it runs and when it ends; ``taurus-tools checkpoint restore DEST PATH``
+brings back the newest complete pass;
 ``taurus-tools [OPTIONS] dtcp -r A B`` (and every other datamover command, and ``rclone``)
 runs the command through that backend, waits with progress and live errors, prints its
 output and exits with its exit code.
@@ -36,6 +39,7 @@ from ..errors import (
     CommandNotFoundError,
     CommandTimeoutError,
     ConfigurationError,
+    DestinationUnreachableError,
     SourceNotFoundError,
     TaurusToolsError,
 )
@@ -236,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=VERSION_LINE)
     sub = parser.add_subparsers(
-        dest="subcommand", metavar="{copy,info,ws," + ",".join(PASS_THROUGH) + "}"
+        dest="subcommand", metavar="{copy,checkpoint,info,ws," + ",".join(PASS_THROUGH) + "}"
     )
     info = sub.add_parser(
         "info",
@@ -248,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="machine-readable output")
     _ws_parser(sub)
     _copy_parser(sub)
+    _checkpoint_parser(sub)
     return parser
 
 
@@ -293,6 +298,87 @@ def copy_command(opts: argparse.Namespace) -> int:
     if len(result.failed_messages) > 20:
         print(f"  ... and {len(result.failed_messages) - 20} more (see the report)", file=sys.stderr)
     return 0 if result.ok else EXIT_FAILED
+
+
+def _checkpoint_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "checkpoint",
+        help="run a command and save a folder to s3:// or a folder while it runs and when it ends",
+        description="taurus-tools checkpoint PATH DEST [options] -- COMMAND ARGS...: run COMMAND (no shell), "
+        "save the files of PATH to DEST (s3://BUCKET/PREFIX, REMOTE:PATH of rclone, or a folder) "
+        "every --every, and once more when "
+        "COMMAND ends, fails, or this process gets SIGTERM/SIGINT (passed on to COMMAND) or SIGUSR1 (COMMAND "
+        "gets SIGTERM; for sbatch --signal=B:USR1@120). Exit status: COMMAND's, or 74 when the final pass "
+        "did not save everything.  taurus-tools checkpoint restore DEST PATH: write the newest complete "
+        "pass into PATH.",
+        parents=[_global_parent("checkpoint")],
+        **_NO_ABBREV,
+    )
+    p.add_argument("where", nargs="+", metavar="PATH DEST | restore DEST PATH")
+    group = p.add_argument_group("checkpoint options")
+    group.add_argument("--every", default="10m", help="time between passes: 30s, 10m, 2h, 1d or seconds (default: 10m)")
+    group.add_argument(
+        "--regex", default=None, help="save only files whose path relative to PATH (/ separators) matches (re.search)"
+    )
+    group.add_argument(
+        "--settle", default="2s", help="files modified more recently wait for a later pass (default: 2s)"
+    )
+    group.add_argument(
+        "--final-timeout",
+        default="60s",
+        help="how long the final pass keeps trying files still changing or a failing DEST (default: 60s)",
+    )
+    group.add_argument(
+        "--start-unreachable", action="store_true", help="start the command even if DEST cannot be reached now"
+    )
+    group.add_argument("--endpoint-url", metavar="URL", default=None, help="S3 server for s3:// (default: boto3's)")
+    group.add_argument("--profile", metavar="NAME", default=None, help="AWS profile for s3:// (default: boto3's)")
+
+
+def split_checkpoint(argv: Sequence[str]) -> Optional[Tuple[List[str], List[str]]]:
+    """``[global options] checkpoint ... -- COMMAND ARGS`` as (before ``--``, the command);
+    None when the subcommand is not ``checkpoint`` or there is no ``--``."""
+    i = 0
+    while i < len(argv) and argv[i].startswith("-") and argv[i] not in ("-", "--"):
+        i += 2 if argv[i] in _VALUED else 1
+    if i >= len(argv) or argv[i] != "checkpoint" or "--" not in argv[i:]:
+        return None
+    cut = argv.index("--", i)
+    return list(argv[:cut]), list(argv[cut + 1 :])
+
+
+def checkpoint_command(opts: argparse.Namespace, command: Optional[List[str]]) -> int:
+    from ..checkpoint.checkpoint import Checkpoint
+    from ..checkpoint.command import run_checkpointed
+    from ..checkpoint.restore import restore
+    from ..transfer.s3 import S3Config
+
+    s3 = S3Config(endpoint_url=opts.endpoint_url, profile=opts.profile)
+    where = opts.where
+    if where[0] == "restore" and command is None:
+        if len(where) != 3:
+            raise ConfigurationError("usage: taurus-tools checkpoint restore DEST PATH")
+        manifest = restore(where[1], where[2], s3=s3)
+        if not opts.quiet:
+            files = len(manifest.files)
+            _say(f"taurus-tools: checkpoint: restored pass {manifest.number} ({files} files) into {where[2]}")
+        return 0
+    if len(where) != 2 or not command:
+        raise ConfigurationError(
+            "usage: taurus-tools checkpoint PATH DEST [options] -- COMMAND ARGS... "
+            "(or: taurus-tools checkpoint restore DEST PATH)"
+        )
+    checkpoint = Checkpoint(
+        where[0],
+        where[1],
+        every=opts.every,
+        regex=opts.regex,
+        settle=opts.settle,
+        final_timeout=opts.final_timeout,
+        start_unreachable=opts.start_unreachable,
+        s3=s3,
+    )
+    return run_checkpointed(command, checkpoint, say=_say, quiet=opts.quiet)
 
 
 def _ws_parser(sub: Any) -> None:
@@ -719,7 +805,12 @@ def _main(argv: List[str]) -> int:
     if unknown is not None:
         parser.error(_unknown_option_message(unknown))  # exits 2
     split = split_pass_through(argv)
+    checkpointed = split_checkpoint(argv) if split is None else None
     try:
+        if checkpointed is not None:
+            opts = parse_args(checkpointed[0], parser)
+            _setup_logging(opts.verbose)
+            return checkpoint_command(opts, checkpointed[1])
         if split is not None:
             globals_, command, args = split
             opts = parse_args(globals_, parser)
@@ -733,9 +824,17 @@ def _main(argv: List[str]) -> int:
             return ws_command(opts)
         if opts.subcommand == "copy":
             return copy_command(opts)
+        if opts.subcommand == "checkpoint":
+            return checkpoint_command(opts, None)
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    except (ConfigurationError, CommandNotFoundError, BackendUnavailableError, SourceNotFoundError) as exc:
+    except (
+        ConfigurationError,
+        CommandNotFoundError,
+        BackendUnavailableError,
+        SourceNotFoundError,
+        DestinationUnreachableError,
+    ) as exc:
         _say(f"taurus-tools: error: {exc}")
         return EXIT_USAGE
     except TaurusToolsError as exc:

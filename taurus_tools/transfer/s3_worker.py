@@ -58,7 +58,6 @@ per object.
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import hashlib
 import os
@@ -74,15 +73,19 @@ if __package__ in (None, ""):  # run as a script: the package is two folders up
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from taurus_tools.transfer.s3_direct import DirectRequests, direct_requests  # noqa: E402
+from taurus_tools.transfer.s3_upload import (  # noqa: E402
+    MULTIPART_CHUNK,
+    MULTIPART_THRESHOLD,
+    Changed,
+    FileUploader,
+    md5_of,
+)
 from taurus_tools.transfer.records import iter_records, link_above  # noqa: E402
 from taurus_tools.transfer.s3 import (  # noqa: E402
-    MD5_KEY,
-    MTIME_KEY,
     S3Config,
     S3Location,
     describe_error,
     error_code,
-    format_mtime,
     make_client,
     object_mtime,
     stored_md5,
@@ -97,9 +100,6 @@ from taurus_tools.transfer.worker import (  # noqa: E402
     escapes,
 )
 
-#: Objects from this size on go through the transfer manager in parts.
-MULTIPART_THRESHOLD = 8 << 20
-MULTIPART_CHUNK = 8 << 20
 _BLOCK = 1 << 20
 #: Error codes that end the whole shard at once (every further request would fail alike).
 SHARD_FATAL = frozenset(("InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "NoSuchBucket"))
@@ -114,10 +114,6 @@ _FOLDER_THERE = (
     "a folder of that name is at the destination, holding keys below this one ('a' and 'a/b'): "
     "a file cannot take its place"
 )
-
-
-class Changed(Exception):
-    """The source changed while it was copied, or the copy does not match: worth another try."""
 
 
 class Broken(Exception):
@@ -138,7 +134,8 @@ class S3ShardWorker:
         self.client, self.endpoint = make_client(self.config)
         #: Small objects' PUT/GET without botocore's per-call cost (None: through the client).
         self.direct: Optional[DirectRequests] = direct_requests(self.client, self.endpoint, self.threads)
-        self._manager: Any = None
+        #: Sends files (uploads), and owns the transfer manager (downloads use it too).
+        self.uploader = FileUploader(self.client, self.location.bucket, threads=self.threads, direct=self.direct)
         self._lock = threading.Lock()
         self._local_names = threading.local()
         self._thread_count = 0
@@ -147,8 +144,6 @@ class S3ShardWorker:
         self._temporaries: Set[bytes] = set()  # download temporaries in use (removed on SIGTERM)
         self._parts: Optional[ThreadPoolExecutor] = None  # large downloads' parts (direct path)
         self.broken: Optional[str] = None
-        #: Keys whose multipart upload is under way (aborted on SIGTERM).
-        self._multipart: Set[str] = set()
         self.part_tag = os.fsencode(args.part_tag or f"w{os.getpid()}")
         failed = open(args.failed, "wb")
         # Made on its first write only: the driver takes the file's existence for failures
@@ -176,20 +171,7 @@ class S3ShardWorker:
     @property
     def manager(self) -> Any:
         """The shared transfer manager for large objects (made on first use)."""
-        with self._lock:
-            if self._manager is None:
-                from boto3.s3.transfer import TransferConfig, create_transfer_manager
-
-                config = TransferConfig(
-                    multipart_threshold=MULTIPART_THRESHOLD,
-                    multipart_chunksize=MULTIPART_CHUNK,
-                    max_concurrency=self.threads,
-                    use_threads=True,
-                    preferred_transfer_client="classic",
-                    io_chunksize=4 << 20,  # (256 KiB by default: the writer thread was the bottleneck)
-                )
-                self._manager = create_transfer_manager(self.client, config)
-            return self._manager
+        return self.uploader.manager
 
     def temporary(self, dst: bytes) -> bytes:
         """This thread's temporary download name for ``dst``: in its own folder, so that the
@@ -239,8 +221,7 @@ class S3ShardWorker:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
         pool.shutdown()
-        if self._manager is not None:
-            self._manager.shutdown()
+        self.uploader.shutdown()
         self.report.status(done=True)
         for fh in self._files:
             fh.close()
@@ -256,14 +237,8 @@ class S3ShardWorker:
         next attempt at the shard aborts it.)
         """
         if self.upload:
-            locked = self._lock.acquire(timeout=2)  # the signal may have come while it was held
-            try:
-                keys = sorted(self._multipart)
-            finally:
-                if locked:
-                    self._lock.release()
-            for key in keys:
-                self._abort_uploads_of(key)
+            for key in self.uploader.in_flight():
+                self.uploader.abort_uploads_of(key)
         else:
             self.remove_own_leftovers()
 
@@ -333,45 +308,13 @@ class S3ShardWorker:
                 ):
                     self.count(skipped=1, skipped_bytes=st.st_size, verified=int(self.verify != "none"))
                     return
-            metadata = {MTIME_KEY: format_mtime(st.st_mtime_ns)}
-            if st.st_size < MULTIPART_THRESHOLD:
-                data = fh.read(st.st_size + 1)
-                digest = hashlib.md5(data)
-                if self.verify == "checksum":
-                    metadata[MD5_KEY] = base64.b64encode(digest.digest()).decode()
-                self._check_unchanged(fd, st, len(data))
-                # Content-MD5: the server refuses a body that does not match.
-                content_md5 = base64.b64encode(digest.digest()).decode()
-                if self.direct is None or not self.direct.put(
-                    self.location.bucket, key, data, content_md5, metadata
-                ):  # (anything but success is asked again through the client, which says why)
-                    self.client.put_object(
-                        Bucket=self.location.bucket, Key=key, Body=data, ContentMD5=content_md5, Metadata=metadata
-                    )
-            else:
-                if self.verify == "checksum":
-                    metadata[MD5_KEY] = base64.b64encode(_md5_of(fh)).decode()
-                    fh.seek(0)
-                with self._lock:
-                    self._multipart.add(key)
-                try:
-                    self.manager.upload(fh, self.location.bucket, key, extra_args={"Metadata": metadata}).result()
-                finally:
-                    with self._lock:
-                        self._multipart.discard(key)
-                self._check_unchanged(fd, st, st.st_size)
-                if self.verify != "none":
-                    head = self.head(key)
-                    if head is None or head["ContentLength"] != st.st_size:
-                        self.count(mismatches=1)
-                        raise Changed(f"the object has not the file's size after the upload (verify={self.verify})")
+            self.uploader.upload(fh, st, key, checksum=self.verify == "checksum")
+            if st.st_size >= MULTIPART_THRESHOLD and self.verify != "none":
+                head = self.head(key)
+                if head is None or head["ContentLength"] != st.st_size:
+                    self.count(mismatches=1)
+                    raise Changed(f"the object has not the file's size after the upload (verify={self.verify})")
         self.count(files=1, bytes=st.st_size, verified=int(self.verify != "none"))
-
-    @staticmethod
-    def _check_unchanged(fd: int, before: os.stat_result, sent: int) -> None:
-        after = os.fstat(fd)
-        if sent != before.st_size or after.st_size != before.st_size or after.st_mtime_ns != before.st_mtime_ns:
-            raise Changed("the file changed while it was being copied; it is copied again")
 
     def head(self, key: str) -> Optional[Dict[str, Any]]:
         try:
@@ -391,18 +334,7 @@ class S3ShardWorker:
                 key = self.location.key(rel.decode("utf-8"))
             except UnicodeDecodeError:  # no key: the upload reports it
                 continue
-            self._abort_uploads_of(key)
-
-    def _abort_uploads_of(self, key: str) -> None:
-        try:
-            found = self.client.list_multipart_uploads(Bucket=self.location.bucket, Prefix=key)
-            for upload in found.get("Uploads", ()):
-                if upload["Key"] == key:
-                    self.client.abort_multipart_upload(
-                        Bucket=self.location.bucket, Key=key, UploadId=upload["UploadId"]
-                    )
-        except Exception:  # a refused request: the upload of the key reports the reason
-            pass
+            self.uploader.abort_uploads_of(key)
 
     # ------------------------------------------------------------------ download
     def remove_own_leftovers(self, shard: Optional[str] = None) -> None:
@@ -536,7 +468,7 @@ class S3ShardWorker:
             raise Changed("the object changed while it was being downloaded in parts; it is downloaded again")
         if md5 is not None:
             with open(tmp, "rb") as fh:
-                return got, _md5_of(fh), head
+                return got, md5_of(fh), head
         return got, None, head
 
     def _parts_direct(self, key: str, head: Dict[str, Any], tmp: bytes) -> bool:
@@ -582,15 +514,6 @@ class _Known:
     def on_queued(self, future: Any, **kwargs: Any) -> None:
         future.meta.provide_transfer_size(int(self.head["ContentLength"]))
         future.meta.provide_object_etag(self.head["ETag"])
-
-
-def _md5_of(fh: Any) -> bytes:
-    digest = hashlib.md5()
-    while True:
-        block = fh.read(_BLOCK)
-        if not block:
-            return digest.digest()
-        digest.update(block)
 
 
 def parse_args(argv: List[str]) -> argparse.Namespace:

@@ -398,7 +398,7 @@ class TestNoAbbreviations:
 
     def test_no_parser_accepts_abbreviations(self):
         parsers = list(all_parsers(build_parser()))
-        assert len(parsers) == 9  # top, info, copy, ws and its five
+        assert len(parsers) == 10  # top, info, copy, checkpoint, ws and its five
         parsers += [_global_parent(), _global_parent("copy")]
         assert [p.prog for p in parsers if p.allow_abbrev] == []
 

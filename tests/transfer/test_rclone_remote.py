@@ -68,15 +68,6 @@ def test_mod_time_refuses_other_text():
 NAMES = HOSTILE_OBJECT_NAMES
 
 
-@pytest.fixture
-def local_remote(monkeypatch):
-    if rclone_executable() is None:
-        pytest.fail("rclone is not installed: pip install 'taurus-tools[rclone]'")
-    monkeypatch.setenv("RCLONE_CONFIG_LOC_TYPE", "local")
-    monkeypatch.setenv("RCLONE_CONFIG", os.devnull)
-    return "loc"
-
-
 def test_lists_hostile_names_in_rclones_encoding(local_remote, tmp_path):
     src = tmp_path / "src"
     for i, name in enumerate(NAMES):

@@ -1,0 +1,167 @@
+"""Upload one open local file to one S3 key: the piece the S3 worker and checkpoints share.
+
+:class:`FileUploader` sends a file the way every ``s3://`` upload of taurus-tools does:
+
+* ``mtime`` metadata (rclone's key and format: Unix seconds with a fraction), and with
+  ``checksum=True`` also ``md5chksum`` (base64 MD5 of the content, as rclone stores it);
+* below :data:`MULTIPART_THRESHOLD` one PUT with ``Content-MD5`` (the server checks the
+  body), through :mod:`taurus_tools.transfer.s3_direct` when given one, else the client;
+* from the threshold on in parts through one shared s3transfer manager (made on first use;
+  s3transfer aborts a multipart upload that fails); the keys in flight are known
+  (:meth:`FileUploader.in_flight`) so that a process stopped by a signal can abort them
+  (:meth:`FileUploader.abort_uploads_of`) without waiting for their parts;
+* the file's size and modification time are compared before and after: a file that
+  changed while it was sent raises :class:`Changed` (the object may then hold a torn copy
+  under its key; the caller sends it again, or does not count it).
+
+boto3 and s3transfer are imported when first needed.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import threading
+from typing import Any, BinaryIO, List, Optional, Set
+
+from .s3 import MD5_KEY, MTIME_KEY, format_mtime
+
+__all__ = ["Changed", "FileUploader", "MULTIPART_THRESHOLD", "MULTIPART_CHUNK", "md5_of"]
+
+#: Objects from this size on go through the transfer manager in parts.
+MULTIPART_THRESHOLD = 8 << 20
+MULTIPART_CHUNK = 8 << 20
+_BLOCK = 1 << 20
+
+
+class Changed(Exception):
+    """The source changed while it was copied, or the copy does not match: worth another try."""
+
+
+def md5_of(fh: Any) -> bytes:
+    """The MD5 of what is left to read in ``fh``."""
+    digest = hashlib.md5()
+    while True:
+        block = fh.read(_BLOCK)
+        if not block:
+            return digest.digest()
+        digest.update(block)
+
+
+def check_unchanged(fd: int, before: os.stat_result, sent: int) -> None:
+    """Raise :class:`Changed` unless ``sent`` bytes were the whole file and its size and
+    modification time are still those of ``before``."""
+    after = os.fstat(fd)
+    if sent != before.st_size or after.st_size != before.st_size or after.st_mtime_ns != before.st_mtime_ns:
+        raise Changed("the file changed while it was being copied; it is copied again")
+
+
+class FileUploader:
+    """Sends open files to keys of one bucket (see the module's docstring).
+
+    Parameters
+    ----------
+    client : botocore S3 client
+        From :func:`taurus_tools.transfer.s3.make_client`.
+    bucket : str
+    threads : int
+        Concurrent parts of the transfer manager.
+    direct : DirectRequests, optional
+        The fast path for single-request PUTs (None: through the client).
+    """
+
+    def __init__(self, client: Any, bucket: str, *, threads: int, direct: Any = None) -> None:
+        self.client = client
+        self.bucket = bucket
+        self.threads = threads
+        self.direct = direct
+        self._lock = threading.Lock()
+        self._manager: Any = None
+        self._multipart: Set[str] = set()
+
+    @property
+    def manager(self) -> Any:
+        """The shared transfer manager (made on first use; downloads use it too)."""
+        with self._lock:
+            if self._manager is None:
+                from boto3.s3.transfer import TransferConfig, create_transfer_manager
+
+                config = TransferConfig(
+                    multipart_threshold=MULTIPART_THRESHOLD,
+                    multipart_chunksize=MULTIPART_CHUNK,
+                    max_concurrency=self.threads,
+                    use_threads=True,
+                    preferred_transfer_client="classic",
+                    io_chunksize=4 << 20,  # (256 KiB by default: the writer thread was the bottleneck)
+                )
+                self._manager = create_transfer_manager(self.client, config)
+            return self._manager
+
+    def upload(self, fh: BinaryIO, st: os.stat_result, key: str, *, checksum: bool) -> Optional[bytes]:
+        """Send the open file ``fh`` (whose ``fstat`` was ``st``) to ``key``.
+
+        Returns the MD5 of what was sent when it was computed (always below the multipart
+        threshold, with ``checksum`` above it), else None.  Raises :class:`Changed` when the
+        file changed meanwhile, and botocore's or s3transfer's errors as they come.
+        """
+        fd = fh.fileno()
+        metadata = {MTIME_KEY: format_mtime(st.st_mtime_ns)}
+        if st.st_size < MULTIPART_THRESHOLD:
+            data = fh.read(st.st_size + 1)
+            digest = hashlib.md5(data).digest()
+            if checksum:
+                metadata[MD5_KEY] = base64.b64encode(digest).decode()
+            check_unchanged(fd, st, len(data))
+            # Content-MD5: the server refuses a body that does not match.
+            content_md5 = base64.b64encode(digest).decode()
+            if self.direct is None or not self.direct.put(
+                self.bucket, key, data, content_md5, metadata
+            ):  # (anything but success is asked again through the client, which says why)
+                self.client.put_object(
+                    Bucket=self.bucket, Key=key, Body=data, ContentMD5=content_md5, Metadata=metadata
+                )
+            return digest
+        whole: Optional[bytes] = None
+        if checksum:
+            whole = md5_of(fh)
+            metadata[MD5_KEY] = base64.b64encode(whole).decode()
+            fh.seek(0)
+        with self._lock:
+            self._multipart.add(key)
+        try:
+            self.manager.upload(fh, self.bucket, key, extra_args={"Metadata": metadata}).result()
+        finally:
+            with self._lock:
+                self._multipart.discard(key)
+        check_unchanged(fd, st, st.st_size)
+        return whole
+
+    def in_flight(self, timeout: float = 2.0) -> List[str]:
+        """The keys whose multipart upload is under way.  From a signal handler too: the
+        lock is waited for at most ``timeout`` seconds (the signal may have come while this
+        thread held it)."""
+        locked = self._lock.acquire(timeout=timeout)
+        try:
+            return sorted(self._multipart)
+        finally:
+            if locked:
+                self._lock.release()
+
+    def abort_uploads_of(self, key: str) -> None:
+        """Abort every unfinished multipart upload of ``key`` (refusals are left to the
+        upload of the key to report)."""
+        try:
+            found = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=key)
+            for upload in found.get("Uploads", ()):
+                if upload["Key"] == key:
+                    self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload["UploadId"])
+        except Exception:  # a refused request: the upload of the key reports the reason
+            pass
+
+    def shutdown(self) -> None:
+        """End the transfer manager's threads (if it was made)."""
+        with self._lock:
+            manager, self._manager = self._manager, None
+        if manager is not None:
+            manager.shutdown()
