@@ -405,7 +405,9 @@ class S3Destination(Destination):
 
     def fetch(self, name: str, target: str) -> None:
         try:
-            self.client.download_file(self.location.bucket, self.location.key(name), target)
+            # (the shared transfer manager: parts for large objects; the client is botocore's,
+            # without boto3's download_file)
+            self.uploader.manager.download(self.location.bucket, self.location.key(name), target).result()
         except Exception as exc:
             raise self._fail(exc) from None
 
