@@ -23,6 +23,7 @@ chosen from the location strings: the driver reaches them only through that inte
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import contextlib
 import hashlib
@@ -33,6 +34,7 @@ import shutil
 import sys
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
@@ -403,6 +405,7 @@ class ParallelCopy(BackgroundFuture):
                 self._finished.set()
 
         self._thread = threading.Thread(target=target, name="taurus-tools:copy", daemon=True)
+        _cancel_at_exit(self)
         self._thread.start()
 
     def wait(self, timeout: Optional[float] = None) -> CopyResult:
@@ -1094,6 +1097,43 @@ def _running_counts(running: Iterable[_Running]) -> ShardCounts:
         if status is not None:
             total.add(status.counts)
     return total
+
+
+#: Copies running in a background thread (start()), cancelled when Python exits.
+_STARTED: "weakref.WeakSet[ParallelCopy]" = weakref.WeakSet()
+_EXIT_LOCK = threading.Lock()
+#: Seconds the exit hook waits for each copy to stop.
+EXIT_CANCEL_TIMEOUT_S = 60.0
+
+
+def _cancel_at_exit(pc: ParallelCopy) -> None:
+    """Have ``pc`` cancelled if Python exits while it runs (see :func:`_stop_started_copies`)."""
+    with _EXIT_LOCK:
+        _STARTED.add(pc)
+
+
+def _stop_started_copies() -> None:
+    """At exit (the end of a script, a Jupyter kernel shut down or restarted): cancel every
+    started copy still running, so that no shard process or job goes on writing unowned.
+
+    The copy's thread is a daemon (it must not keep Python alive), and Python would freeze
+    it with its workers still running; cancelled, the work dir stays resumable and the next
+    run of the copy goes on from there.  (A process killed with SIGKILL runs no hook: its
+    workers then finish their shards, and the next run stops what still runs first.)
+    """
+    with _EXIT_LOCK:
+        running = [pc for pc in _STARTED if not pc.done()]
+    for pc in running:
+        print(
+            f"taurus-tools: Python is exiting while a copy runs ({pc.src} -> {pc.dst}): cancelling it; "
+            f"run it again to resume (work_dir={str(pc.work_dir)!r})",
+            file=sys.stderr,
+            flush=True,
+        )
+        pc.cancel(timeout=EXIT_CANCEL_TIMEOUT_S)
+
+
+atexit.register(_stop_started_copies)
 
 
 def _add_note(exc: BaseException, note: str) -> None:

@@ -1628,6 +1628,50 @@ class TestBackground:
         gate.set()
         assert pc.wait(30) is finished and pc.done()
 
+    def test_python_exiting_with_a_started_copy_cancels_it_resumably(self, tmp_path):
+        """A script (or a Jupyter kernel being shut down or restarted) that ends while a
+        started copy runs: its shard processes are stopped, not left writing unowned, the
+        user is told, and the next run resumes."""
+        src, dst, work = tmp_path / "src", tmp_path / "dst", tmp_path / "work"
+        for i in range(4):
+            write(src / f"f{i}", BLOCK, MTIME0)
+        script = tmp_path / "ends.py"
+        script.write_text(
+            "import sys, time\n"
+            "import psutil\n"
+            "from taurus_tools import Datamover, ParallelCopy\n"
+            "src, dst, work = sys.argv[1:4]\n"
+            "pc = ParallelCopy(src, dst, work_dir=work, datamover=Datamover('local'), progress=False,\n"
+            "                  shards=2, workers=2)\n"
+            "real = pc._launch\n"
+            "def launch(dm, task):  # the shard 'workers' run until stopped\n"
+            "    launch_, status, failed = real(dm, task)\n"
+            "    return type(launch_)(('sleep', '97.25'), name=launch_.name), status, failed\n"
+            "pc._launch = launch\n"
+            "pc.start()\n"
+            "deadline = time.monotonic() + 30\n"
+            "while time.monotonic() < deadline:\n"
+            "    kids = [p for p in psutil.Process().children(recursive=True) if p.cmdline()[1:] == ['97.25']]\n"
+            "    if len(kids) == 2:\n"
+            "        break\n"
+            "    time.sleep(0.02)\n"
+            "print(' '.join(str(p.pid) for p in kids), flush=True)\n"
+            "# the script ends here, the copy still running\n"
+        )
+        done = subprocess.run(
+            [sys.executable, str(script), str(src), str(dst), str(work)], capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        pids = [int(p) for p in done.stdout.split()]
+        assert len(pids) == 2, done.stdout + done.stderr
+        assert "Python is exiting while a copy runs" in done.stderr and "run it again to resume" in done.stderr
+        wait_until(lambda: not alive(pids), 10, what="the shard processes to be stopped")
+        state = json.loads((work / "state.json").read_text())
+        assert not any(s["state"] == "running" for s in state["shards"])
+        result = pcopy(src, dst, work, Datamover("local")).run()
+        assert result.ok and result.files_copied == 4
+        assert_same_tree(src, dst)
+
     def test_errors_come_back_from_wait(self, tmp_path, dm, monkeypatch):
         src = tmp_path / "src"
         write(src / "f", BLOCK)
