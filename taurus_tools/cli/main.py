@@ -236,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=VERSION_LINE)
     sub = parser.add_subparsers(
-        dest="subcommand", metavar="{copy,info,ws," + ",".join(PASS_THROUGH) + "}"
+        dest="subcommand", metavar="{copy,info,report,ws," + ",".join(PASS_THROUGH) + "}"
     )
     info = sub.add_parser(
         "info",
@@ -248,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="machine-readable output")
     _ws_parser(sub)
     _copy_parser(sub)
+    _report_parser(sub)
     return parser
 
 
@@ -293,6 +294,50 @@ def copy_command(opts: argparse.Namespace) -> int:
     if len(result.failed_messages) > 20:
         print(f"  ... and {len(result.failed_messages) - 20} more (see the report)", file=sys.stderr)
     return 0 if result.ok else EXIT_FAILED
+
+
+def _report_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "report",
+        help="a finished copy's report (result_all.json): its summary, or a page with its shards' timeline",
+        description="Read a copy's report (result_all.json). Prints its summary; with --html, writes "
+        "the page a notebook shows for the copy: counts, failures, a timeline of the shard attempts "
+        "by host, and their table.",
+        **_NO_ABBREV,
+    )
+    p.add_argument("report", help="the report, result_all.json")
+    p.add_argument("--html", metavar="FILE", help="write the page to FILE (HTML, one file, no scripts)")
+
+
+def report_command(opts: argparse.Namespace) -> int:
+    """``taurus-tools report REPORT [--html FILE]``: bad input (missing, not JSON, not a
+    report) exits 2 with one line saying what is wrong; a page that cannot be written, 1."""
+    from pathlib import Path
+
+    from ..display import report_page
+    from ..transfer.parallel_copy import CopyResult
+
+    path = Path(opts.report)
+    try:
+        data = json.loads(path.read_bytes())
+    except OSError as exc:
+        _say(f"taurus-tools: error: cannot read the report: {_os_error(exc)}")
+        return EXIT_USAGE
+    except ValueError as exc:  # json's error, or bytes that are no UTF-8
+        _say(f"taurus-tools: error: {str(path)!r} is not a copy report: it is not JSON ({exc})")
+        return EXIT_USAGE
+    try:
+        result = CopyResult.from_report(data, path)
+    except ConfigurationError as exc:
+        _say(f"taurus-tools: error: {str(path)!r} is {exc}")
+        return EXIT_USAGE
+    if opts.html is None:
+        print(result.summary())
+        return 0
+    out = Path(opts.html)
+    out.write_text(report_page(result), encoding="utf-8")
+    print(f"wrote {out}")
+    return 0
 
 
 def _ws_parser(sub: Any) -> None:
@@ -733,6 +778,8 @@ def _main(argv: List[str]) -> int:
             return ws_command(opts)
         if opts.subcommand == "copy":
             return copy_command(opts)
+        if opts.subcommand == "report":
+            return report_command(opts)
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     except (ConfigurationError, CommandNotFoundError, BackendUnavailableError, SourceNotFoundError) as exc:
