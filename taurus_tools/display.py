@@ -30,6 +30,12 @@ __all__ = [
     "box",
     "timeline_svg",
     "page",
+    "copy_result_html",
+    "copy_status_html",
+    "report_page",
+    "workspace_html",
+    "workspaces_html",
+    "handle_html",
     "TIMELINE_LEFT",
     "TIMELINE_WIDTH",
     "TIMELINE_ROW",
@@ -42,14 +48,9 @@ class Markup(str):
 
 #: Characters shown as escapes: C0/C1 controls, DEL, line and paragraph separators and the
 #: bidirectional controls (which would make a name read as another).
-_INVISIBLE = {
-    **{c: None for c in range(0x20)},
-    0x7F: None,
-    **{c: None for c in range(0x80, 0xA0)},
-    0x2028: None,
-    0x2029: None,
-    **{c: None for c in (0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))},
-}
+_INVISIBLE = frozenset(
+    (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))
+)
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
@@ -324,6 +325,8 @@ def page(title: Any, body: Any) -> str:
 # ---------------------------------------------------------------------- the objects
 #: How many failure lines a display lists before it counts the rest.
 FAILURES_SHOWN = 10
+#: How many attempts the shard table lists (the timeline draws them all; the report has all).
+ATTEMPTS_LISTED = 1000
 
 
 def _copy_title(word: str, kind: str, src: Any, dst: Any) -> Markup:
@@ -331,9 +334,10 @@ def _copy_title(word: str, kind: str, src: Any, dst: Any) -> Markup:
 
 
 def attempts_table(attempts: Sequence[Mapping[str, Any]]) -> Markup:
-    """The shard attempts as a table, by shard and attempt."""
-    rows = []
-    for a in sorted(attempts, key=lambda a: (a.get("chunk_number") or 0, a.get("attempt") or 0)):
+    """The shard attempts as a table, by shard and attempt (the first :data:`ATTEMPTS_LISTED`)."""
+    rows: List[Sequence[Any]] = []
+    ordered = sorted(attempts, key=lambda a: (a.get("chunk_number") or 0, a.get("attempt") or 0))
+    for a in ordered[:ATTEMPTS_LISTED]:
         end = a.get("end_time_ms")
         seconds = (end - a["start_time_ms"]) / 1000 if end is not None else None
         moved = a.get("total_bytes_transferred") or 0
@@ -350,6 +354,8 @@ def attempts_table(attempts: Sequence[Mapping[str, Any]]) -> Markup:
                 f"{moved / 1e6 / seconds:.1f}" if seconds else "-",
             )
         )
+    if len(ordered) > ATTEMPTS_LISTED:
+        rows.append((f"... and {len(ordered) - ATTEMPTS_LISTED} more attempts (see the report)",))
     head = ("shard", "attempt", "host", "job", "exit", "files", "bytes", "time", "MB/s")
     return table(head, rows, numeric=(0, 1, 4, 5, 6, 7, 8))
 

@@ -199,6 +199,14 @@ class TestCopyResult:
         assert len(listed) == display.FAILURES_SHOWN
         assert f"... and {25 - display.FAILURES_SHOWN} more (see the report)" in parsed.text
 
+    def test_the_shard_table_is_capped(self, monkeypatch):
+        monkeypatch.setattr(display, "ATTEMPTS_LISTED", 2)
+        page = copy_result(PLAIN)._repr_html_()
+        table = Markup(page[page.index("<details>"):])
+        assert "... and 1 more attempts (see the report)" in table.text
+        assert len([t for t in table.tags if t[:2] == ("<", "tr")]) == 4  # head, 2 attempts, the count
+        assert page.count("<rect") == 3  # the timeline has them all
+
     def test_from_report_reads_what_the_report_holds(self, tmp_path):
         result = copy_result(PLAIN)
         report = {
@@ -349,15 +357,16 @@ class TestHandles:
 
 # =============================================================================== status()
 def gated(pc: ParallelCopy, gate: Path, fail_first: bool = False) -> None:
-    """Every shard of ``pc`` waits for ``gate`` to exist before it starts (and with
-    ``fail_first`` the first attempt at each shard fails with exit 3)."""
+    """Every shard of ``pc`` waits before it starts until ``gate`` exists, or its own gate
+    ``gate.N`` (N: the shard's index); with ``fail_first`` the first attempt at each shard
+    fails with exit 3 instead."""
     real = pc._launch
-    script = 'while [ ! -e "$0" ]; do sleep 0.02; done; exec "$@"'
+    script = 'while [ ! -e "$0" ] && [ ! -e "$1" ]; do sleep 0.02; done; shift; exec "$@"'
 
     def launch(dm, queued):
         the_launch, status, failed = real(dm, queued)
         argv = ("sh", "-c", "exit 3") if fail_first and queued.attempt == 0 else the_launch.argv
-        gate_argv = ("sh", "-c", script, str(gate), *argv)
+        gate_argv = ("sh", "-c", script, str(gate), f"{gate}.{queued.index}", *argv)
         return dataclasses.replace(the_launch, argv=gate_argv, executable=None), status, failed
 
     pc._launch = launch
@@ -367,6 +376,34 @@ def make_source(root: Path, files: int = 6) -> None:
     root.mkdir(parents=True)
     for i in range(files):
         (root / f"{NASTY[i % 4].replace('/', '_')} {i}").write_bytes(os.urandom(1000 + i))
+
+
+def test_status_html_names_are_escaped():
+    def render(names: List[str]) -> str:
+        return CopyStatus(
+            "copying",
+            names[0],
+            names[1],
+            names[2],
+            files_planned=3,
+            bytes_planned=3000,
+            files_done=1,
+            bytes_done=1000,
+            shards=2,
+            shards_running=1,
+            shards_pending=1,
+            elapsed_s=3.0,
+            rate_mb_s=0.5,
+            eta_s=4.0,
+            attempts=(row(1, 0, 0, None, host=names[3]),),
+            now_ms=T0 + 3000,
+            error=names[4],
+        )._repr_html_()
+
+    page = assert_names_safe(render, shown=5)
+    parsed = Markup(page)
+    assert "1 running, 1 pending (of 2)" in parsed.text and "33.3 %" in parsed.text and "4.0 s" in parsed.text
+    assert page.count("attempt running") == 1
 
 
 class TestStatus:
@@ -435,6 +472,26 @@ class TestStatus:
         status = pc.status()
         assert status.state == "cancelled" and "resume" in (status.error or "")
         assert status.shards_running == 0 and status.shards_pending == 3
+
+    def test_a_resumed_copy_counts_only_its_own_bytes_as_this_runs(self, tmp_path):
+        make_source(tmp_path / "src", files=9)
+        gate = tmp_path / "gate"
+        first = self.copy(tmp_path)
+        gated(first, gate)
+        Path(f"{gate}.0").touch()  # shard 0 may run; 1 and 2 wait
+        first.start()
+        wait_for(first.status, lambda s: s.shards_done == 1 and s.shards_running == 2, timeout=30, what="shard 0 done")
+        assert first.cancel()
+        earlier = first.status()
+        assert earlier.state == "cancelled" and 0 < earlier.bytes_done < earlier.bytes_planned
+        assert earlier.bytes_this_run == earlier.bytes_done
+        again = self.copy(tmp_path)  # not gated
+        assert again.status().state == "not started"
+        result = again.run()
+        status = again.status()
+        assert result.ok and status.state == "done" and status.bytes_done == status.bytes_planned
+        assert status.bytes_this_run == status.bytes_planned - earlier.bytes_done
+        assert status.files_done == 9
 
     def run_failing_first_attempts(self, tmp_path: Path, retries: int) -> Tuple[ParallelCopy, CopyResult]:
         """A copy of two shards whose first attempts fail (exit 3)."""

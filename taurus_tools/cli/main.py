@@ -3,11 +3,12 @@
 ``taurus-tools info`` says which backend runs commands and why;
 ``taurus-tools ws allocate|list|extend|release|find`` manages workspaces;
 ``taurus-tools copy SRC DST`` is a parallel, resumable, verified copy;
+``taurus-tools report result_all.json [--html FILE]`` summarises a copy's report, or writes its page;
 ``taurus-tools [OPTIONS] dtcp -r A B`` (and every other datamover command, and ``rclone``)
 runs the command through that backend, waits with progress and live errors, prints its
 output and exits with its exit code.
 
-Global options (``--backend``, ``-v``, ...) go anywhere for ``copy``, ``ws`` and ``info``;
+Global options (``--backend``, ``-v``, ...) go anywhere for ``copy``, ``ws``, ``info`` and ``report``;
 for the pass-through commands they must come before the command's name, since
 everything after it belongs to the wrapped tool.  Options are never abbreviated
 (``--back`` is an error, not ``--backend``): the pass-through split must know, without
@@ -214,7 +215,7 @@ def parse_args(argv: Sequence[str], parser: Optional[argparse.ArgumentParser] = 
     return _merge_verbose((parser or build_parser()).parse_args(list(argv)))
 
 
-_EPILOG = """Global options go anywhere for copy, ws and info: before or after the command, e.g.
+_EPILOG = """Global options go anywhere for copy, ws, info and report: before or after the command, e.g.
   taurus-tools copy SRC DST --workers 4 --backend local
 For the pass-through commands (dt*, rclone) they must come before the command's name,
 since everything after it goes to the tool:
@@ -303,6 +304,7 @@ def _report_parser(sub: Any) -> None:
         description="Read a copy's report (result_all.json). Prints its summary; with --html, writes "
         "the page a notebook shows for the copy: counts, failures, a timeline of the shard attempts "
         "by host, and their table.",
+        parents=[_global_parent("report")],
         **_NO_ABBREV,
     )
     p.add_argument("report", help="the report, result_all.json")
