@@ -493,6 +493,20 @@ class TestStatus:
         assert status.bytes_this_run == status.bytes_planned - earlier.bytes_done
         assert status.files_done == 9
 
+    def test_failed_with_an_error(self, tmp_path, monkeypatch):
+        import taurus_tools.transfer.parallel_copy as pc_mod
+
+        make_source(tmp_path / "src")
+        usage = type("usage", (), {"free": 0, "total": 1, "used": 1, "percent": 100.0})
+        monkeypatch.setattr(pc_mod.psutil, "disk_usage", lambda path: usage)
+        pc = self.copy(tmp_path).start()
+        with pytest.raises(OSError):
+            pc.wait(30)
+        status = pc.status()
+        assert status.state == "failed" and status.result is None
+        assert (status.error or "").startswith("InsufficientSpaceError: ")
+        assert "InsufficientSpaceError" in Markup(pc._repr_html_()).text
+
     def run_failing_first_attempts(self, tmp_path: Path, retries: int) -> Tuple[ParallelCopy, CopyResult]:
         """A copy of two shards whose first attempts fail (exit 3)."""
         make_source(tmp_path / "src")

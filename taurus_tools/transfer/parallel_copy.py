@@ -185,6 +185,7 @@ class CopyResult:
         )
 
 
+#: JSON's names of the types json.loads returns, for "not a copy report" messages.
 _JSON_NAMES = {list: "array", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
 #: The times every report row has (epoch milliseconds).
 _ROW_TIMES = ("start_time_ms", "end_time_ms")
@@ -550,7 +551,8 @@ class ParallelCopy(BackgroundFuture):
         result = self._copy_result or (live.result if live is not None else None)
         if error is not None:
             stopped = isinstance(error, (CopyCancelledError, KeyboardInterrupt))
-            return "cancelled" if stopped else "failed", result, f"{type(error).__name__}: {error}".rstrip(": ")
+            why = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+            return "cancelled" if stopped else "failed", result, why
         if result is not None:
             return "done" if result.ok else "failed", result, None
         return "failed", None, None
