@@ -256,8 +256,9 @@ def timeline_svg(attempts: Sequence[Mapping[str, Any]], *, now_ms: Optional[int]
     span = max(1, t1 - t0)
     scale = TIMELINE_WIDTH / span
     hosts: Dict[str, List[Mapping[str, Any]]] = {}
-    for a in attempts:
-        hosts.setdefault(str(a.get("host") or "(host unknown)"), []).append(a)
+    for a in attempts:  # a running attempt's host is known once its worker has begun
+        unknown = "(starting)" if attempt_kind(a) == "running" else "(host unknown)"
+        hosts.setdefault(str(a.get("host") or unknown), []).append(a)
     rows: List[str] = []
     y = 0
     for host in sorted(hosts):
@@ -420,7 +421,7 @@ def copy_status_html(status: Any) -> Markup:
         bar = Markup(
             progress_bar(status.fraction)
             + text(
-                f" {human_bytes(status.bytes_done)} of {human_bytes(status.bytes_planned)}, "
+                f": {human_bytes(status.bytes_done)} of {human_bytes(status.bytes_planned)}, "
                 f"{status.files_done} of {status.files_planned} files"
             )
         )

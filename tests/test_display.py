@@ -440,6 +440,7 @@ class TestStatus:
             running.state = "done"  # type: ignore[misc]
         page = pc._repr_html_()  # taken anew: the same data as status()
         assert page.count("attempt running") == 2 and "2 running, 1 pending (of 3)" in Markup(page).text
+        assert "(starting)" in Markup(page).text  # gated: no worker has begun, so no host yet
         gate.touch()
         result = pc.wait(60)
         done = pc.status()
