@@ -6,11 +6,12 @@
 ``taurus-tools checkpoint PATH DEST --every 10m -- COMMAND ARGS...`` runs a command and saves
 PATH to DEST while it runs and when it ends; ``taurus-tools checkpoint restore DEST PATH``
 brings back the newest complete pass;
+``taurus-tools report result_all.json [--html FILE]`` summarises a copy's report, or writes its page;
 ``taurus-tools [OPTIONS] dtcp -r A B`` (and every other datamover command, and ``rclone``)
 runs the command through that backend, waits with progress and live errors, prints its
 output and exits with its exit code.
 
-Global options (``--backend``, ``-v``, ...) go anywhere for ``copy``, ``ws`` and ``info``;
+Global options (``--backend``, ``-v``, ...) go anywhere for ``copy``, ``ws``, ``info`` and ``report``;
 for the pass-through commands they must come before the command's name, since
 everything after it belongs to the wrapped tool.  Options are never abbreviated
 (``--back`` is an error, not ``--backend``): the pass-through split must know, without
@@ -218,7 +219,7 @@ def parse_args(argv: Sequence[str], parser: Optional[argparse.ArgumentParser] = 
     return _merge_verbose((parser or build_parser()).parse_args(list(argv)))
 
 
-_EPILOG = """Global options go anywhere for copy, ws and info: before or after the command, e.g.
+_EPILOG = """Global options go anywhere for copy, ws, info and report: before or after the command, e.g.
   taurus-tools copy SRC DST --workers 4 --backend local
 For the pass-through commands (dt*, rclone) they must come before the command's name,
 since everything after it goes to the tool:
@@ -240,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=VERSION_LINE)
     sub = parser.add_subparsers(
-        dest="subcommand", metavar="{copy,checkpoint,info,ws," + ",".join(PASS_THROUGH) + "}"
+        dest="subcommand", metavar="{copy,checkpoint,info,report,ws," + ",".join(PASS_THROUGH) + "}"
     )
     info = sub.add_parser(
         "info",
@@ -253,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     _ws_parser(sub)
     _copy_parser(sub)
     _checkpoint_parser(sub)
+    _report_parser(sub)
     return parser
 
 
@@ -298,6 +300,51 @@ def copy_command(opts: argparse.Namespace) -> int:
     if len(result.failed_messages) > 20:
         print(f"  ... and {len(result.failed_messages) - 20} more (see the report)", file=sys.stderr)
     return 0 if result.ok else EXIT_FAILED
+
+
+def _report_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "report",
+        help="a finished copy's report (result_all.json): its summary, or a page with its shards' timeline",
+        description="Read a copy's report (result_all.json). Prints its summary; with --html, writes "
+        "the page a notebook shows for the copy: counts, failures, a timeline of the shard attempts "
+        "by host, and their table.",
+        parents=[_global_parent("report")],
+        **_NO_ABBREV,
+    )
+    p.add_argument("report", help="the report, result_all.json")
+    p.add_argument("--html", metavar="FILE", help="write the page to FILE (HTML, one file, no scripts)")
+
+
+def report_command(opts: argparse.Namespace) -> int:
+    """``taurus-tools report REPORT [--html FILE]``: bad input (missing, not JSON, not a
+    report) exits 2 with one line saying what is wrong; a page that cannot be written, 1."""
+    from pathlib import Path
+
+    from ..display import report_page
+    from ..transfer.parallel_copy import CopyResult
+
+    path = Path(opts.report)
+    try:
+        data = json.loads(path.read_bytes())
+    except OSError as exc:
+        _say(f"taurus-tools: error: cannot read the report: {_os_error(exc)}")
+        return EXIT_USAGE
+    except ValueError as exc:  # json's error, or bytes that are no UTF-8
+        _say(f"taurus-tools: error: {str(path)!r} is not a copy report: it is not JSON ({exc})")
+        return EXIT_USAGE
+    try:
+        result = CopyResult.from_report(data, path)
+    except ConfigurationError as exc:
+        _say(f"taurus-tools: error: {str(path)!r} is {exc}")
+        return EXIT_USAGE
+    if opts.html is None:
+        print(result.summary())
+        return 0
+    out = Path(opts.html)
+    out.write_text(report_page(result), encoding="utf-8")
+    print(f"wrote {out}")
+    return 0
 
 
 def _checkpoint_parser(sub: Any) -> None:
@@ -826,6 +873,8 @@ def _main(argv: List[str]) -> int:
             return copy_command(opts)
         if opts.subcommand == "checkpoint":
             return checkpoint_command(opts, None)
+        if opts.subcommand == "report":
+            return report_command(opts)
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     except (

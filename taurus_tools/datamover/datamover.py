@@ -230,7 +230,16 @@ class Datamover(WithSlurmOptions):
             raise ConfigurationError(f"cwd={os.fspath(cwd)!r} is not an existing folder")
         slurm = self._slurm if env is None else SlurmClient(env)
         return Handle(
-            launch, cwd=cwd, env=env, input=input, text=text, slurm=slurm, on_output=on_output, after=after, on=on
+            launch,
+            cwd=cwd,
+            env=env,
+            input=input,
+            text=text,
+            slurm=slurm,
+            on_output=on_output,
+            after=after,
+            on=on,
+            backend=self.backend.name,
         )
 
     # ------------------------------------------------------------------ transfers

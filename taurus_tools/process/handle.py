@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import shlex
 import signal
 import subprocess
 import threading
@@ -104,6 +105,8 @@ class Handle(BackgroundFuture):
         With ``"success"`` (default) a failed or cancelled one of ``after`` means this
         command never runs: it fails at once with :class:`DependencyError`, whose
         ``__cause__`` is the root error; ``"always"`` runs it regardless (clean-up steps).
+    backend : str, optional
+        The name of the backend that made the launch (``"slurm"``, ...), for displays.
     """
 
     def __init__(
@@ -120,9 +123,11 @@ class Handle(BackgroundFuture):
         on_output: Optional[Callable[[str, bytes], None]] = None,
         after: Iterable["concurrent.futures.Future[Any]"] = (),
         on: str = "success",
+        backend: Optional[str] = None,
     ) -> None:
         BackgroundFuture.__init__(self)
         self.launch = launch
+        self.backend = backend
         self._on_output = on_output
         self.args: List[str] = list(launch.argv)
         self.name = launch.name or os.path.basename(self.args[0])
@@ -367,6 +372,30 @@ class Handle(BackgroundFuture):
             state = "running"
         job = f" job_id={self.job_id}" if self.job_id else ""
         return f"<Handle {self.name} pid={self.pid}{job} {state}>"
+
+    def _repr_html_(self) -> str:
+        """Jupyter's display: command, backend, job id, state, exit code, elapsed time."""
+        from ..display import handle_html
+
+        return handle_html(self)
+
+    @property
+    def state(self) -> str:
+        """Where the command stands, in one word: ``waiting`` (for what it runs
+        ``after``), ``running``, ``done`` (exit code 0), ``failed``, ``cancelled`` or
+        ``not run`` (what it runs after failed)."""
+        if not self.done():
+            return "running" if self._popen is not None else "waiting"
+        if self._returncode is None and self._not_run is not None:
+            return "not run"
+        if self._cancel_requested.is_set() or concurrent.futures.Future.cancelled(self):
+            return "cancelled"
+        return "done" if self._returncode == 0 else "failed"
+
+    @property
+    def command_line(self) -> str:
+        """The command as a shell would read it (``shlex.join``), for showing only."""
+        return shlex.join(self.args)
 
     @property
     def stdout(self) -> "OutputReader":

@@ -42,6 +42,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 import psutil
 
 from .._log import get_logger
+from ..display import human_bytes
 from ..datamover.backends import Backend, StrPath
 from ..callbacks import NoProgress, ProgressCallback, as_progress
 from .config import CopyConfig
@@ -63,6 +64,7 @@ from ..process.handle import Handle
 from ..process.tree import signals_deferred, terminate_trees
 from ..slurm.client import SlurmClient
 from ..datamover.wait import cancel_all
+from .status import CopyStatus, LiveCopy
 from .work_dir import AttemptFiles, WorkDir, temporary_for
 
 log = get_logger(__name__)
@@ -102,6 +104,9 @@ class CopyResult:
     duration_s: float = 0.0
     report: Optional[Path] = None
     dry_run: bool = False
+    #: Every shard attempt, as the report's ``benchmark_results`` (start and end times,
+    #: host, exit code, ...): the rows of the display's shard table and timeline.
+    attempts: List[Dict[str, Any]] = field(default_factory=list, repr=False)
 
     @property
     def throughput_mb_s(self) -> float:
@@ -131,13 +136,90 @@ class CopyResult:
             + (f"; report: {self.report}" if self.report else "")
         )
 
+    def __repr__(self) -> str:
+        state = "dry run" if self.dry_run else "ok" if self.ok else "FAILED"
+        return (
+            f"<CopyResult {state}: {self.files_copied} files ({_human(self.bytes_copied)}) copied, "
+            f"{self.files_skipped} already there, {self.files_failed} failed; {self.duration_s:.1f} s, "
+            f"{self.throughput_mb_s:.0f} MB/s; report={str(self.report) if self.report else None!r}>"
+        )
 
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
+    def _repr_html_(self) -> str:
+        """Jupyter's display: the counts, the failures, the shards' timeline and table."""
+        from ..display import copy_result_html
+
+        return copy_result_html(self)
+
+    @classmethod
+    def from_report(cls, report: Dict[str, Any], path: Optional[Path] = None) -> "CopyResult":
+        """The result a report (``result_all.json``, read as JSON) describes.
+
+        Raises
+        ------
+        ConfigurationError
+            ``report`` is not a copy's report (the message says what is missing).
+        """
+        if not isinstance(report, dict):
+            kind = _JSON_NAMES.get(type(report), "value")
+            raise ConfigurationError(f"not a copy report: it holds a JSON {kind}, not an object")
+        missing = [key for key in ("ok", "src", "dst", "benchmark_results") if key not in report]
+        if missing:
+            raise ConfigurationError(f"not a copy report: it has no {', '.join(missing)}")
+        attempts = report["benchmark_results"]
+        if not isinstance(attempts, list) or not all(
+            isinstance(a, dict)
+            and all(isinstance(a.get(k), int) and not isinstance(a.get(k), bool) for k in _ROW_TIMES)
+            for a in attempts
+        ):
+            raise ConfigurationError(
+                "not a copy report: benchmark_results must be a list of objects with whole-number "
+                + " and ".join(_ROW_TIMES)
+            )
+        numbers: Dict[str, Any] = {
+            f: int(report.get(f, 0)) for f in _REPORT_COUNTS if isinstance(report.get(f, 0), (int, float))
+        }
+        excluded = report.get("excluded_nodes") or []
+        messages = report.get("failed_messages") or []
+        return cls(
+            ok=report["ok"] is True,
+            src=str(report["src"]),
+            dst=str(report["dst"]),
+            **numbers,
+            failed_messages=[str(m) for m in messages] if isinstance(messages, list) else [],
+            retries=int(report.get("total_retries") or 0),
+            special_examples=[str(m) for m in report.get("special_examples") or []],
+            failed_nodes=[str(n) for n in report.get("failed_nodes") or []],
+            excluded_nodes=[str(e["node"]) for e in excluded if isinstance(e, dict) and e.get("node")]
+            if isinstance(excluded, list)
+            else [],
+            duration_s=float(report.get("duration_s") or 0.0),
+            report=path,
+            dry_run=report.get("dry_run") is True,
+            attempts=attempts,
+        )
+
+
+#: JSON's names of the types json.loads returns, for "not a copy report" messages.
+_JSON_NAMES = {list: "array", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
+#: The times every report row has (epoch milliseconds).
+_ROW_TIMES = ("start_time_ms", "end_time_ms")
+#: The report's counters that are CopyResult fields of the same name.
+_REPORT_COUNTS = (
+    "files_planned",
+    "bytes_planned",
+    "files_copied",
+    "bytes_copied",
+    "files_skipped",
+    "bytes_skipped",
+    "files_failed",
+    "files_verified",
+    "mismatches",
+    "files_excluded",
+    "special_skipped",
+)
+
+
+_human = human_bytes
 
 
 @dataclass
@@ -229,23 +311,28 @@ class ParallelCopy(BackgroundFuture):
         self._excluded_nodes: List[str] = []  # nodes later attempts keep off (retry_elsewhere)
         self._policy = self.config.policy()
         self._run_retries = 0  # retries in this run, for the policy's run_retries
+        self._live: Optional[LiveCopy] = None  # what status() reads, from the copy's start
 
     # ------------------------------------------------------------------ public API
     def run(self) -> CopyResult:
         """Copy, blocking until done; return the result (``ok`` False when anything failed)."""
         progress, self._progress = self._progress or self._open_progress(), None
         try:
-            return self._copy(progress)
-        except KeyboardInterrupt as exc:
-            if not self._stop.is_set():  # Ctrl-C (cancel() says it in CopyCancelledError)
+            result = self._copy(progress)
+        except BaseException as exc:
+            if isinstance(exc, KeyboardInterrupt) and not self._stop.is_set():
+                # Ctrl-C (cancel() says it in CopyCancelledError)
                 _add_note(
                     exc,
                     "taurus-tools: the copy was interrupted and its shards cancelled; run it again "
                     f"(the same source, destination and work_dir={str(self.work_dir)!r}) to resume it",
                 )
+            self._ended(None, exc)
             raise
         finally:
             progress.close()
+        self._ended(result, None)
+        return result
 
     def _open_progress(self) -> ProgressCallback:
         """The callback ``config.progress`` asks for, made here: in Jupyter the bar is shown
@@ -264,6 +351,7 @@ class ParallelCopy(BackgroundFuture):
         before = self.destination.prepare(create=not self.config.dry_run)
         with self.work.locked():
             state = self._load_state()
+            self._live = LiveCopy(state, started)
             self._part_tag = part_tag_of(self.source.location, self.destination.location, self.work_dir)
             fresh = state.listing is None
             for notice in self._notices:
@@ -456,6 +544,63 @@ class ParallelCopy(BackgroundFuture):
             return False
         return self.cancelled()
 
+    # ------------------------------------------------------------------ status
+    def status(self) -> CopyStatus:
+        """What the copy is doing now, as a value; returns at once (never waits for the copy).
+
+        The same data as the copy's Jupyter display: state (``not started``, ``waiting``,
+        ``listing``, ``copying``, ``finishing``, ``done``, ``failed``, ``cancelled``),
+        bytes and files done of planned, shards done/running/pending/failed, elapsed time,
+        this run's rate and the ETA, every attempt so far, and once it has ended its
+        result or error.  See :class:`~taurus_tools.transfer.status.CopyStatus`.
+        """
+        live = self._live
+        src, dst, work = self.source.location, self.destination.location, str(self.work_dir)
+        result: Optional[CopyResult] = None
+        error: Optional[str] = None
+        if concurrent.futures.Future.done(self) or (live is not None and live.ended is not None):
+            state, result, error = self._outcome()
+        elif live is None:
+            state = "listing" if self.running() else "waiting" if self._started else "not started"
+        else:
+            shards = list(live.state.shards)
+            unfinished = any(s.status in (ShardStatus.PENDING, ShardStatus.RUNNING) for s in shards)
+            state = "listing" if not shards else "copying" if unfinished else "finishing"
+        if live is None:  # not begun (or cancelled, or failed, before it began)
+            return CopyStatus(state, src, dst, work, now_ms=int(time.time() * 1000), result=result, error=error)
+        return live.snapshot(state, src=src, dst=dst, work_dir=work, result=result, error=error)
+
+    def _ended(self, result: Optional[CopyResult], error: Optional[BaseException]) -> None:
+        """run() has returned ``result`` or raised ``error``: for status()."""
+        if self._live is not None:
+            self._live.result, self._live.error = result, error
+            self._live.ended = time.time()
+
+    def _outcome(self) -> Tuple[str, Optional[CopyResult], Optional[str]]:
+        """An ended copy's state word, result and error (as one line)."""
+        if concurrent.futures.Future.cancelled(self):
+            return "cancelled", None, "cancelled before it started"
+        live = self._live
+        error = self._error or (live.error if live is not None else None)
+        result = self._copy_result or (live.result if live is not None else None)
+        if error is not None:
+            stopped = isinstance(error, (CopyCancelledError, KeyboardInterrupt))
+            why = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+            return "cancelled" if stopped else "failed", result, why
+        if result is not None:
+            return "done" if result.ok else "failed", result, None
+        return "failed", None, None
+
+    def __repr__(self) -> str:
+        status = self.status()
+        shards = f", {status.shards_done}/{status.shards} shards done" if status.shards else ""
+        share = f", {status.fraction * 100:.0f} %" if status.fraction is not None and not status.ended else ""
+        return f"<ParallelCopy {status.src!r} -> {status.dst!r}: {status.state}{shards}{share}>"
+
+    def _repr_html_(self) -> str:
+        """Jupyter's display: :meth:`status` (taken anew each time it is shown)."""
+        return self.status()._repr_html_()
+
     # ------------------------------------------------------------------ state
     def _load_state(self) -> CopyState:
         fresh = CopyState(src=self.source.location, dst=self.destination.location, plan=self._plan_key())
@@ -640,6 +785,8 @@ class ParallelCopy(BackgroundFuture):
             if s.status in (ShardStatus.PENDING, ShardStatus.RUNNING)
         ]
         running: Dict[Handle, _Running] = {}
+        if self._live is not None:
+            self._live.follow(running)
         workers = self.config.workers
         assert workers is not None, "run() sets it (CopyConfig.for_backend)"
         wake = self._wake
@@ -914,31 +1061,8 @@ class ParallelCopy(BackgroundFuture):
     def _write_report(
         self, result: CopyResult, state: CopyState, dm: Datamover, started: float, path: Path
     ) -> Path:
-        attempts = []
-        for r in state.results:
-            duration = max(1, r.end_time_ms - r.start_time_ms)
-            attempts.append(
-                {
-                    "start_time_ms": r.start_time_ms,
-                    "end_time_ms": r.end_time_ms,
-                    "duration_ms": duration,
-                    "average_mbps": round(r.bytes * 8 / 1e6 / (duration / 1000), 3),
-                    "total_bytes_transferred": r.bytes,
-                    "total_number_of_files": r.files,
-                    # The distributed-transfer report's name for the shard, 1 first.
-                    "chunk_number": r.shard + 1,
-                    "attempt": r.attempt,
-                    "exit_code": r.exit_code,
-                    # Launch to the shard's first instruction: a job's wait for the queue,
-                    # the node and the interpreter (None for a site tool: it says nothing).
-                    "start_delay_ms": max(0, r.worker_start_ms - r.start_time_ms) if r.worker_start_ms else None,
-                    "host": r.host,
-                    "job_id": r.job_id,
-                    # How Slurm saw a failed job end (NODE_FAIL, ...) and on which node(s).
-                    "slurm_state": r.slurm_state,
-                    "nodes": r.nodes,
-                }
-            )
+        # The result carries the report's attempts too: its display draws them.
+        result.attempts = [r.report_row() for r in state.results]
         last_attempt: Dict[int, int] = {}
         for r in state.results:
             last_attempt[r.shard] = max(r.attempt, last_attempt.get(r.shard, -1))
@@ -976,7 +1100,7 @@ class ParallelCopy(BackgroundFuture):
             "total_retries": result.retries,
             "total_size_gib": round(result.bytes_planned / 2**30, 6),
             "failed_messages": result.failed_messages,
-            "benchmark_results": attempts,
+            "benchmark_results": result.attempts,
             "ok": result.ok,
             "src": result.src,
             "dst": result.dst,

@@ -270,6 +270,31 @@ class AttemptRecord:
             return self.nodes if self.node_failed and self.nodes else None
         return self.nodes if self.exclusion == EXCLUDED and self.nodes else None
 
+    def report_row(self) -> Dict[str, Any]:
+        """The attempt as an entry of the report's ``benchmark_results`` (also what
+        ``CopyResult.attempts`` holds and the copy's timeline draws)."""
+        duration = max(1, self.end_time_ms - self.start_time_ms)
+        return {
+            "start_time_ms": self.start_time_ms,
+            "end_time_ms": self.end_time_ms,
+            "duration_ms": duration,
+            "average_mbps": round(self.bytes * 8 / 1e6 / (duration / 1000), 3),
+            "total_bytes_transferred": self.bytes,
+            "total_number_of_files": self.files,
+            # The distributed-transfer report's name for the shard, 1 first.
+            "chunk_number": self.shard + 1,
+            "attempt": self.attempt,
+            "exit_code": self.exit_code,
+            # Launch to the shard's first instruction: a job's wait for the queue,
+            # the node and the interpreter (None for a site tool: it says nothing).
+            "start_delay_ms": max(0, self.worker_start_ms - self.start_time_ms) if self.worker_start_ms else None,
+            "host": self.host,
+            "job_id": self.job_id,
+            # How Slurm saw a failed job end (NODE_FAIL, ...) and on which node(s).
+            "slurm_state": self.slurm_state,
+            "nodes": self.nodes,
+        }
+
     def to_json(self) -> Dict[str, Any]:
         data = dataclasses.asdict(self)
         # Written only when known (a failed Slurm job): other attempts keep the format

@@ -18,6 +18,7 @@ from typing import Dict, List, Optional, Tuple
 
 __all__ = [
     "WorkspaceInfo",
+    "WorkspaceList",
     "NAME_RE",
     "current_user",
     "parse_ws_list",
@@ -156,6 +157,36 @@ class WorkspaceInfo:
             "owner": self.owner,
             **({"extra": dict(self.extra)} if self.extra else {}),
         }
+
+    def __repr__(self) -> str:
+        if self.released or self.expired:
+            left = "released" if self.released else "expired"
+        elif self.remaining is not None:
+            left = f"{format_remaining(self.remaining)} left"
+        else:
+            left = "remaining time unknown"
+        expires = f", expires {self.expires:%Y-%m-%d %H:%M}" if self.expires else ""
+        extensions = f", {self.extensions_left} extensions left" if self.extensions_left is not None else ""
+        return f"<WorkspaceInfo {self.id!r} at {str(self.path)!r}: {left}{expires}{extensions}>"
+
+    def _repr_html_(self) -> str:
+        """Jupyter's display: every field the workspace has."""
+        from ..display import workspace_html
+
+        return workspace_html(self)
+
+
+class WorkspaceList(List[WorkspaceInfo]):
+    """A list of workspaces (what :meth:`Workspace.list` returns) that Jupyter shows as
+    one table: id, path, filesystem, expires, remaining time, extensions, comment.
+
+    A plain ``list`` in every other way (it compares equal to one with the same items).
+    """
+
+    def _repr_html_(self) -> str:
+        from ..display import workspaces_html
+
+        return workspaces_html(self)
 
 
 def parse_ctime(text: str) -> Optional[_dt.datetime]:

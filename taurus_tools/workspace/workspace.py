@@ -27,6 +27,7 @@ from .backends import ROOT_ENV, WS_TOOLS, WorkspaceBackend, select_workspace_bac
 from .format import (
     NAME_RE,
     WorkspaceInfo,
+    WorkspaceList,
     current_user,
     parse_allocatable,
     parse_filesystems,
@@ -190,7 +191,14 @@ class Workspace:
         called as output arrives, as for the Datamover's commands.
         """
         launch = Launch(tuple(self.argv(tool, *args)), name=tool)
-        return Handle(launch, env=self.workspace_backend.env(), input=input, text=text, on_output=on_output)
+        return Handle(
+            launch,
+            env=self.workspace_backend.env(),
+            input=input,
+            text=text,
+            on_output=on_output,
+            backend=self.workspace_backend.name,
+        )
 
     def ws_allocate(self, *args: StrPath, **options: Unpack[RunOptions]) -> Handle:
         """``ws_allocate [options] NAME DAYS``: prints the path on stdout."""
@@ -368,18 +376,18 @@ class Workspace:
             )
         return parse_ws_list(out, user=self.user)
 
-    def list(self, pattern: Optional[str] = None, *, filesystem: Optional[str] = None) -> List[WorkspaceInfo]:
+    def list(self, pattern: Optional[str] = None, *, filesystem: Optional[str] = None) -> WorkspaceList:
         """Your workspaces (``ws_list``), optionally those whose name matches a glob ``pattern``.
 
         Names come from the workspace directories, ``<user>-<name>``: current version 2
         lists ``input-data`` as ``Id: data`` (the text after the last ``-``), version 1
         shows a user ``jean-luc`` ``luc-data``; both are found here as ``input-data`` and
-        ``data``.
+        ``data``.  The list shows as a table in Jupyter (:class:`WorkspaceList`).
         """
         found = self._list(filesystem)
         if pattern is not None:
             found = [w for w in found if fnmatch.fnmatchcase(w.id, pattern)]
-        return found
+        return WorkspaceList(found)
 
     def find(self, name: str, *, filesystem: Optional[str] = None) -> Optional[Path]:
         """The path of workspace ``name``, or None if there is no such workspace.

@@ -80,6 +80,7 @@ SUBCOMMANDS: List[Tuple[List[str], List[str]]] = [
     (["ws", "extend"], ["name", "3"]),
     (["ws", "release"], ["name"]),
     (["ws", "find"], ["name"]),
+    (["report"], ["result_all.json"]),
 ]
 
 
@@ -371,7 +372,7 @@ class TestGlobalOptionsAnywhere:
         proc = cli("--help")
         assert proc.returncode == 0
         text = " ".join(proc.stdout.split())
-        assert "Global options go anywhere for copy, ws and info" in text
+        assert "Global options go anywhere for copy, ws, info and report" in text
         assert "they must come before the command's name, since everything after it goes to the tool" in text
 
 
@@ -398,7 +399,7 @@ class TestNoAbbreviations:
 
     def test_no_parser_accepts_abbreviations(self):
         parsers = list(all_parsers(build_parser()))
-        assert len(parsers) == 10  # top, info, copy, checkpoint, ws and its five
+        assert len(parsers) == 11  # top, info, copy, checkpoint, report, ws and its five
         parsers += [_global_parent(), _global_parent("copy")]
         assert [p.prog for p in parsers if p.allow_abbrev] == []
 
