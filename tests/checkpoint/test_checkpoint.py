@@ -287,6 +287,39 @@ def test_the_server_down_for_two_intervals_costs_passes_not_the_job(tmp_path, s3
     assert report.ok
 
 
+def test_the_server_stopped_for_two_intervals_and_restarted(tmp_path, monkeypatch):
+    """A real server stopped (connections refused) for two intervals, then started again on
+    its port with its data: the checkpoint keeps running and the next pass catches up."""
+    from s3_server import RcloneS3Server
+
+    server = RcloneS3Server(tmp_path / "server").start()
+    try:
+        for name, value in server.env({}).items():
+            monkeypatch.setenv(name, value)
+        bucket = server.make_bucket("tt-ckpt-restarted")
+        src = tmp_path / "src"
+        src.mkdir()
+        (src / "a.bin").write_bytes(b"a")
+        config = S3Config(endpoint_url=server.endpoint_url, max_attempts=1, connect_timeout_s=1)
+        ck = Checkpoint(src, f"s3://{bucket}/p", every=0.3, settle=0, s3=config).start()
+        client = server.client()
+        wait_for(lambda: s3_manifests(client, bucket, "p/"), lambda m: len(m) == 1, timeout=30, what="pass 1")
+        port = server.port
+        server.stop()
+        (src / "b.bin").write_bytes(b"b")
+        wait_for(lambda: sum(1 for r in ck.passes if r.error), lambda n: n >= 2, timeout=30,
+                 what="two failed passes while the server is down")
+        assert not ck.done()
+        server.start(port=port)
+        newest = wait_for(lambda: s3_manifests(client, bucket, "p/"), lambda m: len(m) == 2, timeout=30,
+                          what="a pass after the server came back")[-1]
+        report = ck.stop(timeout=60)
+        assert sorted(f["path"] for f in newest["files"]) == ["a.bin", "b.bin"]
+        assert report.ok
+    finally:
+        server.stop()
+
+
 def test_started_while_unreachable_it_goes_on_from_the_newest_pass_there(tmp_path, s3_server, bucket):
     """A job restarted while the server is down: once it answers, the next pass is number
     2 and still holds pass 1's files (it never reuses pass 1's number or folder)."""
