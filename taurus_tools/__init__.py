@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # what the names below are, for type checkers and editors
         UnknownCommandError,
         WorkspaceError,
     )
-    from .callbacks import NoProgress, ProgressCallback, TqdmProgress
+    from .callbacks import MilestoneProgress, NoProgress, NotebookLine, ProgressCallback, TqdmProgress
     from .transfer.config import CopyConfig
     from .futures import BackgroundFuture
     from .policy import ExitPolicy
@@ -91,7 +91,9 @@ _HOMES = {
     "BackgroundFuture": "futures",
     "ExitPolicy": "policy",
     "Checkpoint": "checkpoint.checkpoint",
-    **dict.fromkeys(("NoProgress", "ProgressCallback", "TqdmProgress"), "callbacks"),
+    **dict.fromkeys(
+        ("MilestoneProgress", "NoProgress", "NotebookLine", "ProgressCallback", "TqdmProgress"), "callbacks"
+    ),
     "CopyConfig": "transfer.config",
     **dict.fromkeys(("CopyResult", "ParallelCopy"), "transfer.parallel_copy"),
     "Handle": "process.handle",
@@ -151,7 +153,9 @@ __all__ = [
     "Launch",
     "LocalBackend",
     "LocalWorkspaceBackend",
+    "MilestoneProgress",
     "NoProgress",
+    "NotebookLine",
     "ProgressCallback",
     "SiteBackend",
     "SiteWorkspaceBackend",

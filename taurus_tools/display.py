@@ -383,13 +383,19 @@ def copy_result_html(result: Any) -> Markup:
     facts = fields(
         [
             ("copied", f"{result.files_copied} files, {human_bytes(result.bytes_copied)}"),
+            (
+                "by an earlier run",
+                f"{result.files_copied_before} files, {human_bytes(result.bytes_copied_before)} (resumed)"
+                if result.files_copied_before or result.bytes_copied_before
+                else None,
+            ),
             ("already there", f"{result.files_skipped} files, {human_bytes(result.bytes_skipped)}"),
             ("failed", f"{result.files_failed} files" if result.files_failed or not result.ok else None),
             ("planned", f"{result.files_planned} files, {human_bytes(result.bytes_planned)}"),
             ("verified", verified),
             ("left out", ", ".join(p for p in left_out if p) or None),
             ("failed nodes", ", ".join(result.failed_nodes) or None),
-            ("time", f"{human_duration(result.duration_s)}, {result.throughput_mb_s:.1f} MB/s"),
+            ("time", f"{human_duration(result.duration_s)}, {result.throughput_mb_s:.1f} MB/s (this run)"),
             ("retries", result.retries),
             ("report", result.report),
         ]

@@ -864,6 +864,18 @@ class SlurmCluster:
             pass
         return spared
 
+    def live_processes(self) -> "list[psutil.Process]":
+        """Live processes of this cluster: daemons, step daemons, jobs (zombies, and processes
+        that end while they are looked at, ignored)."""
+        found = []
+        for proc in psutil.process_iter():
+            try:
+                if proc.status() != psutil.STATUS_ZOMBIE and self._belongs_here(proc):
+                    found.append(proc)
+            except psutil.Error:
+                pass
+        return found
+
     def _kill_leftovers(self) -> None:
         """SIGKILL ``slurmstepd`` and job processes of this cluster.
 

@@ -7,13 +7,14 @@ may not have: those are replaced in ``sys.modules`` for each test.
 from __future__ import annotations
 
 import io
+import json
 import os
 import sys
 import threading
 import types
 import warnings
 from pathlib import Path
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 
@@ -23,6 +24,7 @@ from taurus_tools import (
     CommandTimeoutError,
     ConfigurationError,
     CopyConfig,
+    CopyResult,
     Datamover,
     NoProgress,
     ParallelCopy,
@@ -78,6 +80,33 @@ def make_tree(root: Path, files: int = 40) -> int:
     return total
 
 
+def half_done_copy(tmp_path: Path, dm: Datamover) -> Tuple[dict, List[str], dict]:
+    """A copy of six files of which the first run copied four (shard 1 failed): the
+    sizes by name, the names at the destination, and the options that resume it."""
+    src = tmp_path / "src"
+    sizes = {}
+    for i in range(6):
+        data = os.urandom(1000 + 100 * i)
+        (src / f"f{i}").parent.mkdir(parents=True, exist_ok=True)
+        (src / f"f{i}").write_bytes(data)
+        sizes[f"f{i}"] = len(data)
+    options = dict(datamover=dm, retries=0, shards=3, work_dir=tmp_path / "w")
+    first = ParallelCopy(src, tmp_path / "dst", **options)
+    real_launch = first._launch
+
+    def launch(dm_, task):  # shard 1 fails in the first run
+        launch_, status, failed = real_launch(dm_, task)
+        if task.index == 1:
+            return type(launch_)(("sh", "-c", "exit 3"), name=launch_.name), status, failed
+        return launch_, status, failed
+
+    first._launch = launch
+    assert not first.run().ok
+    there = [p.name for p in (tmp_path / "dst").iterdir()]
+    assert len(there) == 4
+    return sizes, there, options
+
+
 @pytest.fixture
 def dm() -> Datamover:
     return Datamover("local")
@@ -105,30 +134,10 @@ class TestCopyReports:
     def test_a_resumed_copy_reports_the_earlier_runs_work_apart(self, tmp_path, dm):
         """What an earlier run copied is shown (already_done) but is no update of this run:
         a resumed copy's rate is not the earlier run's bytes over this run's seconds."""
-        src = tmp_path / "src"
-        sizes = {}
-        for i in range(6):
-            data = os.urandom(1000 + 100 * i)
-            (src / f"f{i}").parent.mkdir(parents=True, exist_ok=True)
-            (src / f"f{i}").write_bytes(data)
-            sizes[f"f{i}"] = len(data)
-        options = dict(datamover=dm, retries=0, shards=3, work_dir=tmp_path / "w")
-        first = ParallelCopy(src, tmp_path / "dst", **options)
-        real_launch = first._launch
-
-        def launch(dm_, task):  # shard 1 fails in the first run
-            launch_, status, failed = real_launch(dm_, task)
-            if task.index == 1:
-                return type(launch_)(("sh", "-c", "exit 3"), name=launch_.name), status, failed
-            return launch_, status, failed
-
-        first._launch = launch
-        assert not first.run().ok
-        there = [p.name for p in (tmp_path / "dst").iterdir()]
-        assert len(there) == 4
+        sizes, there, options = half_done_copy(tmp_path, dm)
         rec = Recorder()
         rec.already_done = lambda amount, files=0: rec._note("already", (amount, files))  # type: ignore[method-assign]
-        again = ParallelCopy(src, tmp_path / "dst", progress=rec, **options).run()
+        again = ParallelCopy(tmp_path / "src", tmp_path / "dst", progress=rec, **options).run()
         assert again.ok and again.files_copied == 6  # (the copy's, both runs)
         assert rec.of("already") == [(sum(sizes[n] for n in there), 4)]
         names = [what for what, _ in rec.calls]
@@ -136,6 +145,32 @@ class TestCopyReports:
         updates = rec.of("update")
         assert sum(a for a, _ in updates) == sum(sizes.values()) - rec.of("already")[0][0]
         assert sum(f for _, f in updates) == 2
+
+    def test_a_resumed_copys_result_rates_only_this_runs_bytes(self, tmp_path, dm):
+        """The result's throughput is this run's bytes over this run's time; what the
+        earlier run copied is said apart (summary, repr, display, report)."""
+        sizes, there, options = half_done_copy(tmp_path, dm)
+        earlier = sum(sizes[n] for n in there)
+        again = ParallelCopy(tmp_path / "src", tmp_path / "dst", progress=False, **options).run()
+        assert again.ok and (again.files_copied, again.bytes_copied) == (6, sum(sizes.values()))
+        assert (again.files_copied_before, again.bytes_copied_before) == (4, earlier)
+        assert again.bytes_copied_this_run == sum(sizes.values()) - earlier > 0
+        assert again.duration_s > 0
+        assert again.throughput_mb_s == pytest.approx(again.bytes_copied_this_run / 1e6 / again.duration_s)
+        assert again.throughput_mb_s < again.bytes_copied / 1e6 / again.duration_s
+        assert "4 files" in again.summary() and "by an earlier run" in again.summary()
+        assert "by an earlier run" in repr(again) and "by an earlier run" in again._repr_html_()
+        report = json.loads(again.report.read_text())
+        assert (report["files_copied_before"], report["bytes_copied_before"]) == (4, earlier)
+        back = CopyResult.from_report(report, again.report)
+        assert back.bytes_copied_before == earlier
+        assert back.throughput_mb_s == pytest.approx(back.bytes_copied_this_run / 1e6 / back.duration_s)
+        assert back.bytes_copied_this_run == again.bytes_copied_this_run
+        options["work_dir"] = tmp_path / "w2"
+        fresh = ParallelCopy(tmp_path / "src", tmp_path / "dst2", progress=False, **options)
+        first = fresh.run()
+        assert first.ok and (first.files_copied_before, first.bytes_copied_before) == (0, 0)
+        assert "earlier" not in first.summary()
 
     def test_ctrl_c_in_run_says_how_to_resume(self, tmp_path, dm):
         """The KeyboardInterrupt out of run() carries a note (shown under its traceback, in
@@ -166,6 +201,18 @@ class TestCopyReports:
         assert sum(a for a, _ in rec.of("update")) == result.bytes_copied == size
         assert rec.calls[-1] == ("close", None)
         assert rec.threads == {"taurus-tools:copy"}
+
+    def test_wait_draws_the_final_state_again_from_its_thread(self, tmp_path, dm):
+        """A notebook run in batch keeps a display's updates only while a cell runs: wait()
+        refreshes start()'s progress, from the waiting cell, once the copy has ended."""
+        make_tree(tmp_path / "src", files=6)
+        rec = Recorder()
+        rec.refresh = lambda: rec._note("refresh", threading.current_thread())  # type: ignore[method-assign]
+        pc = ParallelCopy(
+            tmp_path / "src", tmp_path / "dst", datamover=dm, workers=2, work_dir=tmp_path / "w", progress=rec
+        ).start()
+        assert pc.wait(60).ok
+        assert rec.calls[-2:] == [("close", None), ("refresh", threading.current_thread())]
 
     def test_start_makes_the_bar_in_the_calling_thread(self, tmp_path, dm, monkeypatch):
         """In Jupyter a bar shows in the cell that is running when it is made: start()'s."""
@@ -365,6 +412,29 @@ def modules(monkeypatch):
             monkeypatch.setitem(sys.modules, "tqdm.notebook", module)
             return NotebookBar
 
+        def displays(self) -> List[Any]:
+            """IPython.display.display, recording each display made and its lines."""
+            shown: List[Any] = []
+
+            class Handle:
+                def __init__(self, bundle: Dict[str, str]) -> None:
+                    self.lines = [bundle["text/plain"]]
+                    self.made_in = threading.current_thread()
+
+                def update(self, bundle: Dict[str, str], raw: bool = False) -> None:
+                    assert raw
+                    self.lines.append(bundle["text/plain"])
+
+            def display(bundle: Dict[str, str], raw: bool = False, display_id: bool = False) -> Handle:
+                assert raw and display_id is True and set(bundle) == {"text/plain"}
+                shown.append(Handle(bundle))
+                return shown[-1]
+
+            module = types.ModuleType("IPython.display")
+            module.display = display  # type: ignore[attr-defined]
+            monkeypatch.setitem(sys.modules, "IPython.display", module)
+            return shown
+
     monkeypatch.delitem(sys.modules, "IPython", raising=False)
     return Fake()
 
@@ -403,30 +473,90 @@ class TestChoice:
         assert bar.bar.options["desc"] == "Listing"
 
     @pytest.mark.parametrize("why", ["no ipywidgets", "tqdm.notebook fails"])
-    def test_jupyter_without_widgets_gets_a_slow_text_bar_and_no_warning(self, modules, why, monkeypatch):
-        from tqdm.std import tqdm
-
+    def test_jupyter_without_widgets_gets_one_updating_line_and_no_warning(self, modules, why, monkeypatch, capsys):
+        """No tqdm text bar (a TqdmWarning, red redraws on stderr, one saved output per
+        redraw): one display, made at once in the calling thread, updated in place at most
+        every NOTEBOOK_LINE_INTERVAL_S, and once more with the final state."""
         modules.kernel()
         modules.widgets(present=why != "no ipywidgets")
         modules.notebook_tqdm(works=why != "tqdm.notebook fails")
+        shown = modules.displays()
         now = [0.0]
         monkeypatch.setattr(callbacks, "_clock", lambda: now[0])
         out = io.StringIO()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            cls, options = callbacks.choose_bar(out)
-            assert cls is tqdm and options["mininterval"] == callbacks.NOTEBOOK_TEXT_INTERVAL_S >= 5
-            bar = callbacks.auto_progress(file=out, desc="Copying")
-            bar.set_total(200, files=200)
+            assert callbacks.display_kind(out) == callbacks.NOTEBOOK_TEXT
+            bar = callbacks.auto_progress(file=out, desc="Listing")
+            assert isinstance(bar, callbacks.NotebookLine)
+            assert len(shown) == 1 and shown[0].made_in is threading.current_thread()
+            assert shown[0].lines == ["Listing: 0 B, 0.0 s"]
+            bar.set_description("Copying")
+            bar.set_total(200 << 20, files=200)
             for _ in range(200):  # one update a second for 200 s
                 now[0] += 1.0
-                bar.update(1, 1)
+                bar.update(1 << 20, 1)
             bar.close()
-        assert caught == []
-        draws = out.getvalue().count("\r")
-        # Made, total, close, and one redraw per NOTEBOOK_TEXT_INTERVAL_S: not one per update.
-        assert draws <= 3 + 200 / callbacks.NOTEBOOK_TEXT_INTERVAL_S + 2, out.getvalue()
-        assert "200/200 files" in out.getvalue().split("\r")[-1]
+        assert caught == [] and out.getvalue() == "" and capsys.readouterr() == ("", "")
+        assert len(shown) == 1  # one display, updated in place
+        assert len(shown[0].lines) <= 2 + 200 / callbacks.NOTEBOOK_LINE_INTERVAL_S + 1
+        final = shown[0].lines[-1]
+        assert final.startswith("Copying: [####################] 100 %, 200.0 MiB of 200.0 MiB, 200 of 200 files")
+        assert "3 min 20 s" in final and "1.0 MB/s" in final and "ETA" not in final, final
+
+    def test_a_forced_tqdm_bar_in_jupyter_without_widgets_is_slow(self, modules):
+        """TqdmProgress() forces a tqdm bar: without widgets the text bar, redrawn rarely."""
+        from tqdm.std import tqdm
+
+        modules.kernel()
+        modules.widgets(present=False)
+        cls, options = callbacks.choose_bar(io.StringIO())
+        assert cls is tqdm and options["mininterval"] == callbacks.NOTEBOOK_TEXT_INTERVAL_S >= 5
+
+    def test_the_kinds_of_display(self, modules):
+        assert callbacks.display_kind(io.StringIO()) == callbacks.NON_INTERACTIVE
+        master, slave = os.openpty()
+        try:
+            with open(slave, "w", closefd=False) as terminal:
+                assert callbacks.display_kind(terminal) == callbacks.TERMINAL
+        finally:
+            os.close(master)
+            os.close(slave)
+        modules.kernel()
+        modules.widgets(present=True)
+        modules.notebook_tqdm()
+        assert callbacks.display_kind(io.StringIO()) == callbacks.NOTEBOOK_WIDGET
+
+    def test_a_line_with_a_delay_is_drawn_only_after_it(self, modules, monkeypatch):
+        modules.kernel()
+        modules.widgets(present=False)
+        shown = modules.displays()
+        now = [0.0]
+        monkeypatch.setattr(callbacks, "_clock", lambda: now[0])
+        line = callbacks.NotebookLine(desc="Waiting for dtcp", delay=1.0, leave=False)
+        line.set_total(2, unit="cmd")
+        line.update(1)
+        assert shown == []
+        now[0] += 1.5
+        line.update(1)
+        assert len(shown) == 1
+        assert shown[0].lines == ["Waiting for dtcp: [####################] 100 %, 2 of 2 cmd, 1.5 s"]
+        line.close()
+        assert shown[0].lines[-1] == ""  # leave=False: cleared
+        quick = callbacks.NotebookLine(desc="quick", delay=1.0)
+        quick.close()
+        quick.refresh()
+        assert len(shown) == 1  # shorter than its delay: never shown
+
+    def test_refresh_sends_the_line_again(self, modules):
+        modules.kernel()
+        modules.widgets(present=False)
+        shown = modules.displays()
+        line = callbacks.NotebookLine(desc="Copying")
+        line.set_total(10, unit="cmd")
+        line.close()
+        line.refresh()
+        assert len(shown) == 1 and len(set(shown[0].lines[-2:])) == 1 and "10 cmd" in shown[0].lines[-1]
 
     def test_a_broken_ipython_is_not_a_kernel(self, monkeypatch):
         module = types.ModuleType("IPython")
@@ -437,3 +567,110 @@ class TestChoice:
         module.get_ipython = get_ipython  # type: ignore[attr-defined]
         monkeypatch.setitem(sys.modules, "IPython", module)
         assert callbacks.choose_bar(io.StringIO()) == (None, {})
+
+
+# ============================================================================ milestones
+class TestMilestones:
+    @pytest.fixture
+    def clock(self, monkeypatch):
+        now = [0.0]
+        monkeypatch.setattr(callbacks, "_clock", lambda: now[0])
+        return now
+
+    def report(self, clock, progress: ProgressCallback, seconds: int, total: int = 10 << 30) -> None:
+        progress.set_description("Copying")
+        progress.set_total(total, files=1000)
+        for i in range(seconds):  # an update a second, evenly
+            clock[0] += 1
+            progress.update_to((i + 1) * total / seconds, (i + 1) * 1000 // seconds)
+        progress.close()
+
+    def test_a_long_copy_writes_a_line_per_tenth_then_the_end(self, clock):
+        out = io.StringIO()
+        self.report(clock, callbacks.MilestoneProgress(file=out, desc="Listing"), 600)
+        lines = out.getvalue().splitlines()
+        assert len(lines) == 10, lines  # 10 %, ..., 90 %, then the end
+        assert [line.split("] ")[1].split(" %")[0] for line in lines[:-1]] == [str(10 * i) for i in range(1, 10)]
+        assert lines[-1].startswith("Copying: [####################] 100 %, 10.0 GiB of 10.0 GiB, 1000 of 1000 files")
+        assert "10 min 00 s" in lines[-1] and "17.9 MB/s" in lines[-1] and "ETA" not in lines[-1]
+        assert "ETA 9 min 00 s" in lines[0]
+
+    def test_the_rarer_of_a_tenth_and_a_minute(self, clock):
+        out = io.StringIO()
+        self.report(clock, callbacks.MilestoneProgress(file=out, every_s=60), 150)  # a tenth every 15 s
+        assert len(out.getvalue().splitlines()) == 3  # at 60 s, 120 s, and the end
+        out = io.StringIO()
+        self.report(clock, callbacks.MilestoneProgress(file=out), 10)  # 10 s: the end only
+        assert len(out.getvalue().splitlines()) == 1 and "100 %" in out.getvalue()
+
+    def test_work_of_unknown_size_writes_every_interval(self, clock):
+        out = io.StringIO()
+        milestones = callbacks.MilestoneProgress(file=out, desc="Waiting", every_s=60)
+        for _ in range(300):
+            clock[0] += 1
+            milestones.update(1)
+        milestones.close()
+        lines = out.getvalue().splitlines()
+        assert len(lines) == 5, lines  # the end said by the last milestone: not twice
+        assert lines[0].startswith("Waiting: 60 B, 1 min 00 s") and lines[-1].startswith("Waiting: 300 B, 5 min 00 s")
+
+    def test_work_shorter_than_the_delay_writes_nothing(self, clock):
+        out = io.StringIO()
+        quick = callbacks.MilestoneProgress(file=out, delay=1.0)
+        quick.set_total(3, unit="cmd")
+        clock[0] += 0.5
+        quick.update(3)
+        quick.close()
+        assert out.getvalue() == ""
+        slow = callbacks.MilestoneProgress(file=out, delay=1.0, desc="Waiting for rsync")
+        slow.set_total(1, unit="cmd")
+        clock[0] += 2.0
+        slow.update(1)
+        slow.close()
+        assert out.getvalue() == "Waiting for rsync: [####################] 100 %, 1 of 1 cmd, 2.0 s\n"
+
+    def test_a_resumed_copy_counts_milestones_from_where_it_resumes(self, clock):
+        out = io.StringIO()
+        milestones = callbacks.MilestoneProgress(file=out, every_s=1)
+        milestones.set_total(100)
+        milestones.already_done(65)
+        for _ in range(35):
+            clock[0] += 1
+            milestones.update(1)
+        milestones.close()
+        shares = [line.split("] ")[1].split(" %")[0] for line in out.getvalue().splitlines()]
+        assert shares == ["75", "85", "95", "100"]
+        assert "1.0 B/s" not in out.getvalue() and "MB/s" in out.getvalue()
+
+    def test_lines_of_its_own_go_to_its_file(self):
+        out = io.StringIO()
+        callbacks.MilestoneProgress(file=out).write("taurus-tools: a notice")
+        assert out.getvalue() == "taurus-tools: a notice\n"
+
+    def test_what_the_command_line_asks_for(self, modules):
+        assert isinstance(callbacks.progress_for_log(io.StringIO()), callbacks.MilestoneProgress)
+        master, slave = os.openpty()
+        try:
+            with open(slave, "w", closefd=False) as terminal:
+                assert callbacks.progress_for_log(terminal) is True
+        finally:
+            os.close(master)
+            os.close(slave)
+
+    def test_a_copy_from_the_command_line_into_a_pipe_writes_the_end(self, tmp_path, monkeypatch, capsys):
+        from taurus_tools.cli.main import main
+        import taurus_tools.datamover.wait as wait_mod
+
+        make_tree(tmp_path / "src", files=12)
+        argv = ["copy", str(tmp_path / "src"), str(tmp_path / "dst"), "--backend", "local", "--work-dir"]
+        assert main([*argv, str(tmp_path / "w1")]) == 0  # shorter than a second: the summary only
+        out, err = capsys.readouterr()
+        assert out.startswith("ok:") and "Copying" not in err, err
+        monkeypatch.setattr(wait_mod, "PROGRESS_DELAY_S", 0.0)
+        assert main([*argv, str(tmp_path / "w2")]) == 0
+        out, err = capsys.readouterr()
+        lines = [line for line in err.splitlines() if line.startswith("Copying")]
+        assert len(lines) == 1 and "] 100 %," in lines[0] and "12 of 12 files" in lines[0], err
+        assert "\r" not in err
+        assert main([*argv, str(tmp_path / "w3"), "-q"]) == 0
+        assert "Copying" not in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""``Checkpoint``: save a folder to ``s3://`` or another folder every N seconds while work runs.
+"""``Checkpoint``: save a folder to ``s3://``, an rclone remote or another folder (directly, or
+through a datamover) every N seconds while work runs.
 
 ::
 
@@ -21,7 +22,9 @@ Passes (see :mod:`taurus_tools.checkpoint.manifest` for what lies where):
 * no torn files: a file modified within the last ``settle`` seconds, or that changes while
   it is sent, is left for the next pass; the final pass takes files however recent and
   tries those that change again until ``final_timeout`` has passed;
-* deletions are never propagated: a file deleted here stays in later manifests;
+* deletions are not propagated unless asked: a file deleted here stays in later manifests
+  (with ``propagate_deletions=True`` the next manifest leaves it out, so a restore does not
+  bring it back; what earlier passes stored stays where they put it);
 * each pass that sent something ends by writing its manifest, so a manifest present is a
   complete pass and :func:`~taurus_tools.checkpoint.restore.restore` gives the newest one;
 * a periodic pass that fails (destination unreachable) is logged, and the next interval
@@ -97,6 +100,9 @@ class PassReport:
         The newest complete pass after this one (this one's number, or an earlier one).
     files : int
         Files the newest complete pass holds.
+    removed : int
+        Files deleted here since the newest complete pass and left out of this pass's
+        manifest (``propagate_deletions`` only; else 0).
     deferred : list of str
         Files still being written: left for the next pass (for the final pass: not saved).
     not_saved : dict
@@ -112,6 +118,7 @@ class PassReport:
     sent_bytes: int = 0
     newest: Optional[int] = None
     files: int = 0
+    removed: int = 0
     deferred: List[str] = field(default_factory=list)
     not_saved: Dict[str, str] = field(default_factory=dict)
     error: Optional[str] = None
@@ -153,6 +160,25 @@ class Checkpoint(BackgroundFuture):
         :class:`~taurus_tools.errors.DestinationUnreachableError` from :meth:`start`.
     s3 : S3Config, optional
         Endpoint, profile and timeouts for ``s3://`` (default: boto3's resolution).
+    datamover : Datamover, optional
+        Write the folder ``dest`` through this :class:`~taurus_tools.datamover.datamover.Datamover`
+        (``dtrsync``, one call per pass, then one for the manifest): a folder the job cannot
+        write itself, such as ``/projects`` on a cluster's compute nodes (see
+        :class:`~taurus_tools.checkpoint.destinations.DatamoverDestination`).
+    propagate_deletions : bool
+        A file deleted here (or no longer matching ``regex``) is left out of the next
+        manifest, so restoring that pass does not bring it back.  Default: deletions are
+        never propagated (a restore gives every file ever saved, each as last saved).
+    policy : ExitPolicy or str, optional
+        For passes that run a process (an rclone remote's ``rclone copy``, a datamover's
+        ``dtrsync``): from its exit code, signal and Slurm job state, retry it within the pass
+        (``retry``, ``retry_elsewhere``: bounded by the policy's ``retries``, after its
+        backoff) or leave what did not arrive to the next pass (``fail``, ``complete``).
+        Default: the temporary errors of the tool once
+        (:data:`~taurus_tools.checkpoint.destinations.RCLONE_PASS_POLICY`,
+        :data:`~taurus_tools.checkpoint.destinations.DATAMOVER_PASS_POLICY`).  Not for
+        ``s3://`` and plain folders, whose passes run no process
+        (:class:`~taurus_tools.errors.ConfigurationError`).
     """
 
     def __init__(
@@ -165,7 +191,10 @@ class Checkpoint(BackgroundFuture):
         settle: Union[str, float] = "2s",
         final_timeout: Union[str, float] = "60s",
         start_unreachable: bool = False,
+        propagate_deletions: bool = False,
         s3: Any = None,
+        datamover: Any = None,
+        policy: Any = None,
     ) -> None:
         super().__init__()
         self.path = os.path.abspath(os.fspath(path))
@@ -177,7 +206,8 @@ class Checkpoint(BackgroundFuture):
         except (re.error, TypeError) as exc:
             raise ConfigurationError(f"regex {regex!r} is not a valid Python regular expression: {exc}") from None
         self.start_unreachable = start_unreachable
-        self.destination: Destination = destination_for(dest, s3=s3)
+        self.propagate_deletions = bool(propagate_deletions)
+        self.destination: Destination = destination_for(dest, s3=s3, datamover=datamover, policy=policy)
         if isinstance(self.destination, LocalDestination):
             inside = os.path.join(self.path, "")
             if os.path.join(self.destination.folder, "").startswith(inside):
@@ -358,7 +388,9 @@ class Checkpoint(BackgroundFuture):
         report = PassReport(final=final)
         fresh: Dict[str, Entry] = {}
         candidates = []
+        present = set()
         for rel, st in self._scan():
+            present.add(rel)
             old = base.get(rel)
             if old is not None and old.same_file(st.st_size, st.st_mtime_ns):
                 continue
@@ -392,7 +424,12 @@ class Checkpoint(BackgroundFuture):
                 break
             else:
                 report.not_saved[rel] = _why(outcome)
-        if report.error is None and (fresh or self.committed is None or report.not_saved != self.committed.not_saved):
+        if self.propagate_deletions:
+            gone = [rel for rel in base if rel not in present]
+            report.removed = len(gone)
+            base = {rel: entry for rel, entry in base.items() if rel in present}
+        changed = fresh or report.removed or self.committed is None or report.not_saved != self.committed.not_saved
+        if report.error is None and changed:
             manifest = Manifest(number, time.time_ns(), {**base, **fresh}, dict(report.not_saved))
             try:
                 self.destination.write_manifest(manifest)

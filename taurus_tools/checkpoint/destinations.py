@@ -8,7 +8,7 @@ cannot be reached at all raises :class:`DestinationUnreachableError` (the pass e
 further file would fail alike); anything else fails that file alone.
 
 * ``s3://bucket/prefix``: the same client and upload as ``s3://`` copies
-  (:func:`~taurus_tools.transfer.s3.make_client`,
+  (:class:`~taurus_tools.transfer.s3_access.S3Access`,
   :class:`~taurus_tools.transfer.s3_upload.FileUploader`): ``mtime`` and ``md5chksum``
   metadata as rclone writes them, ``Content-MD5`` on single requests, multipart from 8 MiB
   with the upload aborted when it fails.
@@ -20,6 +20,14 @@ further file would fail alike); anything else fails that file alone.
   ``rclone rcat``, blobs come back with ``rclone copyto``.  The remote's configuration and
   credentials come from rclone's config or ``RCLONE_CONFIG_*`` variables, never from an
   argument.
+* a folder through a :class:`~taurus_tools.datamover.datamover.Datamover`
+  (:class:`DatamoverDestination`): a pass's files in one ``dtrsync --files-from``, the
+  manifest in a second call; for folders the job cannot write itself.
+
+The process a pass runs (``rclone copy``, ``dtrsync``) is retried within the pass as an
+:class:`~taurus_tools.policy.ExitPolicy` says (:func:`run_under_policy`, through
+:func:`~taurus_tools.datamover.wait.waitfor`); by default the tool's temporary errors once
+(:data:`RCLONE_PASS_POLICY`, :data:`DATAMOVER_PASS_POLICY`).
 """
 
 from __future__ import annotations
@@ -39,11 +47,23 @@ from ..errors import ConfigurationError, DestinationUnreachableError
 from ..transfer.s3_upload import Changed, check_unchanged
 from .manifest import MANIFESTS, Entry, Manifest, data_name, manifest_name, manifest_number
 
-__all__ = ["Destination", "LocalDestination", "RcloneDestination", "S3Destination", "destination_for"]
+__all__ = [
+    "Destination",
+    "DatamoverDestination",
+    "LocalDestination",
+    "RcloneDestination",
+    "S3Destination",
+    "destination_for",
+    "DATAMOVER_PASS_POLICY",
+    "RCLONE_PASS_POLICY",
+]
 
 log = get_logger(__name__)
 
 _BLOCK = 1 << 20
+#: Nanoseconds in a second: a datamover's copy is checked for its modification time to the
+#: second (some file systems keep no finer times).
+_NS = 10**9
 #: S3 error codes after which no further request of the pass can succeed.
 _PASS_FATAL = frozenset(
     (
@@ -184,23 +204,47 @@ def open_listed(root: str, rel: str, listed: os.stat_result) -> Iterator[Tuple[B
         yield fh, st
 
 
-def destination_for(dest: str, *, s3: Any = None) -> Destination:
+def destination_for(dest: str, *, s3: Any = None, datamover: Any = None, policy: Any = None) -> Destination:
     """The destination ``dest`` names: ``s3://bucket/prefix`` or a folder.
 
     ``s3``: the :class:`~taurus_tools.transfer.s3.S3Config` for ``s3://`` (default: boto3's
     own resolution).  Anything else with a ``:`` before the first ``/`` that is no existing
-    folder is an rclone remote (``remote:path``, ``:backend:path``).
+    folder is an rclone remote (``remote:path``, ``:backend:path``).  With ``datamover`` (a
+    :class:`~taurus_tools.datamover.datamover.Datamover`), ``dest`` must be a folder, and
+    it is written through that datamover (:class:`DatamoverDestination`).
+
+    ``policy``: the :class:`~taurus_tools.policy.ExitPolicy` (or its compact form) for the
+    processes a pass runs (rclone, the datamover's); default :data:`RCLONE_PASS_POLICY`,
+    :data:`DATAMOVER_PASS_POLICY`.  ``s3://`` passes run no process (each request is retried
+    by botocore), so a policy there is a :class:`ConfigurationError`.
     """
     if not isinstance(dest, (str, os.PathLike)):
         raise ConfigurationError(f"dest must be s3://BUCKET/PREFIX or a folder, got {dest!r}")
     text = os.fspath(dest)
     if isinstance(text, bytes):
         text = os.fsdecode(text)
-    if text.startswith("s3://"):
-        return S3Destination(text, s3)
     head = text.split("/", 1)[0]
-    if ":" in head and not os.path.exists(head):
-        return RcloneDestination(text)
+    remote = not text.startswith("s3://") and ":" in head and not os.path.exists(head)
+    if datamover is not None:
+        if text.startswith("s3://") or remote:
+            raise ConfigurationError(
+                f"datamover= writes a folder destination; {text!r} is written by this process (give no datamover)"
+            )
+        return DatamoverDestination(text, datamover, policy=policy)
+    if text.startswith("s3://"):
+        if policy is not None:
+            raise ConfigurationError(
+                "an exit policy applies to passes that run a process (rclone remotes, a datamover); "
+                "s3:// passes send their requests from this process, each retried by botocore"
+            )
+        return S3Destination(text, s3)
+    if remote:
+        return RcloneDestination(text, policy=policy)
+    if policy is not None:
+        raise ConfigurationError(
+            "an exit policy applies to passes that run a process (rclone remotes, a datamover); "
+            f"{text!r} is a folder written by this process (give datamover= to write it through one)"
+        )
     return LocalDestination(text)
 
 
@@ -308,7 +352,6 @@ class S3Destination(Destination):
         self.location = S3Location.parse(location)
         self.config = config if config is not None else S3Config()
         self.threads = self.config.threads
-        self._client: Any = None
         self._endpoint: Optional[str] = None
         self._uploader: Any = None
         self._lock = threading.Lock()
@@ -320,15 +363,13 @@ class S3Destination(Destination):
     def uploader(self) -> Any:
         with self._lock:
             if self._uploader is None:
-                from ..transfer.s3 import make_client
-                from ..transfer.s3_direct import direct_requests
+                from ..transfer.s3_access import S3Access
                 from ..transfer.s3_upload import FileUploader
 
-                self._client, self._endpoint = make_client(self.config)
-                direct = direct_requests(self._client, self._endpoint, self.config.threads)
-                self._uploader = FileUploader(
-                    self._client, self.location.bucket, threads=self.config.threads, direct=direct
-                )
+                access = S3Access(self.config)  # (its client is made when first needed)
+                self._endpoint = access.endpoint
+                direct = access.direct(self.config.threads)
+                self._uploader = FileUploader(access, self.location.bucket, threads=self.config.threads, direct=direct)
             return self._uploader
 
     @property
@@ -426,10 +467,12 @@ class RcloneDestination(Destination):
     TIMEOUT_S = 600.0
     _OPTIONS = ("--retries", "1", "--low-level-retries", "3", "--contimeout", "10s")
 
-    def __init__(self, location: str) -> None:
+    def __init__(self, location: str, *, policy: Any = None) -> None:
         from ..transfer.rclone import RcloneEndpoint, RemoteLocation
 
         self.endpoint = RcloneEndpoint(RemoteLocation.parse(location))
+        #: What the pass's ``rclone copy`` is retried on (its exit code), within the pass.
+        self.policy = pass_policy(policy, RCLONE_PASS_POLICY)
         self.base = str(self.endpoint.remote).rstrip("/")
         if not self.base.endswith(":"):
             self.base += "/"
@@ -528,10 +571,10 @@ class RcloneDestination(Destination):
             listing.flush()
             target = self.base + data_name(number, "").rstrip("/")
             argv = ["copy", "--files-from-raw", listing.name, "--no-traverse", *self._OPTIONS, "--", root, target]
-            proc = self._run(argv, timeout=self.TIMEOUT_S + 10 * len(taken))
+            code, why = self._copy(argv, timeout=self.TIMEOUT_S + 10 * len(taken))
             there = self._sizes(listing.name, target)
         if there is None:
-            error = self._failed(proc, "copy")
+            error = DestinationUnreachableError(f"{self.describe()}: rclone copy failed (exit {code}): {why}")
             for rel, _, _, _ in taken[:1]:
                 yield rel, error
             return
@@ -544,9 +587,19 @@ class RcloneDestination(Destination):
             if now.st_size != st.st_size or now.st_mtime_ns != st.st_mtime_ns:
                 yield rel, Changed("changed while it was sent")
             elif there.get(name) != st.st_size:
-                yield rel, OSError(f"not at the destination after rclone copy (exit {proc.returncode})")
+                yield rel, OSError(f"not at the destination after rclone copy (exit {code})")
             else:
                 yield rel, Entry(st.st_size, st.st_mtime_ns, md5, number)
+
+    def _copy(self, argv: Sequence[str], *, timeout: float) -> Tuple[int, str]:
+        """A pass's ``rclone copy``, run again as :attr:`policy` says: (exit code, last stderr line)."""
+        from ..process.handle import Handle
+        from ..process.launch import Launch
+
+        def start(on_output: Any) -> Any:
+            return Handle(Launch((self.endpoint.rclone, *argv), name="rclone"), text=False, on_output=on_output)
+
+        return run_under_policy(start, self.policy, timeout, f"{self.describe()}: rclone copy")
 
     def _sizes(self, listing: str, target: str) -> Optional[Dict[str, int]]:
         """The listed names found below ``target``, with their sizes (one lookup per name);
@@ -561,3 +614,212 @@ class RcloneDestination(Destination):
         if proc.returncode != 0:
             return None
         return {item["Path"]: int(item["Size"]) for item in json.loads(proc.stdout or b"[]")}
+
+
+# ---------------------------------------------------------------------------- through a datamover
+#: What a datamover pass's rsync retries by default: its network and protocol errors (10, 12)
+#: and timeouts (30, 35) once; a job whose node failed once elsewhere, a preempted one once.
+DATAMOVER_PASS_POLICY = (
+    "10,12,30,35=retry,NODE_FAIL,BOOT_FAIL=retry_elsewhere,PREEMPTED=retry,*=fail,retries=1,backoff=2"
+)
+#: What an rclone pass retries by default: rclone's "temporary error" (exit 5), once.
+RCLONE_PASS_POLICY = "5=retry,NODE_FAIL,BOOT_FAIL=retry_elsewhere,*=fail,retries=1,backoff=2"
+
+
+def pass_policy(policy: Any, default: str) -> Any:
+    """``policy`` (an :class:`~taurus_tools.policy.ExitPolicy`, its compact form, or None
+    for ``default``) as an ExitPolicy."""
+    from ..policy import ExitPolicy
+
+    if policy is None:
+        return ExitPolicy(default)
+    if isinstance(policy, str):
+        return ExitPolicy(policy)
+    if not isinstance(policy, ExitPolicy):
+        raise ConfigurationError(f"policy must be an ExitPolicy or its compact form (a str), got {policy!r}")
+    return policy
+
+
+def run_under_policy(start: Any, policy: Any, timeout: float, what: str) -> Tuple[int, str]:
+    """Start a pass's command (``start(on_output)`` returns its :class:`~taurus_tools.process.handle.Handle`)
+    and wait for it, run again as ``policy`` says (:func:`~taurus_tools.datamover.wait.waitfor`:
+    its exit code, signal and Slurm state; ``retry_elsewhere`` keeps a Slurm job's retry off its
+    node).  Returns the last attempt's exit code and the last line its attempts wrote on stderr.
+    A command that cannot start, or runs past ``timeout`` seconds (then cancelled), raises
+    :class:`DestinationUnreachableError`: the pass ends."""
+    from ..datamover.wait import is_noise, waitfor
+    from ..errors import CommandError, CommandTimeoutError
+
+    errors = bytearray()
+
+    def on_output(stream: str, data: bytes) -> None:
+        if stream == "stderr":
+            errors.extend(data)
+            del errors[: max(0, len(errors) - 4096)]
+
+    try:
+        handle = start(on_output)
+        code = waitfor(handle, timeout, policy=policy, progress=False, show_stderr=False)
+    except CommandTimeoutError:
+        raise DestinationUnreachableError(f"{what} did not end within {timeout:g} s (cancelled)") from None
+    except (OSError, CommandError) as exc:
+        raise DestinationUnreachableError(f"{what} could not run: {exc}") from None
+    lines = [line for line in bytes(errors).decode("utf-8", "replace").splitlines() if line and not is_noise(line)]
+    return code, lines[-1] if lines else ""
+
+
+class DatamoverDestination(LocalDestination):
+    """A folder written through a :class:`~taurus_tools.datamover.datamover.Datamover`
+    (``dtrsync``): on a cluster, by the data-transfer nodes, so it may be a folder the
+    job itself cannot write (``/projects``, read-only on compute nodes).
+
+    A pass is one ``dtrsync -a --from0 --files-from=LIST PATH/ DEST/data/NNNNNN/`` over all
+    its files, each file's MD5 taken here first; then each file is checked here (unchanged
+    since it was listed; at the destination with its size and modification time), and the
+    manifest goes last, ``dtrsync`` of one file (rsync writes under a temporary name and
+    renames).  The layout is that of every destination, so :func:`~taurus_tools.checkpoint.restore.restore`
+    reads it as a folder.  DEST must be readable from here (it is read back to check each
+    pass, and for the manifests), and its parent folder must exist.
+
+    The list and the manifest are written first to ``list_dir`` (default: the job log
+    folder, ``$TAURUS_TOOLS_JOB_DIR`` or ``~/.cache/taurus-tools/jobs``): it must be
+    visible where the datamover's jobs run.  Names are written NUL-separated, and rsync
+    takes them as they are (no wildcards, no escapes): any name works.
+    """
+
+    #: Seconds one datamover call may take at least (a pass's: this plus 10 s per file).
+    TIMEOUT_S = 600.0
+
+    def __init__(self, folder: str, datamover: Any, *, policy: Any = None, list_dir: Optional[str] = None) -> None:
+        from ..datamover.backends import default_job_log_dir
+        from ..datamover.datamover import Datamover
+
+        if not isinstance(datamover, Datamover):
+            raise ConfigurationError(f"datamover must be a Datamover, got {datamover!r}")
+        super().__init__(folder)
+        self.datamover = datamover
+        self.policy = pass_policy(policy, DATAMOVER_PASS_POLICY)
+        self.list_dir = os.path.abspath(list_dir) if list_dir is not None else str(default_job_log_dir())
+
+    def describe(self) -> str:
+        return f"{self.folder} (through the {self.datamover.backend.name} datamover)"
+
+    def _rsync(self, args: Sequence[str], what: str, timeout: float) -> Tuple[int, str]:
+        """One ``dtrsync`` call, retried as the policy says: (exit code, last stderr line)."""
+
+        def start(on_output: Any) -> Any:
+            return self.datamover.dtrsync(*args, text=False, on_output=on_output)
+
+        return run_under_policy(start, self.policy, timeout, f"{self.describe()}: dtrsync ({what})")
+
+    @contextlib.contextmanager
+    def _staging(self) -> Iterator[str]:
+        """A new folder in ``list_dir`` for one call's list or manifest, removed after."""
+        import shutil
+        import tempfile
+
+        try:
+            os.makedirs(self.list_dir, exist_ok=True)
+            folder = tempfile.mkdtemp(prefix="tt-ckpt-", dir=self.list_dir)
+        except OSError as exc:
+            raise DestinationUnreachableError(
+                f"{self.list_dir!r} (where the datamover reads its list) cannot be written: {exc.strerror or exc}"
+            ) from None
+        try:
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def check(self) -> None:
+        """Make DEST, ``DEST/data`` and ``DEST/manifests`` through the datamover (``rsync -r``
+        of an empty tree: folders there keep their permissions), then see them from here."""
+        if "dtrsync" not in self.datamover.commands():
+            raise DestinationUnreachableError(
+                f"the {self.datamover.backend.name} datamover has no dtrsync (rsync not installed?): "
+                f"it cannot write {self.folder!r}"
+            )
+        with self._staging() as folder:
+            for sub in ("data", "manifests"):
+                os.mkdir(os.path.join(folder, sub))
+            code, why = self._rsync(["-r", "--", folder + "/", self.folder + "/"], "folders", self.TIMEOUT_S)
+        if code != 0:
+            raise DestinationUnreachableError(
+                f"checkpoint destination {self.describe()} cannot be made (exit {code}): {why}"
+            )
+        if not os.path.isdir(os.path.join(self.folder, "manifests")):
+            raise DestinationUnreachableError(
+                f"checkpoint destination {self.folder!r} was made through the datamover but cannot be seen from "
+                "here: the checkpoint reads it back to check each pass"
+            )
+
+    def write(self, name: str, data: bytes) -> None:
+        """One file through the datamover: rsync renames it into place when it is complete."""
+        target = self._path(name)
+        with self._staging() as folder:
+            staged = os.path.join(folder, os.path.basename(target))
+            with open(staged, "wb") as out:
+                out.write(data)
+            code, why = self._rsync(
+                ["-t", "--", staged, os.path.dirname(target) + "/"], os.path.basename(name), self.TIMEOUT_S
+            )
+        if code != 0:
+            raise DestinationUnreachableError(f"{target!r} could not be written (dtrsync exit {code}): {why}")
+        try:
+            with open(target, "rb") as fh:
+                there = fh.read()
+        except OSError as exc:
+            raise DestinationUnreachableError(f"{target!r} is not there after dtrsync: {exc.strerror or exc}") from None
+        if there != data:
+            raise DestinationUnreachableError(f"{target!r} does not hold what was written (dtrsync exit {code})")
+
+    def send(self, fh: BinaryIO, st: os.stat_result, name: str) -> str:
+        raise NotImplementedError("a datamover destination sends a pass's files together (send_files)")
+
+    def send_files(
+        self, root: str, files: Sequence[Tuple[str, os.stat_result]], number: int
+    ) -> Iterator[Tuple[str, "Entry | BaseException"]]:
+        """One ``dtrsync --files-from`` for every file; each checked after."""
+        from ..transfer.s3_upload import md5_of
+
+        taken: List[Tuple[str, os.stat_result, str]] = []  # rel, stat, md5
+        for rel, listed in files:
+            try:
+                with open_listed(root, rel, listed) as (fh, st):
+                    md5 = md5_of(fh).hex()
+            except (OSError, ConfigurationError, Changed) as exc:
+                yield rel, exc
+                continue
+            taken.append((rel, st, md5))
+        if not taken:
+            return
+        target = os.path.join(self.folder, data_name(number, ""))
+        with self._staging() as folder:
+            listing = os.path.join(folder, "files")
+            with open(listing, "wb") as out:
+                out.write(b"".join(os.fsencode(rel) + b"\0" for rel, _, _ in taken))
+            args = ["-a", "--from0", f"--files-from={listing}", "--", root.rstrip("/") + "/", target]
+            code, why = self._rsync(args, f"pass {number}, {len(taken)} files", self.TIMEOUT_S + 10 * len(taken))
+        arrived = 0
+        outcomes: List[Tuple[str, "Entry | BaseException"]] = []
+        for rel, st, md5 in taken:
+            try:
+                now = os.lstat(os.path.join(root, rel))
+            except OSError as exc:
+                outcomes.append((rel, exc))
+                continue
+            try:
+                there = os.lstat(os.path.join(target, rel))
+            except OSError:
+                there = None
+            if there is not None and there.st_size == st.st_size:
+                arrived += 1
+            if now.st_size != st.st_size or now.st_mtime_ns != st.st_mtime_ns:
+                outcomes.append((rel, Changed("changed while it was sent")))
+            elif there is None or there.st_size != st.st_size or there.st_mtime_ns // _NS != st.st_mtime_ns // _NS:
+                outcomes.append((rel, OSError(f"not at the destination after dtrsync (exit {code}): {why}")))
+            else:
+                outcomes.append((rel, Entry(st.st_size, st.st_mtime_ns, md5, number)))
+        if code != 0 and not arrived:  # nothing got there: the destination, not the files
+            yield taken[0][0], DestinationUnreachableError(f"{self.describe()}: dtrsync failed (exit {code}): {why}")
+            return
+        yield from outcomes

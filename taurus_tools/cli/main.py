@@ -34,6 +34,7 @@ import threading
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .._log import get_logger
+from ..callbacks import Progress, progress_for_log
 from ..transfer.config import CopyConfig, cli_fields
 from ..errors import (
     BackendUnavailableError,
@@ -281,10 +282,21 @@ def copy_config(opts: argparse.Namespace) -> CopyConfig:
     return CopyConfig(**{f.name: getattr(opts, f.name) for f in cli_fields()}, progress=not opts.quiet)
 
 
+def _progress(opts: argparse.Namespace) -> Progress:
+    """Progress as the command line shows it: none with ``-q``; a bar on a terminal; where
+    stderr is a file or a pipe (a batch job's log), a line at a few milestones and at the
+    end of work that lasts a second or more, instead of one line per update."""
+    from ..datamover.wait import PROGRESS_DELAY_S
+
+    return False if opts.quiet else progress_for_log(delay=PROGRESS_DELAY_S)
+
+
 def copy_command(opts: argparse.Namespace) -> int:
     from ..transfer.parallel_copy import ParallelCopy
 
-    config = copy_config(opts)  # before the Datamover: a wrong value stops before any Slurm call
+    # Before the Datamover: a wrong value stops before any Slurm call.  Into a log, progress
+    # is milestone lines (the config itself says only whether to show progress).
+    config = copy_config(opts).replace(progress=_progress(opts))
     pc = ParallelCopy(opts.src, opts.dst, config, datamover=_datamover(opts))
     try:
         result = pc.run()
@@ -378,8 +390,35 @@ def _checkpoint_parser(sub: Any) -> None:
     group.add_argument(
         "--start-unreachable", action="store_true", help="start the command even if DEST cannot be reached now"
     )
+    group.add_argument(
+        "--propagate-deletions",
+        action="store_true",
+        help="leave files deleted from PATH out of the next pass, so a restore does not bring them back "
+        "(default: never; a restore gives every file ever saved)",
+    )
     group.add_argument("--endpoint-url", metavar="URL", default=None, help="S3 server for s3:// (default: boto3's)")
     group.add_argument("--profile", metavar="NAME", default=None, help="AWS profile for s3:// (default: boto3's)")
+    group.add_argument(
+        "--datamover",
+        action="store_true",
+        help="write a folder DEST through the datamover that --backend (and --tools-dir, --partition, --account, "
+        "--time, --no-blocking) choose: dtrsync, one call per pass, e.g. into /projects where jobs cannot write",
+    )
+    group.add_argument(
+        "--pass-policy",
+        metavar="RULES",
+        default=None,
+        help="what a pass's process (rclone copy, dtrsync) is retried on within the pass, by exit code, signal "
+        "or Slurm state, e.g. 5=retry,*=fail,retries=1 (default: the tool's temporary errors, once)",
+    )
+    group.add_argument(
+        "--exit-policy",
+        metavar="RULES",
+        default=None,
+        help="what COMMAND's exit leads to, e.g. 0=complete,1-255=retry,retries=2: retry runs it again after a "
+        "pass (bounded, with backoff); retry_elsewhere in a requeueable Slurm batch job requeues the job with "
+        "this node excluded; complete and fail end with COMMAND's status (default: no retry)",
+    )
 
 
 def split_checkpoint(argv: Sequence[str]) -> Optional[Tuple[List[str], List[str]]]:
@@ -423,9 +462,12 @@ def checkpoint_command(opts: argparse.Namespace, command: Optional[List[str]]) -
         settle=opts.settle,
         final_timeout=opts.final_timeout,
         start_unreachable=opts.start_unreachable,
+        propagate_deletions=opts.propagate_deletions,
         s3=s3,
+        datamover=_datamover(opts) if opts.datamover else None,
+        policy=opts.pass_policy,
     )
-    return run_checkpointed(command, checkpoint, say=_say, quiet=opts.quiet)
+    return run_checkpointed(command, checkpoint, say=_say, quiet=opts.quiet, policy=opts.exit_policy)
 
 
 def _ws_parser(sub: Any) -> None:
@@ -669,7 +711,7 @@ def run_command(opts: argparse.Namespace, command: str, args: List[str]) -> int:
                 handle = dm.rclone(*args, text=False)
             else:
                 handle = dm.call(command, *args, text=False)
-        rc = waitfor(handle, timeout=opts.timeout, progress=not opts.quiet)
+        rc = waitfor(handle, timeout=opts.timeout, progress=_progress(opts))
     except CommandTimeoutError as exc:
         _say(f"taurus-tools: {exc}")
         return EXIT_TIMEOUT

@@ -515,17 +515,59 @@ class SlurmClient:
                 nodes.append(node)
         return nodes
 
+    def job_fields(self, job_id: str) -> Optional[Dict[str, str]]:
+        """The fields ``scontrol show job -o`` gives for a job (``JobState``, ``Requeue``,
+        ``ExcNodeList``, ``Restarts``, ...); None when scontrol does not know it."""
+        res = self._run(["scontrol", "show", "job", "-o", str(job_id)])
+        if res.returncode != 0:
+            return None
+        # Command=/WorkDir= echo user text (spaces, newlines, even "JobState=..."),
+        # and come after the fields we read: the first occurrence is Slurm's own.
+        fields: Dict[str, str] = {}
+        for tok in res.stdout.split():
+            key, sep, value = tok.partition("=")
+            if sep:
+                fields.setdefault(key, value)
+        return fields
+
+    def hostnames(self, nodes: str) -> List[str]:
+        """The node names of a Slurm node list (``n[1-3],n7``), from ``scontrol show hostnames``."""
+        if not nodes or nodes == "(null)":
+            return []
+        res = self._run(["scontrol", "show", "hostnames", nodes])
+        if res.returncode != 0:
+            raise SlurmError(f"scontrol show hostnames {nodes!r} failed: {res.stderr.strip()}")
+        return res.stdout.split()
+
+    def requeue(self, job_id: str, *, exclude: Iterable[str] = ()) -> None:
+        """Requeue a batch job (a running one is stopped and queued again) with its excluded
+        nodes set to ``exclude`` (it replaces the list).
+
+        Slurm changes ``ExcNodeList`` only while a job is pending, so the job is requeued
+        held (``scontrol requeuehold``: a job requeued plainly could be started again, on
+        the same node, before the update), updated (``scontrol update JobId=..
+        ExcNodeList=..``) and released (``scontrol release``, also when the update failed).
+        A job requeuing itself has Slurm's ``KillWait`` (SIGTERM to SIGKILL) for the last two
+        steps.  :class:`SlurmError` if Slurm refuses one of them.
+        """
+
+        def run(*argv: str) -> None:
+            res = self._run(list(argv))
+            if res.returncode != 0:
+                raise SlurmError(f"{' '.join(argv)} failed (exit {res.returncode}): {res.stderr.strip()}")
+
+        run("scontrol", "requeuehold", str(job_id))
+        try:
+            names = ",".join(exclude)
+            if names:
+                run("scontrol", "update", f"JobId={job_id}", f"ExcNodeList={names}")
+        finally:
+            run("scontrol", "release", str(job_id))
+
     def job_state(self, job_id: str) -> Optional[JobState]:
         """The job's state from ``scontrol show job``, else ``sacct``; None if Slurm forgot it."""
-        res = self._run(["scontrol", "show", "job", "-o", str(job_id)])
-        if res.returncode == 0:
-            # Command=/WorkDir= echo user text (spaces, newlines, even "JobState=..."),
-            # and come after the fields we read: the first occurrence is Slurm's own.
-            fields: Dict[str, str] = {}
-            for tok in res.stdout.split():
-                key, sep, value = tok.partition("=")
-                if sep:
-                    fields.setdefault(key, value)
+        fields = self.job_fields(job_id)
+        if fields is not None:
             state = fields.get("JobState", "UNKNOWN")
             nodes = fields.get("NodeList", "")
             return JobState(str(job_id), state, fields.get("ExitCode", "0:0"), "" if nodes == "(null)" else nodes)

@@ -85,6 +85,10 @@ class CopyResult:
     bytes_copied: int = 0
     files_skipped: int = 0
     bytes_skipped: int = 0
+    #: Of ``files_copied``/``bytes_copied``: what earlier runs of this copy copied (a
+    #: resumed copy), not this run (``throughput_mb_s`` leaves it out).
+    files_copied_before: int = 0
+    bytes_copied_before: int = 0
     files_failed: int = 0
     failed_messages: List[str] = field(default_factory=list)
     retries: int = 0
@@ -109,9 +113,24 @@ class CopyResult:
     attempts: List[Dict[str, Any]] = field(default_factory=list, repr=False)
 
     @property
+    def bytes_copied_this_run(self) -> int:
+        """Bytes this run copied: ``bytes_copied`` less what earlier runs had copied."""
+        return max(0, self.bytes_copied - self.bytes_copied_before)
+
+    @property
     def throughput_mb_s(self) -> float:
-        """Copied megabytes (10^6 bytes) per second."""
-        return self.bytes_copied / 1e6 / self.duration_s if self.duration_s > 0 else 0.0
+        """Megabytes (10^6 bytes) this run copied per second of this run (``duration_s``);
+        a resumed copy's earlier runs count in neither."""
+        return self.bytes_copied_this_run / 1e6 / self.duration_s if self.duration_s > 0 else 0.0
+
+    def _copied_text(self) -> str:
+        """``N files (SIZE) copied``, with what earlier runs copied of it."""
+        text = f"{self.files_copied} files ({_human(self.bytes_copied)}) copied"
+        if self.files_copied_before or self.bytes_copied_before:
+            text += (
+                f" ({self.files_copied_before} files, {_human(self.bytes_copied_before)} of them by an earlier run)"
+            )
+        return text
 
     def summary(self) -> str:
         state = "dry run" if self.dry_run else "ok" if self.ok else "FAILED"
@@ -128,7 +147,7 @@ class CopyResult:
         if not self.files_planned and self.files_excluded:
             nothing = f"nothing to copy: every entry of {self.src} was excluded; "
         return (
-            f"{state}: {nothing}{self.files_copied} files ({_human(self.bytes_copied)}) copied, "
+            f"{state}: {nothing}{self._copied_text()}, "
             f"{self.files_skipped} already there, {self.files_failed} failed, "
             f"of {self.files_planned} planned ({_human(self.bytes_planned)}); "
             + "".join(f"{part}; " for part in left_out)
@@ -139,7 +158,7 @@ class CopyResult:
     def __repr__(self) -> str:
         state = "dry run" if self.dry_run else "ok" if self.ok else "FAILED"
         return (
-            f"<CopyResult {state}: {self.files_copied} files ({_human(self.bytes_copied)}) copied, "
+            f"<CopyResult {state}: {self._copied_text()}, "
             f"{self.files_skipped} already there, {self.files_failed} failed; {self.duration_s:.1f} s, "
             f"{self.throughput_mb_s:.0f} MB/s; report={str(self.report) if self.report else None!r}>"
         )
@@ -211,6 +230,8 @@ _REPORT_COUNTS = (
     "bytes_copied",
     "files_skipped",
     "bytes_skipped",
+    "files_copied_before",
+    "bytes_copied_before",
     "files_failed",
     "files_verified",
     "mismatches",
@@ -305,9 +326,9 @@ class ParallelCopy(BackgroundFuture):
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._part_tag = ""
-        self._earlier_done: Tuple[int, int] = (0, 0)  # bytes, files an earlier run had done
         self._notices: List[str] = []  # lines for the user, written through the progress callback
         self._progress: Optional[ProgressCallback] = None  # made by start() for run()
+        self._shown: ProgressCallback = NoProgress()  # start()'s, kept for wait() to refresh
         self._excluded_nodes: List[str] = []  # nodes later attempts keep off (retry_elsewhere)
         self._policy = self.config.policy()
         self._run_retries = 0  # retries in this run, for the policy's run_retries
@@ -351,7 +372,8 @@ class ParallelCopy(BackgroundFuture):
         before = self.destination.prepare(create=not self.config.dry_run)
         with self.work.locked():
             state = self._load_state()
-            self._live = LiveCopy(state, started)
+            # Also the baseline of this run's rates: what earlier runs did (live.before).
+            live = self._live = LiveCopy(state, started)
             self._part_tag = part_tag_of(self.source.location, self.destination.location, self.work_dir)
             fresh = state.listing is None
             for notice in self._notices:
@@ -372,9 +394,8 @@ class ParallelCopy(BackgroundFuture):
             progress.set_total(result.bytes_planned, files=result.files_planned, unit="B")
             # A resumed copy: what earlier runs did is shown, but is no update of this run
             # (its rate); the updates below count from there.
-            self._earlier_done = _done(state, ())
-            if any(self._earlier_done):
-                progress.already_done(*self._earlier_done)
+            if live.before.done_bytes or live.before.done_files:
+                progress.already_done(live.before.done_bytes, live.before.done_files)
             result.failed_messages.extend(stats.messages)
             result.files_excluded = stats.excluded
             result.special_skipped = stats.special
@@ -450,7 +471,7 @@ class ParallelCopy(BackgroundFuture):
         self._started = True
         # Made here, in the caller's thread, not in the copy's: Jupyter shows a bar in the
         # cell that made it (see _open_progress).
-        self._progress = self._open_progress()
+        self._progress = self._shown = self._open_progress()
         if futures:
             run_after(futures, on, self._start_thread, self._fail_before_start)
         else:
@@ -513,6 +534,9 @@ class ParallelCopy(BackgroundFuture):
             raise TimeoutError(f"the copy is still running after {timeout} s") from None
         except concurrent.futures.CancelledError:  # cancelled before it started
             raise CopyCancelledError("the copy was cancelled before it started") from None
+        # The progress shown by start() in its final state, sent from this thread: a notebook
+        # run in batch keeps a display's updates only while a cell runs (this one does).
+        self._shown.refresh()
         if self._error is not None:
             raise self._error
         if self._copy_result is None:  # never: target() sets one of the two
@@ -773,9 +797,14 @@ class ParallelCopy(BackgroundFuture):
             blocking=blocking,
         )
 
-    def _this_run(self, done: Tuple[int, int]) -> Tuple[int, int]:
-        """Bytes and files ``done``, less what earlier runs had done (see ``already_done``)."""
-        return done[0] - self._earlier_done[0], done[1] - self._earlier_done[1]
+    def _report_this_run(self, progress: ProgressCallback, state: CopyState, running: Iterable[_Running]) -> None:
+        """Report this run's totals (bytes and files done, earlier runs' work left out: see
+        ``already_done``), counting what the running shards' workers last wrote."""
+        assert self._live is not None, "_copy sets it before the fan-out"
+        done = state.shard_counts()
+        done.add(_running_counts(running))
+        this_run = done.since(self._live.before)
+        progress.update_to(this_run.done_bytes, this_run.done_files)
 
     def _fan_out(self, dm: Datamover, state: CopyState, result: CopyResult, progress: ProgressCallback) -> None:
         shards = state.shards
@@ -823,7 +852,7 @@ class ParallelCopy(BackgroundFuture):
                     handle.remove_waker(wake)
                     self._finish_shard(handle, attempt, state, queue, dm.backend)
                 if report:
-                    progress.update_to(*self._this_run(_done(state, running.values())))
+                    self._report_this_run(progress, state, running.values())
         except BaseException as exc:  # Ctrl-C, cancel(), or an error (ENOSPC in the work dir, ...)
             how = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"failed ({type(exc).__name__})"
             log.warning("%s: cancelling %d running shard(s); run again to resume", how, len(running))
@@ -833,7 +862,7 @@ class ParallelCopy(BackgroundFuture):
             self._save_state(state)
             raise
         if report:
-            progress.update_to(*self._this_run(_done(state, ())))
+            self._report_this_run(progress, state, ())
         # The last shards finished after the loop's last save: record them, so that a
         # resume (after a crash while verifying) does not see them "running" and redo them.
         self._save_state(state)
@@ -848,6 +877,9 @@ class ParallelCopy(BackgroundFuture):
                 lines, paths = _failed_entries(s)
                 result.files_failed += len(paths)
                 result.failed_messages.extend(lines)
+        assert self._live is not None, "_copy sets it before the fan-out"
+        result.files_copied_before = self._live.before.files
+        result.bytes_copied_before = self._live.before.bytes
         result.retries = state.retries
         result.failed_nodes = state.failed_nodes()
         result.excluded_nodes = state.excluded_nodes()
@@ -1116,6 +1148,8 @@ class ParallelCopy(BackgroundFuture):
             "bytes_copied": result.bytes_copied,
             "files_skipped": result.files_skipped,
             "bytes_skipped": result.bytes_skipped,
+            "files_copied_before": result.files_copied_before,
+            "bytes_copied_before": result.bytes_copied_before,
             "files_failed": result.files_failed,
             "files_verified": result.files_verified,
             "mismatches": result.mismatches,
@@ -1266,11 +1300,3 @@ def _add_note(exc: BaseException, note: str) -> None:
         exc.add_note(note)
     else:
         exc.__notes__ = [*getattr(exc, "__notes__", ()), note]  # type: ignore[attr-defined]
-
-
-def _done(state: CopyState, running: Iterable[_Running]) -> Tuple[int, int]:
-    """Bytes and files done (copied or found there already): finished attempts, and the
-    counters the running shards' workers last wrote."""
-    done = state.shard_counts()
-    done.add(_running_counts(running))
-    return done.bytes + done.skipped_bytes, done.files + done.skipped

@@ -1,23 +1,11 @@
-"""S3 locations, the boto3 client made right for them, and listing a prefix into records.
+"""S3 locations, listing a prefix into records, and the ``s3://`` endpoint of copies.
 
 The first part of ``s3://`` copies (issue 15): :class:`S3Location` parses and checks
-``s3://bucket/prefix``; :class:`S3Config` is the one configuration object (endpoint, profile,
-threads), resolved the way boto3 resolves its own (environment, ``~/.aws/config`` profiles,
-``AWS_ENDPOINT_URL``); :func:`make_client` builds a client with the settings that bite on
-S3-compatible servers; :func:`list_prefix` streams a listing to disk in the copy engine's
-record format.  The endpoint class that copies (a worker per shard) builds on these.
-
-Facts behind the client's settings (checked 2026-12):
-
-* path-style addressing for any endpoint that is not AWS (virtual-host style needs DNS
-  names per bucket, which ``127.0.0.1`` and most on-premise servers do not have);
-* ``request_checksum_calculation`` and ``response_checksum_validation`` set to
-  ``"when_required"`` for such endpoints: boto3 >= 1.36 sends CRC32 trailers by default, which
-  some servers store inside the object or refuse;
-* ``max_pool_connections`` covers the worker's threads (below it: "Connection pool is full");
-* timeouts and a bounded retry count, so an unreachable endpoint fails in bounded time and a
-  wrong secret is refused at once (``InvalidAccessKeyId``/``SignatureDoesNotMatch`` are not
-  retried by botocore).
+``s3://bucket/prefix``; :func:`list_prefix` streams a listing to disk in the copy engine's
+record format; :class:`S3Endpoint` is the copy endpoint (a worker per shard,
+:mod:`taurus_tools.transfer.s3_worker`).  How the server is reached (:class:`S3Config`,
+:class:`S3Access`, :func:`make_client`) is :mod:`taurus_tools.transfer.s3_access`, re-exported
+here.
 
 Credentials are boto3's business (environment, shared files, profiles, instance roles): they
 never pass through this module's arguments, messages or records.
@@ -29,7 +17,6 @@ import base64
 import os
 import re
 import sys
-import urllib.parse
 from pathlib import Path
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
@@ -38,7 +25,8 @@ from ..errors import ConfigurationError, S3Error, SourceNotFoundError
 from .endpoints import DestinationState, Endpoint, ShardAttempt
 from .plan import ListingStats, excluded, read_entries
 from .plan import path_problem as key_problem
-from .s3_direct import ListedObject, direct_requests
+from .s3_access import S3Access, S3Config, make_client
+from .s3_direct import MISSING, ListedObject
 
 if TYPE_CHECKING:
     from ..datamover.backends import Backend
@@ -47,6 +35,7 @@ if TYPE_CHECKING:
     from .state import ShardCounts
 
 __all__ = [
+    "S3Access",
     "S3Config",
     "S3Endpoint",
     "S3Location",
@@ -99,115 +88,6 @@ class S3Location:
     def key(self, relative: str) -> str:
         """The object key of a path relative to this location."""
         return self.prefix + relative
-
-
-@dataclass(frozen=True)
-class S3Config:
-    """How to reach S3: one object for the endpoint, the profile and the concurrency.
-
-    Parameters
-    ----------
-    endpoint_url : str, optional
-        The server, e.g. ``https://s3.example.org``; default: boto3's own resolution
-        (``AWS_ENDPOINT_URL_S3``, ``AWS_ENDPOINT_URL``, the profile's ``endpoint_url``, else AWS).
-    profile : str, optional
-        A profile of ``~/.aws/config``/``credentials``; default: boto3's (``AWS_PROFILE``).
-    threads : int
-        Concurrent transfers per worker process (1 to 256).
-    connect_timeout_s, read_timeout_s : float
-        Per request; an unreachable endpoint fails after about ``connect_timeout_s`` times
-        the attempts.
-    max_attempts : int
-        Attempts per request (botocore's "standard" retry mode; 1 = no retry).
-    """
-
-    endpoint_url: Optional[str] = None
-    profile: Optional[str] = None
-    threads: int = 8
-    connect_timeout_s: float = 5.0
-    read_timeout_s: float = 60.0
-    max_attempts: int = 3
-
-    def __post_init__(self) -> None:
-        if self.endpoint_url is not None:
-            parsed = urllib.parse.urlsplit(self.endpoint_url)
-            if parsed.scheme not in ("http", "https") or not parsed.netloc:
-                raise ConfigurationError(
-                    f"endpoint_url must be http(s)://HOST[:PORT], got {self.endpoint_url!r}"
-                )
-        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or not 1 <= self.threads <= 256:
-            raise ConfigurationError(f"threads must be an int from 1 to 256, got {self.threads!r}")
-        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int) or self.max_attempts < 1:
-            raise ConfigurationError(f"max_attempts must be an int >= 1, got {self.max_attempts!r}")
-        for name in ("connect_timeout_s", "read_timeout_s"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ConfigurationError(f"{name} must be a number of seconds > 0, got {value!r}")
-
-
-def _is_aws(endpoint: Optional[str]) -> bool:
-    if endpoint is None:
-        return True
-    host = urllib.parse.urlsplit(endpoint).hostname or ""
-    return host == "amazonaws.com" or host.endswith(".amazonaws.com") or host.endswith(".amazonaws.com.cn")
-
-
-def make_client(config: S3Config = S3Config()) -> Tuple[Any, Optional[str]]:
-    """A botocore S3 client for ``config``, and the endpoint it talks to (None: AWS).
-
-    botocore is imported here, not with the package; boto3's session is not used (it
-    would import s3transfer and boto3's resource layer, 0.1-0.3 s that a listing or a
-    small-object worker does not need); the client, its credentials and its endpoint
-    resolution are botocore's either way.
-    """
-    import botocore.config
-    import botocore.exceptions
-    import botocore.session
-
-    session = botocore.session.Session(profile=config.profile)
-    try:
-        region = session.get_config_variable("region") or "us-east-1"
-    except botocore.exceptions.ProfileNotFound:
-        raise ConfigurationError(_no_such_profile(config.profile or os.environ.get("AWS_PROFILE", ""))) from None
-    endpoint = config.endpoint_url
-    if endpoint is None:
-        # botocore resolves AWS_ENDPOINT_URL(_S3) and the profile's endpoint_url itself; ask
-        # it, so that the settings below follow the server actually used.
-        probe = session.create_client("s3", config=botocore.config.Config(region_name=region))
-        resolved = probe.meta.endpoint_url
-        endpoint = None if _is_aws(resolved) else resolved
-    aws = _is_aws(endpoint)
-    options: Dict[str, Any] = dict(
-        region_name=region,
-        max_pool_connections=max(10, config.threads + 2),
-        connect_timeout=config.connect_timeout_s,
-        read_timeout=config.read_timeout_s,
-        retries={"mode": "standard", "max_attempts": config.max_attempts},
-    )
-    if not aws:
-        options.update(
-            s3={"addressing_style": "path"},
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-        )
-    client = session.create_client("s3", endpoint_url=endpoint, config=botocore.config.Config(**options))
-    return client, endpoint
-
-
-def _no_such_profile(name: str) -> str:
-    """Where a profile was looked for, and which profiles are there."""
-    import botocore.session
-
-    files = [
-        os.environ.get("AWS_CONFIG_FILE", "~/.aws/config"),
-        os.environ.get("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials"),
-    ]
-    try:
-        known = sorted(botocore.session.Session().available_profiles)
-    except Exception:  # an unreadable file: its own error comes with the next call
-        known = []
-    there = f"profiles there: {', '.join(known)}" if known else "no profile is defined there"
-    return f"the AWS profile {name!r} is in neither {files[0]} nor {files[1]}; {there}"
 
 
 #: Object metadata (as rclone writes it): the source's modification time, in Unix seconds
@@ -294,27 +174,58 @@ def _listing_pages(client: Any, location: S3Location, direct: Optional[Any]) -> 
     """The objects below ``location``, a page (up to 1,000) at a time.
 
     Each page through ``direct`` (a :class:`~taurus_tools.transfer.s3_direct.DirectRequests`)
-    when given; a page it cannot get (any error) is asked again through the client, which
-    retries and raises what is wrong.
+    when given, the next page asked for (by a second thread) while this one is parsed and
+    written: the server's work on a page and ours overlap.  A page the direct path cannot
+    get (any error) is asked again through the client, which retries and raises what is wrong.
     """
-    token: Optional[str] = None
-    while True:
-        page = direct.list_page(location.bucket, location.prefix, token) if direct is not None else None
-        if page is not None:
-            objects, token = page
-        else:
-            kwargs = {"Bucket": location.bucket, "Prefix": location.prefix}
-            if token is not None:
-                kwargs["ContinuationToken"] = token
-            reply = client.list_objects_v2(**kwargs)
-            objects = [
-                (item["Key"], int(item["Size"]), int(item["LastModified"].timestamp() * 1e9))
-                for item in reply.get("Contents", ())
-            ]
-            token = reply.get("NextContinuationToken") if reply.get("IsTruncated") else None
-        yield objects
-        if token is None:
-            return
+    if direct is None:
+        token: Optional[str] = None
+        while True:
+            objects, token = _client_page(client, location, token)
+            yield objects
+            if token is None:
+                return
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .s3_direct import next_token_of, parse_listing
+
+    def fetch(token: Optional[str]) -> Optional[bytes]:
+        return direct.list_body(location.bucket, location.prefix, token)  # type: ignore[no-any-return]
+
+    with ThreadPoolExecutor(1, thread_name_prefix="s3-list") as ahead:
+        token = None
+        pending = ahead.submit(fetch, None)
+        while True:
+            body = pending.result()
+            guess = next_token_of(body) if body is not None else None
+            if guess is not None:
+                pending = ahead.submit(fetch, guess)
+            page = None
+            if body is not None:
+                try:
+                    page = parse_listing(body)
+                except Exception:  # no listing after all: the client says what it is
+                    page = None
+            objects, following = page if page is not None else _client_page(client, location, token)
+            yield objects
+            if following is None:
+                return
+            if following != guess:  # (the page asked ahead is not the next one: ask for that)
+                pending = ahead.submit(fetch, following)
+            token = following
+
+
+def _client_page(client: Any, location: S3Location, token: Optional[str]) -> Tuple[List[ListedObject], Optional[str]]:
+    """One listing page through the client (its retries, its errors)."""
+    kwargs = {"Bucket": location.bucket, "Prefix": location.prefix}
+    if token is not None:
+        kwargs["ContinuationToken"] = token
+    reply = client.list_objects_v2(**kwargs)
+    objects = [
+        (item["Key"], int(item["Size"]), int(item["LastModified"].timestamp() * 1e9))
+        for item in reply.get("Contents", ())
+    ]
+    return objects, (reply.get("NextContinuationToken") if reply.get("IsTruncated") else None)
 
 
 def list_prefix(
@@ -373,6 +284,24 @@ def list_prefix(
     return stats
 
 
+_UNSET = object()
+
+
+class _NotThere(Exception):
+    """The direct path's answer: no such object."""
+
+
+class _LazyClient:
+    """A client made when a method of it is first asked for (the listing needs none when
+    every page comes through the direct path)."""
+
+    def __init__(self, access: S3Access) -> None:
+        self._access = access
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._access.client, name)
+
+
 # ---------------------------------------------------------------------------- the endpoint
 #: The per-shard worker (run with site-packages: it needs boto3).
 WORKER_SCRIPT = Path(__file__).with_name("s3_worker.py")
@@ -405,8 +334,8 @@ class S3Endpoint(Endpoint):
         self.root = self.s3
         #: The name of the one object a location names (see :meth:`check_source`), else None.
         self.single: Optional[Tuple[str, int, int]] = None
-        self._client: Any = None
-        self._endpoint: Optional[str] = None
+        self._access: Optional[S3Access] = None
+        self._direct_requests: Any = _UNSET
 
     @classmethod
     def from_location(cls, location: str, config: Optional["CopyConfig"] = None) -> "S3Endpoint":
@@ -417,13 +346,30 @@ class S3Endpoint(Endpoint):
         return str(self.s3)
 
     def describe(self) -> str:
-        return f"{self.s3} (endpoint {self._endpoint or self.config.endpoint_url or 'AWS'})"
+        endpoint = self._access.endpoint if self._access is not None else self.config.endpoint_url
+        return f"{self.s3} (endpoint {endpoint or 'AWS'})"
+
+    @property
+    def access(self) -> S3Access:
+        """The server, region and credentials (resolved on first use), and the client."""
+        if self._access is None:
+            self._access = S3Access(self.config)
+        return self._access
+
+    @property
+    def _endpoint(self) -> Optional[str]:
+        return self.access.endpoint
 
     @property
     def client(self) -> Any:
-        if self._client is None:
-            self._client, self._endpoint = make_client(self.config)
-        return self._client
+        return self.access.client
+
+    @property
+    def _direct(self) -> Any:
+        """The direct path (one connection: the driver's requests come one at a time), or None."""
+        if self._direct_requests is _UNSET:
+            self._direct_requests = self.access.direct(1)
+        return self._direct_requests
 
     def _call(self, method: str, **kwargs: Any) -> Any:
         """A client call whose botocore errors become :class:`S3Error` (one line, no secret)."""
@@ -435,6 +381,10 @@ class S3Endpoint(Endpoint):
             raise
 
     def _first_key(self) -> Dict[str, Any]:
+        """``KeyCount`` 0 or 1: whether a key has the prefix (through the client if the direct path fails)."""
+        page = self._direct.list_page(self.s3.bucket, self.s3.prefix, max_keys=1) if self._direct else None
+        if page is not None:
+            return {"KeyCount": len(page[0])}
         return self._call("list_objects_v2", Bucket=self.s3.bucket, Prefix=self.s3.prefix, MaxKeys=1)  # type: ignore
 
     # ------------------------------------------------------------------ as a source
@@ -444,9 +394,13 @@ class S3Endpoint(Endpoint):
             return
         key = self.s3.prefix.rstrip("/")
         try:
-            head = self.client.head_object(Bucket=self.s3.bucket, Key=key)
+            head = self._direct.head(self.s3.bucket, key) if self._direct else None
+            if head is None:
+                head = self.client.head_object(Bucket=self.s3.bucket, Key=key)
+            elif head is MISSING:
+                raise _NotThere
         except Exception as exc:
-            if error_code(exc) not in ("404", "NoSuchKey", "NotFound"):
+            if not isinstance(exc, _NotThere) and error_code(exc) not in ("404", "NoSuchKey", "NotFound"):
                 raise S3Error(describe_error(exc, self.s3, self._endpoint)) from None
             raise SourceNotFoundError(
                 f"source {self.s3}: no object has this prefix (and there is no object {key!r}); "
@@ -467,9 +421,10 @@ class S3Endpoint(Endpoint):
             into.write(b"f\t%d\t%d\t%s\0" % (size, mtime_ns, name.encode("utf-8", "surrogateescape")))
             stats.add("f", size)
             return stats
-        self.client  # made before listing, so that errors name the endpoint
-        direct = direct_requests(self.client, self._endpoint, 1)
-        return list_prefix(self.client, self.s3, into, endpoint=self._endpoint, exclude=exclude, direct=direct)
+        access = self.access  # resolved before listing, so that errors name the endpoint
+        return list_prefix(
+            _LazyClient(access), self.s3, into, endpoint=access.endpoint, exclude=exclude, direct=self._direct
+        )
 
     # ------------------------------------------------------------------ as a destination
     def check_destination(self, source: Endpoint) -> None:
@@ -515,12 +470,15 @@ class S3Endpoint(Endpoint):
             f"--threads={self.config.threads}",
             f"--part-tag={attempt.copy_tag}-{attempt.index}",
         ]
-        # The server as resolved here (profile, AWS_ENDPOINT_URL): the worker then makes
-        # one client, not a probe first (a URL is no secret; credentials stay in the env).
-        self.client
-        endpoint = self._endpoint or self.config.endpoint_url
+        # The server and region as resolved here (profile, AWS_ENDPOINT_URL): the worker
+        # resolves nothing again (a URL is no secret; credentials stay in the environment).
+        access = self.access
+        endpoint = access.endpoint or self.config.endpoint_url
         if endpoint:
             argv.append(f"--endpoint-url={endpoint}")
+        argv.append(f"--region={access.region}")
+        if self.config.ca_bundle:
+            argv.append(f"--ca-bundle={self.config.ca_bundle}")
         if self.config.profile:
             argv.append(f"--profile={self.config.profile}")
         if attempt.new:

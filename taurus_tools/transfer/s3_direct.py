@@ -5,7 +5,7 @@ serialisation, parsing), which on a node's few cores is most of an upload of 64 
 objects; on a listing it builds a dict and a datetime per key, 0.1 ms each.
 :class:`DirectRequests` sends the requests the S3 worker makes per small object, and the
 driver's listing pages, itself: signed with AWS Signature Version 4 (with the credentials
-boto3 resolved, re-read for each request so that refreshed ones are used), on one urllib3
+boto3 resolved, re-read for each request so that refreshed ones are used), on one
 connection pool sized for the worker's threads, and spends about a third of that.
 
 It answers only the happy path.  Any other answer (an error status, a redirect, a broken
@@ -27,16 +27,28 @@ import os
 import re
 import urllib.parse
 from email.utils import parsedate_to_datetime
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 from xml.etree import ElementTree
 
-__all__ = ["DirectRequests", "direct_requests", "usable"]
+from .s3_http import Pool
+
+__all__ = ["DirectRequests", "MISSING", "direct_requests", "usable"]
 
 #: An object of a listing page: key, size, LastModified as nanoseconds since the epoch.
 ListedObject = Tuple[str, int, int]
 
 _UNSIGNED = "UNSIGNED-PAYLOAD"
 _PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy")
+
+
+class Missing:
+    """What :meth:`DirectRequests.head` answers for an object the server says is not there."""
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING = Missing()
 
 
 def usable(endpoint: Optional[str], environ: Mapping[str, str] = os.environ) -> bool:
@@ -48,14 +60,23 @@ def usable(endpoint: Optional[str], environ: Mapping[str, str] = os.environ) -> 
 
 
 def direct_requests(client: Any, endpoint: Optional[str], threads: int) -> Optional["DirectRequests"]:
-    """A :class:`DirectRequests` for ``client`` where the direct path may be used, else None.
-
-    Not for AWS, behind a proxy, or when ``TAURUS_TOOLS_S3_DIRECT=0`` (everything then goes
-    through the boto3 client).
-    """
+    """A :class:`DirectRequests` to the server of a botocore ``client`` where the direct path
+    may be used, else None (AWS, a proxy, ``TAURUS_TOOLS_S3_DIRECT=0``: everything then goes
+    through the client).  :meth:`taurus_tools.transfer.s3_access.S3Access.direct` makes one
+    without a client."""
     if not usable(endpoint) or os.environ.get("TAURUS_TOOLS_S3_DIRECT", "1") == "0":
         return None
-    return DirectRequests(client, threads)
+    config = client.meta.config
+    verify = client._endpoint.http_session._verify  # the CA bundle botocore uses
+    return DirectRequests(
+        client.meta.endpoint_url,
+        client.meta.region_name or "us-east-1",
+        lambda: client._request_signer._credentials.get_frozen_credentials(),
+        threads=threads,
+        connect_timeout=config.connect_timeout,
+        read_timeout=config.read_timeout,
+        ca_certs=verify if isinstance(verify, str) else None,
+    )
 
 
 def quote_key(key: str) -> str:
@@ -68,37 +89,46 @@ class DirectRequests:
 
     Parameters
     ----------
-    client : botocore S3 client
-        Made by :func:`taurus_tools.transfer.s3.make_client`; its endpoint, region, timeouts
-        and credentials are used.
+    endpoint : str
+        ``http(s)://HOST[:PORT]`` of the server (path-style addressing).
+    region : str
+        The region requests are signed for.
+    credentials : callable
+        Returns the credentials to sign with (``access_key``, ``secret_key``, ``token``),
+        called for each request so that refreshed ones are used.
     threads : int
         Connections to keep (one per worker thread).
+    connect_timeout, read_timeout : float
+        Seconds, per request.
+    ca_certs : str, optional
+        The CA bundle to verify an https server with.
     """
 
-    def __init__(self, client: Any, threads: int) -> None:
-        import urllib3
-
-        self._client = client
-        self.endpoint = client.meta.endpoint_url.rstrip("/")
-        self.region = client.meta.region_name or "us-east-1"
-        parts = urllib.parse.urlsplit(self.endpoint)
-        self.host = parts.netloc
-        config = client.meta.config
-        timeout = urllib3.Timeout(connect=config.connect_timeout, read=config.read_timeout)
-        # A connection the server closed after an earlier answer is tried again (PUT and GET
-        # are idempotent); nothing else is: the client does the real retries.
-        retries = urllib3.Retry(total=2, redirect=0, status=0, other=0, raise_on_redirect=False, raise_on_status=False)
-        options: Dict[str, Any] = dict(maxsize=threads, block=False, timeout=timeout, retries=retries)
-        if parts.scheme == "https":
-            verify = client._endpoint.http_session._verify  # the CA bundle botocore uses
-            options.update(cert_reqs="CERT_REQUIRED", ca_certs=verify if isinstance(verify, str) else None)
-        self._pool = urllib3.connectionpool.connection_from_url(self.endpoint, **options)
+    def __init__(
+        self,
+        endpoint: str,
+        region: str,
+        credentials: Callable[[], Any],
+        *,
+        threads: int,
+        connect_timeout: float,
+        read_timeout: float,
+        ca_certs: Optional[str] = None,
+    ) -> None:
+        self.endpoint = endpoint.rstrip("/")
+        self.region = region
+        self._credentials = credentials
+        self.host = urllib.parse.urlsplit(self.endpoint).netloc
+        self._pool = Pool(
+            self.endpoint,
+            maxsize=threads,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            ca_certs=ca_certs,
+        )
         self._keys: Dict[Tuple[str, str], bytes] = {}
 
     # ------------------------------------------------------------------ signing
-    def _credentials(self) -> Any:
-        return self._client._request_signer._credentials.get_frozen_credentials()
-
     def _signing_key(self, secret: str, day: str) -> bytes:
         cached = self._keys.get((secret, day))
         if cached is None:
@@ -133,7 +163,7 @@ class DirectRequests:
             f"AWS4-HMAC-SHA256 Credential={creds.access_key}/{scope}, "
             f"SignedHeaders={signed_names}, Signature={signature}"
         )
-        del headers["host"]  # urllib3 sends it
+        del headers["host"]  # the pool sends it
         return headers
 
     # ------------------------------------------------------------------ requests
@@ -143,9 +173,10 @@ class DirectRequests:
         headers = {"Content-MD5": content_md5, "Content-Length": str(len(body))}
         headers.update({f"x-amz-meta-{name}": value for name, value in metadata.items()})
         try:
-            response = self._pool.urlopen("PUT", path, body=body, headers=self._signed("PUT", path, headers))
-            response.drain_conn()
-            return response.status == 200  # type: ignore[no-any-return]
+            signed = self._signed("PUT", path, headers)
+            response = self._pool.request("PUT", path, signed, body)
+            response.discard()
+            return response.status == 200
         except Exception:
             return False
 
@@ -155,7 +186,8 @@ class DirectRequests:
         """GET one object, or its bytes ``first`` to ``last`` (inclusive) if that version
         (``etag``) is still there: its headers (as boto3 names them: ContentLength, ETag,
         LastModified, Metadata, ServerSideEncryption) and its body in blocks; None unless the
-        server sent exactly that (200, or 206 for a range)."""
+        server sent exactly that (200, or 206 for a range).  A body that breaks off raises
+        :class:`~taurus_tools.transfer.s3_http.HTTPFailure` from the blocks."""
         path = f"/{bucket}/{quote_key(key)}"
         headers: Dict[str, str] = {}
         if first is not None:
@@ -163,39 +195,88 @@ class DirectRequests:
         if etag:
             headers["If-Match"] = etag
         try:
-            response = self._pool.urlopen(
-                "GET", path, headers=self._signed("GET", path, headers), preload_content=False
-            )
+            response = self._pool.request("GET", path, self._signed("GET", path, headers))
         except Exception:
             return None
         if first is None:
             wrong = response.status != 200
         else:  # 206; some servers (rclone serve s3) answer a range with 200 and just its bytes
-            length = response.headers.get("Content-Length", "")
+            length = response.headers.get("content-length", "")
             wrong = response.status not in (200, 206) or length != str(last - first + 1)  # type: ignore[operator]
-        if wrong or (etag and response.headers.get("ETag") != etag):
-            response.drain_conn()
-            response.release_conn()
+        head = None if wrong or (etag and response.headers.get("etag") != etag) else _head_of(response.headers)
+        if head is None:
+            response.discard()
             return None
-        raw = response.headers
+        return head, response.blocks()
+
+    def head(self, bucket: str, key: str) -> "Optional[Dict[str, Any] | Missing]":
+        """HEAD one object: its headers as :meth:`get` gives them, :data:`MISSING` when the
+        server says there is no such object (404), None for any other answer."""
+        path = f"/{bucket}/{quote_key(key)}"
         try:
-            head: Dict[str, Any] = {
-                "ContentLength": int(raw["Content-Length"]),
-                "ETag": raw.get("ETag", ""),
-                "LastModified": parsedate_to_datetime(raw["Last-Modified"]),
-                "Metadata": {
-                    name[len("x-amz-meta-"):]: value
-                    for name, value in raw.items()
-                    if name.lower().startswith("x-amz-meta-")
-                },
-            }
-        except (KeyError, ValueError, TypeError):
-            response.drain_conn()
-            response.release_conn()
+            response = self._pool.request("HEAD", path, self._signed("HEAD", path, {}))
+            response.discard()
+        except Exception:
             return None
-        if raw.get("x-amz-server-side-encryption"):
-            head["ServerSideEncryption"] = raw["x-amz-server-side-encryption"]
-        return head, _blocks(response)
+        if response.status == 404:
+            return MISSING
+        return _head_of(response.headers) if response.status == 200 else None
+
+    # ------------------------------------------------------------------ multipart uploads
+    def _request(
+        self, method: str, bucket: str, key: str, params: Mapping[str, str], headers: Dict[str, str], body: bytes = b""
+    ) -> Any:
+        """One signed request with a query; the response (its body unread), None if none came."""
+        path, query = f"/{bucket}/{quote_key(key)}", _query(params)
+        try:
+            return self._pool.request(method, f"{path}?{query}", self._signed(method, path, headers, query), body)
+        except Exception:
+            return None
+
+    def _answer(self, response: Any, status: int, xml: bool = False) -> "Optional[ElementTree.Element | bool]":
+        """True (with ``xml``: the root of its XML body) for a response with ``status``; None otherwise."""
+        if response is None:
+            return None
+        try:
+            if response.status != status:
+                response.discard()
+                return None
+            if not xml:
+                response.discard()
+                return True
+            return _xml_root(response.read())
+        except Exception:
+            return None
+
+    def create_multipart(self, bucket: str, key: str, metadata: Mapping[str, str]) -> Optional[str]:
+        """Start a multipart upload with ``metadata``; its upload id, None if the server did not."""
+        headers = {f"x-amz-meta-{name}": value for name, value in metadata.items()}
+        response = self._request("POST", bucket, key, {"uploads": ""}, headers)
+        root = self._answer(response, 200, xml=True)
+        upload_id = _child_text(root, "UploadId") if isinstance(root, ElementTree.Element) else None
+        return upload_id or None
+
+    def upload_part(self, bucket: str, key: str, upload_id: str, number: int, body: bytes) -> Optional[str]:
+        """Send part ``number`` (from 1); its ETag, None if the server did not take it."""
+        params = {"partNumber": str(number), "uploadId": upload_id}
+        response = self._request("PUT", bucket, key, params, {"Content-Length": str(len(body))}, body)
+        etag = response.headers.get("etag") if response is not None else None
+        return etag if self._answer(response, 200) and etag else None
+
+    def complete_multipart(self, bucket: str, key: str, upload_id: str, etags: List[str]) -> bool:
+        """Put the parts (ETags in order, numbered from 1) together; True when the object is there."""
+        parts = "".join(
+            f"<Part><PartNumber>{number}</PartNumber><ETag>{_xml_escape(etag)}</ETag></Part>"
+            for number, etag in enumerate(etags, 1)
+        )
+        body = f"<CompleteMultipartUpload>{parts}</CompleteMultipartUpload>".encode()
+        headers = {"Content-Length": str(len(body)), "Content-Type": "application/xml"}
+        response = self._request("POST", bucket, key, {"uploadId": upload_id}, headers, body)
+        return self._answer(response, 200, xml=True) is not None
+
+    def abort_multipart(self, bucket: str, key: str, upload_id: str) -> bool:
+        """Abort an upload; True when the server says it is gone (204)."""
+        return self._answer(self._request("DELETE", bucket, key, {"uploadId": upload_id}, {}), 204) is True
 
     def list_page(
         self, bucket: str, prefix: str, token: Optional[str] = None, *, max_keys: int = 1000
@@ -208,21 +289,103 @@ class DirectRequests:
         hold) and are decoded as botocore does; LastModified gives the same nanoseconds as
         ``int(boto3's datetime.timestamp() * 1e9)``, so both paths write the same records.
         """
+        body = self.list_body(bucket, prefix, token, max_keys=max_keys)
+        if body is None:
+            return None
+        try:
+            return parse_listing(body)
+        except Exception:  # an answer that is no listing
+            return None
+
+    def list_body(
+        self, bucket: str, prefix: str, token: Optional[str] = None, *, max_keys: int = 1000
+    ) -> Optional[bytes]:
+        """The XML of one listing page (see :meth:`list_page`), None for anything but a 200 answer."""
         params = {"list-type": "2", "prefix": prefix, "encoding-type": "url", "max-keys": str(max_keys)}
         if token is not None:
             params["continuation-token"] = token
-        query = "&".join(
-            f"{urllib.parse.quote(name, safe='-_.~')}={urllib.parse.quote(value, safe='-_.~')}"
-            for name, value in sorted(params.items())
-        )
+        query = _query(params)
         path = f"/{bucket}"
         try:
-            response = self._pool.urlopen("GET", f"{path}?{query}", headers=self._signed("GET", path, {}, query))
+            response = self._pool.request("GET", f"{path}?{query}", self._signed("GET", path, {}, query))
             if response.status != 200:
+                response.discard()
                 return None
-            return _parse_listing(response.data)
-        except Exception:  # broken connection, or an answer that is no listing
+            return response.read()
+        except Exception:  # broken connection
             return None
+
+
+_NEXT_TOKEN = re.compile(rb"<NextContinuationToken>([^<]*)</NextContinuationToken>")
+
+
+def next_token_of(body: bytes) -> Optional[str]:
+    """The continuation token of a listing page, found without parsing the page (so that the
+    next page can be asked for while this one is parsed); None if there is none.  A guess:
+    :func:`_parse_listing`'s token is the one that counts."""
+    if b"<IsTruncated>true</IsTruncated>" not in body:
+        return None
+    found = _NEXT_TOKEN.search(body)
+    return _xml_unescape(found.group(1).decode("utf-8")) if found else None
+
+
+def _xml_escape(text: str) -> str:
+    """``&``, ``<``, ``>`` as XML text needs them (xml.sax.saxutils's, without importing
+    urllib.request and http.client with it: 20 ms of every worker's start)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _xml_unescape(text: str) -> str:
+    """The text of XML character data with the predefined entities resolved."""
+    if "&" not in text:
+        return text
+    for entity, char in (("&lt;", "<"), ("&gt;", ">"), ("&quot;", '"'), ("&apos;", "'"), ("&amp;", "&")):
+        text = text.replace(entity, char)
+    return text
+
+
+def _query(params: Mapping[str, str]) -> str:
+    """A canonical query string: names sorted, names and values escaped as SigV4 wants."""
+    return "&".join(
+        f"{urllib.parse.quote(name, safe='-_.~')}={urllib.parse.quote(value, safe='-_.~')}"
+        for name, value in sorted(params.items())
+    )
+
+
+def _xml_root(body: bytes) -> Optional[ElementTree.Element]:
+    """The root of an S3 XML answer unless it is an Error (S3 may answer 200 with one;
+    the roots of good answers vary: rclone's server says InitiateMultipartUpload where
+    AWS says InitiateMultipartUploadResult)."""
+    try:
+        root = ElementTree.fromstring(body)
+    except ElementTree.ParseError:
+        return None
+    return None if root.tag.rpartition("}")[2] == "Error" else root
+
+
+def _child_text(root: ElementTree.Element, tag: str) -> Optional[str]:
+    for child in root:
+        if child.tag.rpartition("}")[2] == tag:
+            return child.text or ""
+    return None
+
+
+def _head_of(raw: Mapping[str, str]) -> Optional[Dict[str, Any]]:
+    """An object's response headers (names in lower case) as boto3 names them
+    (ContentLength, ETag, LastModified, Metadata, ServerSideEncryption); None if they are
+    not those of an object."""
+    try:
+        head: Dict[str, Any] = {
+            "ContentLength": int(raw["content-length"]),
+            "ETag": raw.get("etag", ""),
+            "LastModified": parsedate_to_datetime(raw["last-modified"]),
+            "Metadata": {name[11:]: value for name, value in raw.items() if name.startswith("x-amz-meta-")},
+        }
+    except (KeyError, ValueError, TypeError):
+        return None
+    if raw.get("x-amz-server-side-encryption"):
+        head["ServerSideEncryption"] = raw["x-amz-server-side-encryption"]
+    return head
 
 
 #: LastModified as S3 writes it: 2026-12-03T13:05:09.123Z (the fraction optional, any length).
@@ -241,7 +404,7 @@ def _timestamp_ns(text: str) -> int:
     return int((seconds * 10**6 + micro) / 10**6 * 1e9)  # timedelta.total_seconds(), as datetime.timestamp()
 
 
-def _parse_listing(body: bytes) -> Tuple[List[ListedObject], Optional[str]]:
+def parse_listing(body: bytes) -> Tuple[List[ListedObject], Optional[str]]:
     root = ElementTree.fromstring(body)
     ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
     if root.tag != ns + "ListBucketResult":
@@ -280,14 +443,3 @@ def _parse_listing(body: bytes) -> Tuple[List[ListedObject], Optional[str]]:
     if truncated and not token:
         raise ValueError("a truncated listing without a continuation token")
     return listed, token
-
-
-def _blocks(response: Any, size: int = 1 << 20) -> Iterator[bytes]:
-    try:
-        while True:
-            block = response.read(size)
-            if not block:
-                return
-            yield block
-    finally:
-        response.release_conn()

@@ -6,7 +6,9 @@
   ``checksum=True`` also ``md5chksum`` (base64 MD5 of the content, as rclone stores it);
 * below :data:`MULTIPART_THRESHOLD` one PUT with ``Content-MD5`` (the server checks the
   body), through :mod:`taurus_tools.transfer.s3_direct` when given one, else the client;
-* from the threshold on in parts through one shared s3transfer manager (made on first use;
+* from the threshold on in 8 MiB parts, through the direct path when given one (parts read
+  with ``pread`` and sent by a pool of ``threads``; any failure aborts that upload and the
+  file goes again) else through one shared s3transfer manager (made on first use;
   s3transfer aborts a multipart upload that fails); the keys in flight are known
   (:meth:`FileUploader.in_flight`) so that a process stopped by a signal can abort them
   (:meth:`FileUploader.abort_uploads_of`) without waiting for their parts;
@@ -23,11 +25,12 @@ import base64
 import hashlib
 import os
 import threading
-from typing import Any, BinaryIO, List, Optional, Set
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from typing import Any, BinaryIO, Dict, List, Optional, Set
 
 from .s3 import MD5_KEY, MTIME_KEY, format_mtime
 
-__all__ = ["Changed", "FileUploader", "MULTIPART_THRESHOLD", "MULTIPART_CHUNK", "md5_of"]
+__all__ = ["Changed", "FileUploader", "MULTIPART_THRESHOLD", "MULTIPART_CHUNK", "gather", "md5_of"]
 
 #: Objects from this size on go through the transfer manager in parts.
 MULTIPART_THRESHOLD = 8 << 20
@@ -49,6 +52,19 @@ def md5_of(fh: Any) -> bytes:
         digest.update(block)
 
 
+def gather(futures: "List[Future[Any]]") -> List[Any]:
+    """The results of ``futures``, in order.  When one fails, those not started are cancelled
+    and the running ones waited for before its exception is raised: they read or write a file
+    descriptor the caller closes next, whose number a later ``open`` may reuse."""
+    try:
+        return [future.result() for future in futures]
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        wait(futures)
+        raise
+
+
 def check_unchanged(fd: int, before: os.stat_result, sent: int) -> None:
     """Raise :class:`Changed` unless ``sent`` bytes were the whole file and its size and
     modification time are still those of ``before``."""
@@ -62,8 +78,10 @@ class FileUploader:
 
     Parameters
     ----------
-    client : botocore S3 client
-        From :func:`taurus_tools.transfer.s3.make_client`.
+    client : botocore S3 client or S3Access
+        From :func:`taurus_tools.transfer.s3.make_client`; or the
+        :class:`~taurus_tools.transfer.s3_access.S3Access` whose client is made when a
+        request first needs it.
     bucket : str
     threads : int
         Concurrent parts of the transfer manager.
@@ -72,13 +90,22 @@ class FileUploader:
     """
 
     def __init__(self, client: Any, bucket: str, *, threads: int, direct: Any = None) -> None:
-        self.client = client
+        self._client = client
         self.bucket = bucket
         self.threads = threads
         self.direct = direct
         self._lock = threading.Lock()
         self._manager: Any = None
         self._multipart: Set[str] = set()
+        self._direct_ids: Dict[str, str] = {}  # key -> the direct path's upload in flight
+        self._parts: Optional[ThreadPoolExecutor] = None
+
+    @property
+    def client(self) -> Any:
+        """The botocore client (an S3Access's made now if it was not yet)."""
+        from .s3_access import S3Access
+
+        return self._client.client if isinstance(self._client, S3Access) else self._client
 
     @property
     def manager(self) -> Any:
@@ -130,12 +157,46 @@ class FileUploader:
         with self._lock:
             self._multipart.add(key)
         try:
-            self.manager.upload(fh, self.bucket, key, extra_args={"Metadata": metadata}).result()
+            if not self._parts_direct(fd, st, key, metadata):
+                self.manager.upload(fh, self.bucket, key, extra_args={"Metadata": metadata}).result()
         finally:
             with self._lock:
                 self._multipart.discard(key)
         check_unchanged(fd, st, st.st_size)
         return whole
+
+    def _parts_direct(self, fd: int, st: os.stat_result, key: str, metadata: Dict[str, str]) -> bool:
+        """Send a large file in parts through the direct path, :attr:`threads` at a time,
+        each read with ``pread``; False (the upload aborted, nothing left behind) when that
+        path cannot or any request fails: the transfer manager then sends it.  Raises
+        :class:`Changed` (after aborting) when the file is shorter than it was."""
+        direct = self.direct
+        if direct is None:
+            return False
+        upload_id = direct.create_multipart(self.bucket, key, metadata)
+        if upload_id is None:
+            return False
+        with self._lock:
+            self._direct_ids[key] = upload_id
+            if self._parts is None:
+                self._parts = ThreadPoolExecutor(self.threads, thread_name_prefix="s3-put-part")
+        size, done = st.st_size, False
+
+        def part(first: int) -> Optional[str]:
+            data = os.pread(fd, min(MULTIPART_CHUNK, size - first), first)
+            if len(data) != min(MULTIPART_CHUNK, size - first):
+                raise Changed("the file changed while it was being copied; it is copied again")
+            return direct.upload_part(self.bucket, key, upload_id, first // MULTIPART_CHUNK + 1, data)  # type: ignore
+
+        try:
+            etags = gather([self._parts.submit(part, first) for first in range(0, size, MULTIPART_CHUNK)])
+            done = all(etags) and direct.complete_multipart(self.bucket, key, upload_id, etags)  # type: ignore
+        finally:
+            with self._lock:
+                self._direct_ids.pop(key, None)
+            if not done and not direct.abort_multipart(self.bucket, key, upload_id):
+                self.abort_uploads_of(key)  # (through the client, which lists what is left)
+        return done
 
     def in_flight(self, timeout: float = 2.0) -> List[str]:
         """The keys whose multipart upload is under way.  From a signal handler too: the
@@ -151,6 +212,9 @@ class FileUploader:
     def abort_uploads_of(self, key: str) -> None:
         """Abort every unfinished multipart upload of ``key`` (refusals are left to the
         upload of the key to report)."""
+        upload_id = self._direct_ids.get(key)
+        if upload_id is not None and self.direct is not None:
+            self.direct.abort_multipart(self.bucket, key, upload_id)
         try:
             found = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=key)
             for upload in found.get("Uploads", ()):
@@ -163,5 +227,8 @@ class FileUploader:
         """End the transfer manager's threads (if it was made)."""
         with self._lock:
             manager, self._manager = self._manager, None
+            parts, self._parts = self._parts, None
         if manager is not None:
             manager.shutdown()
+        if parts is not None:
+            parts.shutdown()

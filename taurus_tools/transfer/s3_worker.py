@@ -2,7 +2,7 @@
 
 ``python .../taurus_tools/transfer/s3_worker.py {upload|download} --local DIR --url s3://BUCKET/PREFIX/
 --shard FILE --status FILE --failed FILE [--verify size|checksum|none] [--threads N]
-[--endpoint-url URL] [--profile NAME] [--part-tag TAG] [--new]``
+[--endpoint-url URL] [--profile NAME] [--region NAME] [--ca-bundle FILE] [--part-tag TAG] [--new]``
 
 It keeps the protocol of the local worker (:mod:`taurus_tools.transfer.worker`, whose
 reporting it reuses): counters as JSON in ``--status``, failed records in ``--failed``
@@ -11,7 +11,8 @@ heal), exit 0 when everything was copied or skipped and verified, 1 when some en
 failed, 2 on bad usage.  Credentials come from the environment, the shared files or the
 profile, as boto3 finds them: never from an argument.
 
-One client per process, ``--threads`` transfers at once.  Objects below the multipart
+One client per process (made only when a request needs it: see
+:mod:`taurus_tools.transfer.s3_access`), ``--threads`` transfers at once.  Objects below the multipart
 threshold (8 MiB) go in one request each (a PUT with ``Content-MD5``, so the server checks
 the body; a GET streamed to disk), sent by :mod:`taurus_tools.transfer.s3_direct` on a
 non-AWS endpoint (a quarter of botocore's CPU per object; any answer but success is asked
@@ -72,12 +73,14 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 if __package__ in (None, ""):  # run as a script: the package is two folders up
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from taurus_tools.transfer.s3_direct import DirectRequests, direct_requests  # noqa: E402
+from taurus_tools.transfer.s3_access import S3Access  # noqa: E402
+from taurus_tools.transfer.s3_direct import MISSING, DirectRequests  # noqa: E402
 from taurus_tools.transfer.s3_upload import (  # noqa: E402
     MULTIPART_CHUNK,
     MULTIPART_THRESHOLD,
     Changed,
     FileUploader,
+    gather,
     md5_of,
 )
 from taurus_tools.transfer.records import iter_records, link_above  # noqa: E402
@@ -86,7 +89,6 @@ from taurus_tools.transfer.s3 import (  # noqa: E402
     S3Location,
     describe_error,
     error_code,
-    make_client,
     object_mtime,
     stored_md5,
 )
@@ -130,12 +132,20 @@ class S3ShardWorker:
         self.verify = args.verify
         self.new = args.new
         self.threads = args.threads
-        self.config = S3Config(endpoint_url=args.endpoint_url, profile=args.profile, threads=args.threads)
-        self.client, self.endpoint = make_client(self.config)
-        #: Small objects' PUT/GET without botocore's per-call cost (None: through the client).
-        self.direct: Optional[DirectRequests] = direct_requests(self.client, self.endpoint, self.threads)
+        self.config = S3Config(
+            endpoint_url=args.endpoint_url,
+            profile=args.profile,
+            threads=args.threads,
+            region=args.region,
+            ca_bundle=args.ca_bundle,
+        )
+        #: The server and credentials; its botocore client is made only if a request needs it.
+        self.access = S3Access(self.config)
+        self.endpoint = self.access.endpoint
+        #: Small objects' PUT/GET/HEAD without botocore's per-call cost (None: through the client).
+        self.direct: Optional[DirectRequests] = self.access.direct(self.threads)
         #: Sends files (uploads), and owns the transfer manager (downloads use it too).
-        self.uploader = FileUploader(self.client, self.location.bucket, threads=self.threads, direct=self.direct)
+        self.uploader = FileUploader(self.access, self.location.bucket, threads=self.threads, direct=self.direct)
         self._lock = threading.Lock()
         self._local_names = threading.local()
         self._thread_count = 0
@@ -155,6 +165,12 @@ class S3ShardWorker:
         )
         self._files = (failed, permanent, messages)
         self.stopping = threading.Event()
+
+    @property
+    def client(self) -> Any:
+        """The botocore client (made on first use: a shard whose requests all succeed on the
+        direct path never imports botocore's client machinery)."""
+        return self.access.client
 
     # ------------------------------------------------------------------ bookkeeping
     def count(self, **add: int) -> None:
@@ -317,6 +333,13 @@ class S3ShardWorker:
         self.count(files=1, bytes=st.st_size, verified=int(self.verify != "none"))
 
     def head(self, key: str) -> Optional[Dict[str, Any]]:
+        """The object's headers, None if there is no such object."""
+        if self.direct is not None:
+            answer = self.direct.head(self.location.bucket, key)
+            if answer is MISSING:
+                return None
+            if answer is not None:
+                return answer  # type: ignore[return-value]
         try:
             return self.client.head_object(Bucket=self.location.bucket, Key=key)  # type: ignore[no-any-return]
         except Exception as exc:
@@ -453,7 +476,9 @@ class S3ShardWorker:
             if got != response["ContentLength"]:
                 raise Changed(f"the download ended after {got} of {response['ContentLength']} bytes")
             return got, md5.digest() if md5 else None, response
-        head = self.client.head_object(Bucket=bucket, Key=key)
+        head = self.head(key)
+        if head is None:  # gone since the listing: the client's error says so
+            head = self.client.head_object(Bucket=bucket, Key=key)
         # s3transfer fetches the parts with If-Match on this ETag (and skips its own HEAD):
         # an object replaced meanwhile fails with 412 instead of arriving torn.
         if not self._parts_direct(key, head, tmp):
@@ -496,8 +521,7 @@ class S3ShardWorker:
                     at += len(block)
                 return at == last + 1
 
-            parts = [self._parts.submit(part, first) for first in range(0, size, MULTIPART_CHUNK)]
-            ok = all([p.result() for p in parts])
+            ok = all(gather([self._parts.submit(part, first) for first in range(0, size, MULTIPART_CHUNK)]))
         finally:
             os.close(fd)
         return ok
@@ -528,6 +552,8 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=8)
     p.add_argument("--endpoint-url")
     p.add_argument("--profile")
+    p.add_argument("--region")
+    p.add_argument("--ca-bundle")
     p.add_argument("--part-tag")
     p.add_argument("--new", action="store_true")
     return p.parse_args(argv)

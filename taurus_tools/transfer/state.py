@@ -86,6 +86,22 @@ class ShardCounts:
         for f in dataclasses.fields(self):
             setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
+    def since(self, before: "ShardCounts") -> "ShardCounts":
+        """What was counted after ``before`` (an earlier point of the same totals)."""
+        return ShardCounts(
+            **{f.name: max(0, getattr(self, f.name) - getattr(before, f.name)) for f in dataclasses.fields(self)}
+        )
+
+    @property
+    def done_bytes(self) -> int:
+        """Bytes done: copied, or found at the destination already."""
+        return self.bytes + self.skipped_bytes
+
+    @property
+    def done_files(self) -> int:
+        """Files done: copied, or found at the destination already."""
+        return self.files + self.skipped
+
 
 @dataclass
 class WorkerStatus:

@@ -141,8 +141,10 @@ class LiveCopy:
         self.started = started
         #: The driver's running attempts (handle -> its ``_Running``), once it fans out.
         self.running: Mapping[Any, Any] = {}
-        #: Bytes copied before the fan-out began (earlier runs'), and when it began.
-        self.copied_before = 0
+        #: What earlier runs of this copy had counted when this run began (a resumed
+        #: copy's): done, but not this run's work; this run's rates count from here.
+        self.before: ShardCounts = state.shard_counts()
+        #: When the fan-out began.
         self.copying_since: Optional[float] = None
         self.ended: Optional[float] = None
         self.result: Optional["CopyResult"] = None
@@ -150,7 +152,6 @@ class LiveCopy:
 
     def follow(self, running: Mapping[Any, Any]) -> None:
         """The fan-out begins, with this (live) map of running attempts."""
-        self.copied_before = self.state.shard_counts().bytes
         self.copying_since = time.time()
         self.running = running
 
@@ -185,8 +186,8 @@ class LiveCopy:
         listing = copy.listing
         planned_bytes = listing.bytes if listing is not None else None
         planned_files = listing.files + listing.links if listing is not None else None
-        done_bytes = counts.bytes + counts.skipped_bytes
-        this_run = max(0, counts.bytes - self.copied_before)
+        done_bytes = counts.done_bytes
+        this_run = counts.since(self.before).bytes
         rate = eta = None
         if state == "copying" and self.copying_since is not None and now > self.copying_since:
             rate = this_run / 1e6 / (now - self.copying_since)
@@ -199,7 +200,7 @@ class LiveCopy:
             work_dir=work_dir,
             files_planned=planned_files,
             bytes_planned=planned_bytes,
-            files_done=counts.files + counts.skipped,
+            files_done=counts.done_files,
             bytes_done=done_bytes,
             bytes_this_run=this_run,
             shards=len(shards),

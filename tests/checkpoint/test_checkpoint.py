@@ -131,6 +131,45 @@ def test_passes_send_only_new_and_changed_files_and_never_propagate_deletions(tm
     assert (out / "sub" / "b.bin").read_bytes() == b"b1"  # deleted here, kept there
 
 
+@pytest.mark.parametrize("through", ["folder", "s3"])
+def test_deletions_propagated_when_asked(tmp_path, through, request, monkeypatch):
+    """propagate_deletions: a file deleted here (or no longer selected) leaves the next
+    manifest, so a restore does not bring it back; a pass that only found deletions
+    writes its manifest; earlier passes keep what they stored (restorable by number)."""
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    for name in ("keep.bin", "sub/gone.bin", "sub/-dash gone #;.bin"):
+        (src / name).write_bytes(name.encode())
+    if through == "s3":
+        server = request.getfixturevalue("s3_server")
+        bucket = server.make_bucket(f"tt-ckpt-del-{os.getpid()}")
+        dest = f"s3://{bucket}/run"
+        s3 = S3Config(endpoint_url=server.endpoint_url)
+        for name, value in server.env().items():
+            monkeypatch.setenv(name, value)
+    else:
+        dest, s3 = str(tmp_path / "dst"), None
+    ck = Checkpoint(src, dest, every="1d", settle=0, propagate_deletions=True, s3=s3)
+    ck.start()
+    try:
+        first = ck.run_pass()
+        assert (first.number, first.sent, first.removed) == (1, 3, 0)
+        (src / "sub" / "gone.bin").unlink()
+        (src / "sub" / "-dash gone #;.bin").unlink()
+        second = ck.run_pass()
+        assert (second.number, second.sent, second.removed) == (2, 0, 2)
+        third = ck.run_pass()
+        assert (third.number, third.removed) == (None, 0)  # nothing changed since: no manifest
+    finally:
+        final = ck.stop(timeout=30)
+    assert final.ok and final.newest == 2 and final.files == 1
+    out = tmp_path / "out"
+    restore(dest, out, s3=s3)
+    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == ["keep.bin"]
+    restore(dest, tmp_path / "first", number=1, s3=s3)
+    assert len([p for p in (tmp_path / "first").rglob("*") if p.is_file()]) == 3
+
+
 def test_a_failed_pass_is_retried_without_resending_and_restore_never_mixes(tmp_path, monkeypatch):
     """Pass 2 breaks off after its first file (the destination fails): its manifest is
     missing, so restore gives pass 1 exactly, not pass 1 with one file of pass 2.  The

@@ -364,3 +364,28 @@ def test_an_rclone_remote_of_the_s3_server(tmp_path, server, bucket, writer):
     assert {p.name: p.read_bytes() for p in out.iterdir()} == {
         p.name: p.read_bytes() for p in src.iterdir() if p.name.endswith(".bin")
     }
+
+
+@pytest.mark.parametrize("flag, expected", [((), ["a.bin", "b.bin"]), (("--propagate-deletions",), ["a.bin"])])
+def test_deletions_from_the_command_line(tmp_path, flag, expected):
+    """The command deletes a file once a pass has saved it: restored afterwards only
+    without ``--propagate-deletions``."""
+    src, dest, out = tmp_path / "src", tmp_path / "dst", tmp_path / "out"
+    src.mkdir()
+    (src / "a.bin").write_bytes(b"a")
+    (src / "b.bin").write_bytes(b"b")
+    command = (
+        "import glob, os, sys, time\n"
+        "deadline = time.monotonic() + 60\n"
+        "while not glob.glob(os.path.join(sys.argv[2], 'manifests', '*.json')) and time.monotonic() < deadline:\n"
+        "    time.sleep(0.05)\n"
+        "os.unlink(sys.argv[1])\n"
+    )
+    argv = checkpoint_argv(src, str(dest), "--every", "0.2s", "--settle", "0", *flag)
+    done = subprocess.run([*argv, "--", sys.executable, "-c", command, str(src / "b.bin"), str(dest)],
+                          capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()
+    done = subprocess.run([sys.executable, "-m", "taurus_tools", "checkpoint", "restore", str(dest), str(out)],
+                          capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()
+    assert sorted(p.name for p in out.iterdir()) == expected

@@ -376,6 +376,30 @@ class TestGlobalOptionsAnywhere:
         assert "they must come before the command's name, since everything after it goes to the tool" in text
 
 
+class TestProgressIntoALog:
+    """stderr is a pipe here (a batch job's log): a few whole lines, never a bar's redraws."""
+
+    def test_a_wait_of_over_a_second_writes_its_end_as_one_line(self, tmp_path):
+        if shutil.which("rsync") is None:
+            pytest.skip("rsync is not installed (scripts/test installs it)")
+        src, dst = tmp_path / "src", tmp_path / "dst"
+        src.mkdir()
+        (src / "data.bin").write_bytes(os.urandom(3 << 20))
+        dst.mkdir()
+        # 3 MiB at 2 MB/s: about 1.5 s, past the second before progress shows.
+        proc = cli("--backend", "local", "dtrsync", "-a", "--bwlimit=2000", f"{src}/", f"{dst}/")
+        assert proc.returncode == 0, proc.stderr
+        lines = [line for line in proc.stderr.splitlines() if line.startswith("Waiting for")]
+        assert len(lines) == 1 and "] 100 %, 1 of 1 cmd" in lines[0], proc.stderr
+        assert "\r" not in proc.stderr
+        quiet = cli("--backend", "local", "-q", "dtrsync", "-a", "--bwlimit=2000", f"{src}/", f"{tmp_path}/q/")
+        assert quiet.returncode == 0 and "Waiting for" not in quiet.stderr, quiet.stderr
+
+    def test_a_short_wait_writes_nothing(self, tmp_path):
+        proc = cli("--backend", "local", "dtls", str(tmp_path))
+        assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+
+
 def all_parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
     """``parser`` and every subcommand's parser below it."""
     yield parser

@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 from typing import Dict, List
 
-import psutil
 import pytest
 from helpers import assert_identical, make_tree, shard_exits, wait_for
 from slurm_cluster import ELSEWHERE_NODE, ELSEWHERE_PARTITION, MULTINODE_NAMES, SlurmCluster, multinode_cluster
@@ -44,9 +43,14 @@ def report_of(result: CopyResult) -> dict:
 
 def job_nodes(cluster: SlurmCluster, job_id: str) -> str:
     """The node list of a job, from Slurm's own record (no accounting here: scontrol keeps
-    finished jobs for MinJobAge, 300 s)."""
-    out = cluster.run(["scontrol", "show", "job", "-o", str(job_id)]).stdout
-    fields = dict(tok.partition("=")[::2] for tok in out.split() if "=" in tok)
+    finished jobs for MinJobAge, 300 s), once the job has left COMPLETING: while it
+    completes, the list holds only the nodes still completing it."""
+
+    def record() -> Dict[str, str]:
+        out = cluster.run(["scontrol", "show", "job", "-o", str(job_id)]).stdout
+        return dict(tok.partition("=")[::2] for tok in out.split() if "=" in tok)
+
+    fields = wait_for(record, lambda f: f.get("JobState") != "COMPLETING", timeout=30, what=f"job {job_id} completed")
     return fields["NodeList"]
 
 
@@ -106,8 +110,7 @@ def test_second_multinode_cluster_leaves_nothing(multinode, tmp_path):
     finally:
         cluster.stop()
     assert not cluster.running
-    left = [p for p in psutil.process_iter() if p.status() != psutil.STATUS_ZOMBIE and cluster._belongs_here(p)]
-    assert left == []
+    assert cluster.live_processes() == []
     assert _hidden_mounts() == []  # the hidden paths were mounted only inside n5's namespace
     assert multinode.running and multinode.node_states()["n1"] == "idle"
 

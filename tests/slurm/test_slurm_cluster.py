@@ -315,7 +315,7 @@ def test_dtls_is_blocking_and_fails_for_missing_path(
 
 def _has_stepd(cluster: SlurmCluster) -> bool:
     """Tell whether a ``slurmstepd`` of ``cluster`` is running."""
-    for proc in _processes_of(cluster):
+    for proc in cluster.live_processes():
         try:
             if proc.name() == "slurmstepd":
                 return True
@@ -326,18 +326,6 @@ def _has_stepd(cluster: SlurmCluster) -> bool:
 
 def _wait_stepd(cluster: SlurmCluster, timeout: float = 30) -> None:
     wait_for(lambda: _has_stepd(cluster), timeout=timeout, what="a slurmstepd (the batch job to start)")
-
-
-def _processes_of(cluster: SlurmCluster) -> list[psutil.Process]:
-    """Live processes of ``cluster``: daemons, step daemons, jobs (zombies ignored)."""
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.status() != psutil.STATUS_ZOMBIE and cluster._belongs_here(proc):
-                found.append(proc)
-        except psutil.Error:
-            pass
-    return found
 
 
 def test_second_cluster_start_stop_leaves_nothing(
@@ -363,7 +351,7 @@ def test_second_cluster_start_stop_leaves_nothing(
         _wait_stepd(other)
         assert job in other.squeue_ids()
     assert not other.running
-    assert _processes_of(other) == []
+    assert other.live_processes() == []
     other.stop()  # idempotent
     assert slurm_cluster.running
     assert session_job in slurm_cluster.squeue_ids()
@@ -384,7 +372,7 @@ def test_stop_after_daemons_were_killed(slurm_cluster: SlurmCluster, tmp_path: P
             proc.wait()
     finally:
         cluster.stop()
-    assert _processes_of(cluster) == []
+    assert cluster.live_processes() == []
 
 
 def test_start_failure_reports_logs(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
@@ -393,7 +381,7 @@ def test_start_failure_reports_logs(slurm_cluster: SlurmCluster, tmp_path: Path)
     with pytest.raises(SlurmClusterError, match=r"(?s)not idle.*slurmd\.log"):
         cluster.start(timeout=3)
     assert not cluster.running
-    assert _processes_of(cluster) == []
+    assert cluster.live_processes() == []
 
 
 # ------------------------------------------------------------------- the end

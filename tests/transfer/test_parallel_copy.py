@@ -1386,14 +1386,20 @@ def growing_until_a_copy_fails(path: Path, work: Path):
         runs = work / "runs"
         return runs.exists() and any("source changed" in p.read_text() for p in runs.glob("*.messages"))
 
+    appending = threading.Event()
+
     def append():
         with open(path, "ab", buffering=0) as fh:
             while not stop.is_set() and not failed_once():
                 fh.write(b"log line\n")
+                appending.set()
                 time.sleep(0.0005)
 
     writer = threading.Thread(target=append, daemon=True)
     writer.start()
+    # The copy starts once the file grows (else, on a busy machine, a fast copy could end
+    # before the writer ran at all: seen once in CI, the copy then rightly succeeded).
+    assert appending.wait(10), "the writer did not start appending"
     try:
         yield
     finally:

@@ -654,8 +654,10 @@ def test_remote_to_local_as_slurm_jobs(slurm_cluster, s3_server, s3t, tmp_path, 
     sruns = [a for a in spawned if os.path.basename(a[0]) == "srun"]
     assert len(sruns) == 4 and all("rclone_worker.py" in " ".join(a) for a in sruns)
     assert s3_server.secret not in repr(spawned) and s3_server.key not in repr(spawned)
-    assert result.files_copied == len(made)
+    # (Once in CI, 2026-12-03: 17 files copied of 16 made, not reproduced since; the trees and
+    # the report say what the 17th was should it come again.)
     assert tree(tmp_path / "dst") == tree(tmp_path / "seed")
+    assert result.files_copied == len(made), read_report(result.report)
     chunks = read_report(result.report)["benchmark_results"]
     assert len(chunks) == 4 and all(c["job_id"] for c in chunks)
     assert len({c["job_id"] for c in chunks}) == 4

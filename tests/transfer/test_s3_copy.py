@@ -1015,16 +1015,20 @@ class TestCredentials:
                        str(tmp_path / "dst2"), "--work-dir", str(tmp_path / "w3"), "--report", str(tmp_path / "r.json")]
             proc, _ = run_cli(verbose)
             assert proc.returncode == 0, proc.stderr
-            # At DEBUG: the shards' argv, and botocore's own records (requests, signing).
+            # At DEBUG: the shards' argv (the direct path's requests log nothing).
             assert "taurus-tools: DEBUG: shard 0 attempt 0: [" in proc.stderr
-            assert "taurus-tools: DEBUG: Making request for OperationModel(name=ListObjectsV2" in proc.stderr
+            # The same through botocore alone: its own records (requests, signing) too.
+            verbose[-3] = str(tmp_path / "w5")
+            through_botocore, _ = run_cli(verbose, env={**os.environ, "TAURUS_TOOLS_S3_DIRECT": "0"})
+            assert through_botocore.returncode == 0, through_botocore.stderr
+            assert "DEBUG: Making request for OperationModel(name=ListObjectsV2" in through_botocore.stderr
             monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret-value")
             with pytest.raises(S3Error) as info:
                 pcopy(bucket.url("c"), tmp_path / "dst3", tmp_path / "w4", dm)
-        texts += [caplog.text, proc.stdout, proc.stderr, repr(up), repr(down)]
+        texts += [caplog.text, proc.stdout, proc.stderr, through_botocore.stderr, repr(up), repr(down)]
         texts += [Path(p).read_text() for p in (up.report, down.report, tmp_path / "r.json")]
         texts += ["".join(traceback.format_exception(info.value)), repr(info.value.__reduce__())]
-        for work in ("w1", "w2", "w3"):  # the work dirs (kept where a copy failed)
+        for work in ("w1", "w2", "w3", "w5"):  # the work dirs (kept where a copy failed)
             for path in (tmp_path / work).rglob("*"):
                 if path.is_file():
                     texts.append(path.read_bytes().decode("utf-8", "replace"))

@@ -1,0 +1,283 @@
+"""The direct path's HTTP/1.1 client (taurus_tools/transfer/s3_http.py) against a real socket server.
+
+The S3 servers of the other tests exercise the happy path (every direct request there goes
+through this client); here a scripted server on 127.0.0.1 sends what they rarely do:
+chunked bodies, ``Connection: close``, an idle keep-alive closed by the server, a body that
+breaks off, silence, HTTP/1.0, garbage.  Every failure must be an HTTPFailure (the caller
+then asks through botocore), never a hang or a wrong body.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from typing import Callable, List
+
+import pytest
+
+from taurus_tools.transfer.s3_http import HTTPFailure, Pool
+
+Handler = Callable[[socket.socket, bytes, int], bool]
+
+
+class ScriptedServer:
+    """Accepts connections; for each request calls ``handler(conn, request_head, n)`` (``n``:
+    the request's number, over all connections), which writes the answer and returns
+    whether to keep the connection open."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.connections = 0
+        self.requests: List[bytes] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            self._requests(conn)
+        except OSError:  # the client went away (as some tests make it)
+            pass
+
+    def _requests(self, conn: socket.socket) -> None:
+        buffer = b""
+        with conn:
+            while True:
+                while b"\r\n\r\n" not in buffer:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buffer += data
+                head, _, buffer = buffer.partition(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                while len(buffer) < length:
+                    buffer += conn.recv(65536)
+                body, buffer = buffer[:length], buffer[length:]
+                with self.lock:
+                    self.requests.append(head + b"\r\n\r\n" + body)
+                    number = len(self.requests)
+                if not self.handler(conn, head, number):
+                    return
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture
+def serve():
+    servers: List[ScriptedServer] = []
+
+    def start(handler: Handler) -> ScriptedServer:
+        server = ScriptedServer(handler)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def pool_for(server: ScriptedServer, read_timeout: float = 5.0) -> Pool:
+    return Pool(server.endpoint, maxsize=4, connect_timeout=2, read_timeout=read_timeout)
+
+
+def ok(body: bytes, extra: str = "") -> bytes:
+    return f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\nETag: \"e\"\r\n{extra}\r\n".encode() + body
+
+
+def test_keep_alive_serves_many_requests_on_one_connection(serve):
+    server = serve(lambda conn, head, n: conn.sendall(ok(b"body %d" % n)) or True)
+    pool = pool_for(server)
+    for i in range(1, 20):
+        response = pool.request("GET", "/b/k", {"X-Test": "1"})
+        assert response.status == 200 and response.headers["etag"] == '"e"'
+        assert response.read() == b"body %d" % i
+    assert server.connections == 1
+    first = server.requests[0]
+    assert first.startswith(b"GET /b/k HTTP/1.1\r\n") and b"\r\nHost: 127.0.0.1:" in first and b"X-Test: 1" in first
+
+
+def test_a_put_sends_its_body_and_its_length(serve):
+    server = serve(lambda conn, head, n: conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n") or True)
+    response = pool_for(server).request("PUT", "/b/k", {}, b"\x00data\r\n\r\n")
+    response.discard()
+    assert response.status == 200
+    assert server.requests[0].endswith(b"Content-Length: 9\r\n\r\n\x00data\r\n\r\n")
+    empty = pool_for(server).request("PUT", "/b/empty", {}, b"")
+    empty.discard()
+    assert b"Content-Length: 0\r\n" in server.requests[1]
+
+
+def test_chunked_bodies_with_extensions_and_trailers(serve):
+    def chunked(conn, head, n):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     b"5;ext=1\r\nhello\r\n1\r\n \r\nA\r\n0123456789\r\n0\r\nX-Trailer: t\r\n\r\n")
+        return True
+
+    server = serve(chunked)
+    pool = pool_for(server)
+    assert pool.request("GET", "/", {}).read() == b"hello 0123456789"
+    assert b"".join(pool.request("GET", "/", {}).blocks(3)) == b"hello 0123456789"
+    assert server.connections == 1  # the connection served both
+
+
+def test_a_connection_the_server_closes_is_not_reused(serve):
+    server = serve(lambda conn, head, n: conn.sendall(ok(b"x", "Connection: close\r\n")) or False)
+    pool = pool_for(server)
+    for _ in range(3):
+        assert pool.request("GET", "/", {}).read() == b"x"
+    assert server.connections == 3
+
+
+def test_an_idle_connection_closed_by_the_server_is_replaced_once(serve):
+    """The server drops a keep-alive connection between requests: the next request goes
+    on a new connection, once, without an error."""
+    def once_per_connection(conn, head, n):
+        conn.sendall(ok(b"answer %d" % n))
+        return False  # closes after answering, without saying so
+
+    server = serve(once_per_connection)
+    pool = pool_for(server)
+    assert pool.request("GET", "/", {}).read() == b"answer 1"
+    time.sleep(0.2)  # the server's close has arrived
+    assert pool.request("GET", "/", {}).read() == b"answer 2"
+    assert server.connections == 2
+
+
+def test_a_fresh_connection_that_fails_is_an_error_not_a_retry(serve):
+    server = serve(lambda conn, head, n: False)  # closes without an answer
+    with pytest.raises(HTTPFailure):
+        pool_for(server).request("GET", "/", {})
+    assert len(server.requests) == 1
+
+
+def test_a_body_that_breaks_off_raises_and_the_connection_is_dropped(serve):
+    def short(conn, head, n):
+        if n <= 2:
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly some")
+            return False
+        conn.sendall(ok(b"whole"))
+        return True
+
+    server = serve(short)
+    pool = pool_for(server)
+    with pytest.raises(HTTPFailure):
+        pool.request("GET", "/", {}).read()
+    with pytest.raises(HTTPFailure):
+        b"".join(pool.request("GET", "/", {}).blocks())
+    assert pool.request("GET", "/", {}).read() == b"whole"
+    assert server.connections == 3
+
+
+def test_a_large_body_in_blocks_arrives_whole(serve):
+    payload = bytes(range(256)) * (12 << 10)  # 3 MiB
+    server = serve(lambda conn, head, n: conn.sendall(ok(payload)) or True)
+    pool = pool_for(server)
+    blocks = list(pool.request("GET", "/", {}).blocks(1 << 20))
+    assert b"".join(blocks) == payload and max(len(b) for b in blocks) <= 1 << 20
+    assert pool.request("GET", "/", {}).read() == payload
+    assert server.connections == 1
+
+
+def test_an_abandoned_body_closes_its_connection(serve):
+    payload = b"z" * (2 << 20)
+    server = serve(lambda conn, head, n: conn.sendall(ok(payload)) or True)
+    pool = pool_for(server)
+    blocks = pool.request("GET", "/", {}).blocks(1 << 16)
+    next(blocks)
+    blocks.close()  # the rest of the body is still on the wire: not reusable
+    assert pool.request("GET", "/", {}).read() == payload
+    assert server.connections == 2
+
+
+def test_head_and_no_content_have_no_body(serve):
+    def answer(conn, head, n):
+        if head.startswith(b"HEAD"):
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 12345\r\nX-Amz-Meta-Mtime: 1.5\r\n\r\n")
+        else:
+            conn.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
+        return True
+
+    server = serve(answer)
+    pool = pool_for(server)
+    head = pool.request("HEAD", "/", {})
+    assert head.headers["content-length"] == "12345" and head.headers["x-amz-meta-mtime"] == "1.5"
+    assert head.read() == b""
+    assert pool.request("DELETE", "/", {}).read() == b""
+    assert pool.request("HEAD", "/", {}).status == 200
+    assert server.connections == 1
+
+
+def test_silence_times_out(serve):
+    server = serve(lambda conn, head, n: (time.sleep(3), True)[1])
+    started = time.monotonic()
+    with pytest.raises(HTTPFailure):
+        pool_for(server, read_timeout=0.5).request("GET", "/", {})
+    assert time.monotonic() - started < 2.5
+
+
+@pytest.mark.parametrize(
+    "answer", [b"garbage\r\n\r\n", b"HTTP/1.1 abc OK\r\n\r\n", b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n"]
+)
+def test_garbage_is_a_failure(serve, answer):
+    server = serve(lambda conn, head, n: conn.sendall(answer) or True)
+    with pytest.raises(HTTPFailure):
+        pool_for(server).request("GET", "/", {})
+
+
+def test_http_1_0_without_length_reads_to_the_close(serve):
+    server = serve(lambda conn, head, n: conn.sendall(b"HTTP/1.0 200 OK\r\n\r\nall of it") or False)
+    pool = pool_for(server)
+    assert pool.request("GET", "/", {}).read() == b"all of it"
+    assert pool.request("GET", "/", {}).read() == b"all of it"
+    assert server.connections == 2
+
+
+def test_a_closed_port_fails_fast():
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    listener.close()
+    with pytest.raises((HTTPFailure, OSError)):
+        Pool(f"http://127.0.0.1:{port}", maxsize=1, connect_timeout=1, read_timeout=1).request("GET", "/", {})
+
+
+def test_threads_share_the_pool(serve):
+    server = serve(lambda conn, head, n: conn.sendall(ok(head.split(b" ")[1])) or True)
+    pool = pool_for(server)
+    errors: List[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            for j in range(50):
+                path = f"/t{i}/{j}"
+                assert pool.request("GET", path, {}).read() == path.encode()
+        except BaseException as exc:  # noqa: B902 (reported below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors
+    assert server.connections <= 8 + 4
