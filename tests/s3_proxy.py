@@ -14,7 +14,8 @@ verifies: the Host header is the proxy's, as the client signed it) and calls
   upload, while the test kills the process that sent it;
 * change the server's state before the request reaches it (replace an object).
 
-Every request is recorded in :attr:`FaultProxy.requests`.  It listens on 127.0.0.1 only,
+Every request is recorded in :attr:`FaultProxy.requests`, and those the real server failed
+(a 5xx answer, or no answer) in :attr:`FaultProxy.server_errors` too.  It listens on 127.0.0.1 only,
 on a free port, in daemon threads of the test process; :meth:`stop` ends it.
 """
 
@@ -63,6 +64,9 @@ class FaultProxy:
         self.upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
         self.on_request = on_request
         self.requests: List[Request] = []
+        #: The requests the real server answered with a 5xx status or not at all (its own
+        #: failures, which clients retry: rclone serve s3 fails a PUT now and then under load).
+        self.server_errors: List[Request] = []
         self._lock = threading.Lock()
         self._server: Optional[_Server] = None
 
@@ -92,6 +96,10 @@ class FaultProxy:
     def _record(self, request: Request) -> None:
         with self._lock:
             self.requests.append(request)
+
+    def _record_server_error(self, request: Request) -> None:
+        with self._lock:
+            self.server_errors.append(request)
 
     def __enter__(self) -> "FaultProxy":
         return self.start()
@@ -154,8 +162,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             data = response.read()
             headers = response.getheaders()
             status = response.status
+        except BaseException:
+            proxy._record_server_error(request)
+            raise
         finally:
             upstream.close()
+        if status >= 500:
+            proxy._record_server_error(request)
         self.send_response_only(status)
         for name, value in headers:
             if name.lower() not in _HOP_BY_HOP and name.lower() != "content-length":

@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Union
 
 from slurm_cluster import _free_tcp_ports
 
@@ -42,6 +42,10 @@ class _TestS3Server:
     secret = "tt-test-secret-do-not-log"
     #: Seconds ``stop()`` waits after SIGTERM before SIGKILL.
     stop_timeout = 10.0
+
+    def keeps(self, name: Union[str, bytes]) -> bool:
+        """Whether a key with this name is stored and listed as it was sent (see the subclasses)."""
+        return True
 
     def __init__(self) -> None:
         self.port: Optional[int] = None
@@ -104,9 +108,20 @@ class _TestS3Server:
 
 
 class RcloneS3Server(_TestS3Server):
-    """``rclone serve s3`` over ``data_dir`` on a free port of 127.0.0.1, with its own key pair."""
+    """``rclone serve s3`` over ``data_dir`` on a free port of 127.0.0.1, with its own key pair.
+
+    It does not keep a key with a control character or DEL (``new\\nline``): it writes the
+    file under the raw name, but whenever it reads the folder from disk (always after a
+    restart; during a copy when its first read of a new folder comes after the file is
+    written) it lists the key in rclone's own spelling (``\\n`` as ``\u240a``), without its
+    ``mtime``, once or twice (rclone v1.75.2). :meth:`keeps` says which names tests can use.
+    """
 
     name = "rclone"
+
+    def keeps(self, name: Union[str, bytes]) -> bool:
+        text = name.decode("utf-8", "surrogateescape") if isinstance(name, bytes) else name
+        return not any(ord(c) < 0x20 or c == "\x7f" for c in text)
 
     def __init__(self, data_dir: Path) -> None:
         super().__init__()
@@ -218,6 +233,12 @@ class SeaweedS3Server(_TestS3Server):
     """
 
     name = "seaweedfs"
+
+    def keeps(self, name: Union[str, bytes]) -> bool:
+        """Not a backslash: SeaweedFS stores it as a slash (``back\\slash`` becomes
+        ``back/slash``, whichever client sends it: boto3, the AWS CLI)."""
+        return "\\" not in (name.decode("utf-8", "surrogateescape") if isinstance(name, bytes) else name)
+
     #: ``weed mini`` takes about 2.3 s to stop on SIGTERM (its volume server waits 1 s first).
     stop_timeout = 20.0
 

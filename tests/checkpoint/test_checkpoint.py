@@ -16,7 +16,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 import pytest
 from helpers import HOSTILE_NAMES, wait_for
@@ -249,13 +249,23 @@ def test_idle_between_passes_costs_no_cpu(tmp_path):
 
 
 # =============================================================================== s3://
-@pytest.fixture
-def bucket(s3_server, monkeypatch) -> str:
-    for name, value in s3_server.env({}).items():
+def _bucket_on(server, monkeypatch) -> str:
+    for name, value in server.env({}).items():
         monkeypatch.setenv(name, value)
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3", "AWS_CA_BUNDLE"):
         monkeypatch.delenv(name, raising=False)
-    return s3_server.make_bucket(f"tt-ckpt-{os.getpid()}-{next(_numbers)}")
+    return server.make_bucket(f"tt-ckpt-{os.getpid()}-{next(_numbers)}")
+
+
+@pytest.fixture
+def bucket(s3_server, monkeypatch) -> str:
+    return _bucket_on(s3_server, monkeypatch)
+
+
+@pytest.fixture
+def each_bucket(s3_servers, monkeypatch) -> Tuple[Any, str]:
+    """Each real S3 server in turn, and a fresh bucket on it."""
+    return s3_servers, _bucket_on(s3_servers, monkeypatch)
 
 
 _numbers = iter(range(10**6))
@@ -395,10 +405,12 @@ def test_a_failing_final_pass_names_the_files_not_saved(tmp_path, s3_server, buc
     assert list(caught.value.not_saved) == ["lost.bin"]
 
 
-def test_hostile_names_round_trip_through_s3(tmp_path, bucket):
+def test_hostile_names_round_trip_through_s3(tmp_path, each_bucket):
+    server, bucket = each_bucket
     src, out = tmp_path / "src", tmp_path / "out"
     src.mkdir()
-    for i, name in enumerate(HOSTILE_NAMES):
+    names = [n for n in HOSTILE_NAMES if server.keeps(n)]  # (see RcloneS3Server.keeps)
+    for i, name in enumerate(names):
         (src / os.fsdecode(name)).write_bytes(b"x" * i)
     ck = Checkpoint(src, f"s3://{bucket}/h", every="1h").start()
     with pytest.raises(CheckpointError) as caught:
@@ -408,7 +420,7 @@ def test_hostile_names_round_trip_through_s3(tmp_path, bucket):
     assert "UTF-8" in caught.value.not_saved[os.fsdecode(b"\xff.bin")]
     restore(f"s3://{bucket}/h", out)
     assert {os.fsencode(p.name): p.stat().st_size for p in out.iterdir()} == {
-        name: i for i, name in enumerate(HOSTILE_NAMES) if name != b"\xff.bin"
+        name: i for i, name in enumerate(names) if name != b"\xff.bin"
     }
 
 

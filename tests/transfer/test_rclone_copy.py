@@ -99,6 +99,11 @@ def spawned(monkeypatch) -> list:
     return seen
 
 
+def kept_by(server) -> list:
+    """:data:`NAMES` but those the S3 test server cannot keep (rclone serve s3: control characters)."""
+    return [n for n in NAMES if server.keeps(n)]
+
+
 def make_names(root: Path, names=NAMES) -> dict:
     """One file per name (content and modification time differ), under ``root``."""
     made = {}
@@ -280,43 +285,46 @@ class TestLocations:
 def test_hostile_names_round_trip_byte_identical_then_skip(kind, rclone_env, tmp_path, dm, request):
     """local -> remote -> local: names, contents and modification times kept; the second
     run of each direction skips everything."""
+    names = NAMES
     if kind == "s3":
         remote = request.getfixturevalue("s3t")[0] + "/some prefix"
+        names = kept_by(request.getfixturevalue("s3_server"))
     else:
         remote = f"{kind}:{tmp_path / 'remote'}"
     src, back = tmp_path / "src", tmp_path / "back"
-    make_names(src)
+    make_names(src, names)
     want = tree(src)
     up = copy(src, remote, tmp_path, dm, "w-up")
     assert up.ok, up.failed_messages
-    assert (up.files_copied, up.files_failed, up.files_verified) == (len(NAMES), 0, len(NAMES))
+    assert (up.files_copied, up.files_failed, up.files_verified) == (len(names), 0, len(names))
     assert up.bytes_copied == up.bytes_planned == sum(len(c) for c, _ in want.values())
     down = copy(remote, back, tmp_path, dm, "w-down")
     assert down.ok, down.failed_messages
-    assert down.files_copied == len(NAMES) and down.bytes_copied == up.bytes_copied
+    assert down.files_copied == len(names) and down.bytes_copied == up.bytes_copied
     assert tree(back) == want
     assert leftovers(back) == []
     for src_, dst_, name in ((src, remote, "w-up2"), (remote, back, "w-down2")):
         again = copy(src_, dst_, tmp_path, dm, name)
         assert again.ok, again.failed_messages
         assert (again.files_copied, again.bytes_copied) == (0, 0), name
-        assert (again.files_skipped, again.bytes_skipped) == (len(NAMES), up.bytes_copied), name
-        assert again.files_verified == len(NAMES)
+        assert (again.files_skipped, again.bytes_skipped) == (len(names), up.bytes_copied), name
+        assert again.files_verified == len(names)
     assert tree(back) == want
 
 
-def test_remote_to_remote(s3t, tmp_path, dm):
+def test_remote_to_remote(s3t, s3_server, tmp_path, dm):
     """S3 remote -> local-type remote, then to another bucket (server side)."""
     bucket, _folder = s3t
     src = tmp_path / "src"
-    make_names(src)
+    names = kept_by(s3_server)
+    make_names(src, names)
     assert copy(src, f"{bucket}/a", tmp_path, dm, "w1").ok
     there = tmp_path / "there"
     result = copy(f"{bucket}/a", f"loc:{there}", tmp_path, dm, "w2", verify="checksum")
-    assert result.ok and result.files_copied == len(NAMES), result.failed_messages
+    assert result.ok and result.files_copied == len(names), result.failed_messages
     assert tree(there) == tree(src)
     result = copy(f"{bucket}/a", f"{bucket}/b", tmp_path, dm, "w3")
-    assert result.ok and result.files_copied == len(NAMES), result.failed_messages
+    assert result.ok and result.files_copied == len(names), result.failed_messages
     assert copy(f"{bucket}/b", tmp_path / "back", tmp_path, dm, "w4").ok
     assert tree(tmp_path / "back") == tree(src)
 
@@ -646,7 +654,7 @@ def test_remote_to_local_as_slurm_jobs(slurm_cluster, s3_server, s3t, tmp_path, 
     reaches the jobs through the environment."""
     monkeypatch.setenv("SLURM_CONF", str(slurm_cluster.conf_path))  # (this module's no_slurm_env removed it)
     bucket, _folder = s3t
-    made = make_names(tmp_path / "seed", [b"f%02d new\nline" % i for i in range(16)])
+    made = make_names(tmp_path / "seed", [b"f%02d #x;y \xc3\xbc" % i for i in range(16)])
     rclone("copy", str(tmp_path / "seed"), f"{bucket}/run")
     dm_slurm = Datamover("slurm", job_log_dir=tmp_path / "jobs")
     result = copy(f"{bucket}/run", tmp_path / "dst", tmp_path, dm_slurm, workers=4, shards=4)
@@ -654,8 +662,8 @@ def test_remote_to_local_as_slurm_jobs(slurm_cluster, s3_server, s3t, tmp_path, 
     sruns = [a for a in spawned if os.path.basename(a[0]) == "srun"]
     assert len(sruns) == 4 and all("rclone_worker.py" in " ".join(a) for a in sruns)
     assert s3_server.secret not in repr(spawned) and s3_server.key not in repr(spawned)
-    # (Once in CI, 2026-12-03: 17 files copied of 16 made, not reproduced since; the trees and
-    # the report say what the 17th was should it come again.)
+    # (Names with a line break gave 17 files of 16 here once, most likely rclone serve s3
+    # listing one in both spellings: see RcloneS3Server.keeps.)
     assert tree(tmp_path / "dst") == tree(tmp_path / "seed")
     assert result.files_copied == len(made), read_report(result.report)
     chunks = read_report(result.report)["benchmark_results"]
