@@ -10,6 +10,8 @@ verifies: the Host header is the proxy's, as the client signed it) and calls
 * return ``(status, code)``: answer with that S3 error instead (``(403, "AccessDenied")``);
 * return ``"truncate"``: forward it, then send only half of the server's body and close
   the connection (a transfer cut short);
+* return ``"no-content-range"``: forward it, leaving out the answer's Content-Range (a
+  server that does not say an object's size when it answers a range);
 * block (wait on an event): hold that one request, e.g. the second part of a multipart
   upload, while the test kills the process that sent it;
 * change the server's state before the request reaches it (replace an object).
@@ -171,6 +173,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             proxy._record_server_error(request)
         self.send_response_only(status)
         for name, value in headers:
+            if action == "no-content-range" and name.lower() == "content-range":
+                continue
             if name.lower() not in _HOP_BY_HOP and name.lower() != "content-length":
                 self.send_header(name, value)
         if self.command == "HEAD":  # no body: the size of the object it describes

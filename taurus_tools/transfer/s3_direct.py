@@ -26,7 +26,6 @@ import hmac
 import os
 import re
 import urllib.parse
-from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 from xml.etree import ElementTree
 
@@ -185,9 +184,10 @@ class DirectRequests:
     ) -> Optional[Tuple[Dict[str, Any], Iterator[bytes]]]:
         """GET one object, or its bytes ``first`` to ``last`` (inclusive) if that version
         (``etag``) is still there: its headers (as boto3 names them: ContentLength, ETag,
-        LastModified, Metadata, ServerSideEncryption) and its body in blocks; None unless the
-        server sent exactly that (200, or 206 for a range).  A body that breaks off raises
-        :class:`~taurus_tools.transfer.s3_http.HTTPFailure` from the blocks."""
+        LastModified, Metadata, ServerSideEncryption; for a range also ObjectSize, the whole
+        object's size from Content-Range, None where the server does not say) and its body in
+        blocks; None unless the server sent exactly that (200, or 206 for a range).  A body that
+        breaks off raises :class:`~taurus_tools.transfer.s3_http.HTTPFailure` from the blocks."""
         path = f"/{bucket}/{quote_key(key)}"
         headers: Dict[str, str] = {}
         if first is not None:
@@ -207,6 +207,9 @@ class DirectRequests:
         if head is None:
             response.discard()
             return None
+        if first is not None:
+            total = response.headers.get("content-range", "").rpartition("/")[2]
+            head["ObjectSize"] = int(total) if total.isdigit() else None
         return head, response.blocks()
 
     def head(self, bucket: str, key: str) -> "Optional[Dict[str, Any] | Missing]":
@@ -378,7 +381,7 @@ def _head_of(raw: Mapping[str, str]) -> Optional[Dict[str, Any]]:
         head: Dict[str, Any] = {
             "ContentLength": int(raw["content-length"]),
             "ETag": raw.get("etag", ""),
-            "LastModified": parsedate_to_datetime(raw["last-modified"]),
+            "LastModified": _http_date(raw["last-modified"]),
             "Metadata": {name[11:]: value for name, value in raw.items() if name.startswith("x-amz-meta-")},
         }
     except (KeyError, ValueError, TypeError):
@@ -386,6 +389,24 @@ def _head_of(raw: Mapping[str, str]) -> Optional[Dict[str, Any]]:
     if raw.get("x-amz-server-side-encryption"):
         head["ServerSideEncryption"] = raw["x-amz-server-side-encryption"]
     return head
+
+
+#: An HTTP date as servers send it (RFC 9110's IMF-fixdate): ``Wed, 03 Dec 2026 13:05:09 GMT``.
+_HTTP_DATE = re.compile(r"[A-Za-z]{3}, (\d\d) ([A-Za-z]{3}) (\d{4}) (\d\d):(\d\d):(\d\d) GMT$")
+_MONTHS = {m: i for i, m in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), 1)}
+
+
+def _http_date(text: str) -> _dt.datetime:
+    """An HTTP date as the aware datetime ``email.utils.parsedate_to_datetime`` gives (UTC),
+    without importing the email package in every worker; the older forms through it."""
+    match = _HTTP_DATE.match(text.strip())
+    month = _MONTHS.get(match.group(2)) if match else None
+    if match is None or month is None:
+        from email.utils import parsedate_to_datetime
+
+        return parsedate_to_datetime(text)
+    day, _, year, hour, minute, second = match.groups()
+    return _dt.datetime(int(year), month, int(day), int(hour), int(minute), int(second), tzinfo=_dt.timezone.utc)
 
 
 #: LastModified as S3 writes it: 2026-12-03T13:05:09.123Z (the fraction optional, any length).

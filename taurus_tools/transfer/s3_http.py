@@ -18,10 +18,12 @@ then asks through botocore, which retries and reports: this module decides nothi
 from __future__ import annotations
 
 import socket
-import ssl
 import threading
 import urllib.parse
-from typing import Dict, Iterator, List, Optional
+from typing import TYPE_CHECKING, Dict, Iterator, List, Optional
+
+if TYPE_CHECKING:
+    import ssl
 
 __all__ = ["HTTPFailure", "Pool", "Response"]
 
@@ -231,7 +233,9 @@ class Pool:
         self.read_timeout = read_timeout
         self.tls: Optional[ssl.SSLContext] = None
         if parts.scheme == "https":
-            self.tls = ssl.create_default_context(cafile=ca_certs)
+            import ssl as tls  # (here: most endpoints of a cluster are plain http, and it costs 5 ms)
+
+            self.tls = tls.create_default_context(cafile=ca_certs)
         self._idle: List[_Connection] = []
         self._lock = threading.Lock()
 

@@ -476,55 +476,79 @@ class S3ShardWorker:
             if got != response["ContentLength"]:
                 raise Changed(f"the download ended after {got} of {response['ContentLength']} bytes")
             return got, md5.digest() if md5 else None, response
-        head = self.head(key)
-        if head is None:  # gone since the listing: the client's error says so
-            head = self.client.head_object(Bucket=bucket, Key=key)
-        # s3transfer fetches the parts with If-Match on this ETag (and skips its own HEAD):
-        # an object replaced meanwhile fails with 412 instead of arriving torn.
-        if not self._parts_direct(key, head, tmp):
+        # On the direct path the parts come with the headers (the first part's say which
+        # version, and every later one must be of that version): no HEAD before or after.
+        head = self._parts_direct(key, size, tmp)
+        if head is None:  # through the transfer manager
+            head = self.head(key)
+            if head is None:  # gone since the listing: the client's error says so
+                head = self.client.head_object(Bucket=bucket, Key=key)
+            # s3transfer fetches the parts with If-Match on this ETag (and skips its own HEAD):
+            # an object replaced meanwhile fails with 412 instead of arriving torn.
             future = self.manager.download(bucket, key, os.fsdecode(tmp), subscribers=[_Known(head)])
             future.result()
+            # Not every server honours If-Match (rclone serve s3 ignores it): ask again.
+            after = self.head(key)
+            if after is None or any(after.get(n) != head.get(n) for n in ("ETag", "ContentLength", "LastModified")):
+                raise Changed("the object changed while it was being downloaded in parts; it is downloaded again")
         got = os.stat(tmp).st_size
         if got != head["ContentLength"]:
             raise Changed(f"the download ended after {got} of {head['ContentLength']} bytes")
-        # Not every server honours If-Match (rclone serve s3 ignores it): ask again.
-        after = self.head(key)
-        if after is None or any(after.get(n) != head.get(n) for n in ("ETag", "ContentLength", "LastModified")):
-            raise Changed("the object changed while it was being downloaded in parts; it is downloaded again")
         if md5 is not None:
             with open(tmp, "rb") as fh:
                 return got, md5_of(fh), head
         return got, None, head
 
-    def _parts_direct(self, key: str, head: Dict[str, Any], tmp: bytes) -> bool:
-        """Fetch a large object in parts through the direct path, each written in place
-        (``pwrite``) by its own thread; False (nothing kept) when that path cannot or any
-        part fails: the transfer manager then downloads it."""
+    def _parts_direct(self, key: str, size: int, tmp: bytes) -> Optional[Dict[str, Any]]:
+        """Fetch a large object (``size`` bytes when listed) in parts through the direct
+        path, each written in place (``pwrite``) by its own thread; the object's headers, or
+        None (nothing kept) when that path cannot or any part fails: the transfer manager
+        then downloads it.
+
+        The first part, asked for without a condition, says which version is fetched (its
+        ETag) and how large it is (Content-Range; a HEAD where the server does not say); every
+        later part is asked for with If-Match on that ETag and must come with it, also from a
+        server that ignores If-Match (rclone serve s3): a version replaced meanwhile fails the
+        part, never mixes into the file."""
         if self.direct is None:
-            return False
+            return None
         with self._lock:
             if self._parts is None:
                 self._parts = ThreadPoolExecutor(self.threads, thread_name_prefix="s3-part")
-        size, etag = int(head["ContentLength"]), str(head["ETag"])
         direct, bucket = self.direct, self.location.bucket
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
         try:
 
-            def part(first: int) -> bool:
-                last = min(first + MULTIPART_CHUNK, size) - 1
+            def part(first: int, last: int, etag: str) -> Optional[Dict[str, Any]]:
                 answer = direct.get(bucket, key, first=first, last=last, etag=etag)
                 if answer is None:
-                    return False
+                    return None
                 at = first
                 for block in answer[1]:
                     os.pwrite(fd, block, at)
                     at += len(block)
-                return at == last + 1
+                return answer[0] if at == last + 1 else None
 
-            ok = all(gather([self._parts.submit(part, first) for first in range(0, size, MULTIPART_CHUNK)]))
+            head = part(0, min(MULTIPART_CHUNK, size) - 1, "")
+            if head is None or not head["ETag"]:  # (no ETag: no way to hold the parts to one version)
+                return None
+            total = head.pop("ObjectSize", None)
+            if total is None:  # the server did not say: the object's HEAD, if still that version
+                whole = self.head(key)
+                if whole is None or whole.get("ETag") != head["ETag"]:
+                    return None
+                total = whole["ContentLength"]
+            head["ContentLength"] = total
+            if total <= MULTIPART_CHUNK:  # the first part was all of it (if it was all it asked for)
+                return head if total == min(MULTIPART_CHUNK, size) else None
+            rest = [
+                self._parts.submit(part, first, min(first + MULTIPART_CHUNK, total) - 1, head["ETag"])
+                for first in range(MULTIPART_CHUNK, total, MULTIPART_CHUNK)
+            ]
+            ok = all(answer is not None for answer in gather(rest))
         finally:
             os.close(fd)
-        return ok
+        return head if ok else None
 
 
 class _Known:

@@ -19,6 +19,7 @@ from helpers import HOSTILE_OBJECT_NAMES
 
 from taurus_tools.transfer.s3 import S3Config, S3Location, list_prefix, make_client, object_mtime
 from taurus_tools.transfer.s3_direct import (
+    _http_date,
     MISSING,
     DirectRequests,
     next_token_of,
@@ -145,6 +146,7 @@ def test_a_range_of_that_version_only(env):
     for first, last in ((0, 99), (1 << 20, (2 << 20) - 1), (len(data) - 10, len(data) - 1)):
         answer = direct.get(bucket, "big one", first=first, last=last, etag=etag)
         assert answer is not None and b"".join(answer[1]) == data[first : last + 1]
+        assert (answer[0]["ContentLength"], answer[0]["ObjectSize"]) == (last - first + 1, len(data))
     client.put_object(Bucket=bucket, Key="big one", Body=os.urandom(3 << 20))  # replaced
     assert direct.get(bucket, "big one", first=0, last=99, etag=etag) is None
 
@@ -461,3 +463,28 @@ def test_a_missing_profile_is_a_configuration_error_whoever_names_it(monkeypatch
     with pytest.raises(ConfigurationError, match="the AWS profile 'two' is in neither"):
         S3Access(S3Config())  # (the region is looked for in the profile)
     assert S3Access(S3Config(profile="one")).region == "eu-test-1"
+
+
+# =============================================================================== HTTP dates
+@pytest.mark.parametrize("text", [
+    "Wed, 03 Dec 2026 13:05:09 GMT",
+    "Thu, 01 Jan 1970 00:00:00 GMT",
+    "Mon, 29 Feb 2100 23:59:59 GMT",  # not a day: the email package's error, as before
+    "Sunday, 06-Nov-94 08:49:37 GMT",  # RFC 850, through the email package
+    "Sun Nov  6 08:49:37 1994",  # asctime, the same
+    "Wed, 03 Foo 2026 13:05:09 GMT",
+    "",
+])
+def test_http_dates_parse_as_the_email_package_does(text):
+    """LastModified of a HEAD or GET: the same aware datetime (or the same error) as
+    ``email.utils.parsedate_to_datetime``, which botocore uses."""
+    from email.utils import parsedate_to_datetime
+
+    try:
+        want = parsedate_to_datetime(text)
+    except (ValueError, TypeError) as exc:
+        with pytest.raises(type(exc)):
+            _http_date(text)
+    else:
+        got = _http_date(text)
+        assert got == want and got.utcoffset() == want.utcoffset()
