@@ -44,9 +44,10 @@ Download (S3 to local), per object:
   attempt at the shard, and on SIGTERM by the worker itself), checked, given
   the source's modification time, and only then renamed into place: nothing incomplete
   ever has a real name;
-* large objects are fetched in parts with ``If-Match`` on the ETag first seen, and asked
-  for again at the end (servers that ignore ``If-Match`` exist): an object replaced
-  during its download fails (and is retried) rather than arriving torn;
+* large objects are fetched in parts with ``If-Match`` on the ETag the first part came
+  with, and every part must come with that ETag (servers that ignore ``If-Match`` exist);
+  through the transfer manager the object is asked for again at the end: an object
+  replaced during its download is fetched again rather than arriving torn;
 * keys that would leave the destination (``..``, a leading ``/``) are refused, and so
   (unless ``--new``) is writing through a destination folder that is a symbolic link.
 
