@@ -69,7 +69,7 @@ import threading
 import time
 from functools import partial
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 
 if __package__ in (None, ""):  # run as a script: the package is two folders up
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -520,33 +520,43 @@ class S3ShardWorker:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
         try:
 
-            def part(first: int, last: int, etag: str) -> Optional[Dict[str, Any]]:
-                answer = direct.get(bucket, key, first=first, last=last, etag=etag)
-                if answer is None:
-                    return None
+            def write(blocks: Iterator[bytes], first: int, last: int) -> bool:
                 at = first
-                for block in answer[1]:
+                for block in blocks:
                     os.pwrite(fd, block, at)
                     at += len(block)
-                return answer[0] if at == last + 1 else None
+                return at == last + 1
 
-            head = part(0, min(MULTIPART_CHUNK, size) - 1, "")
-            if head is None or not head["ETag"]:  # (no ETag: no way to hold the parts to one version)
+            def part(first: int, last: int, etag: str) -> bool:
+                answer = direct.get(bucket, key, first=first, last=last, etag=etag)
+                return answer is not None and write(answer[1], first, last)
+
+            end = min(MULTIPART_CHUNK, size)  # the first part's (its size as listed: the version may differ)
+            answer = direct.get(bucket, key, first=0, last=end - 1)
+            if answer is None:
                 return None
+            head, blocks = answer
             total = head.pop("ObjectSize", None)
-            if total is None:  # the server did not say: the object's HEAD, if still that version
+            if total is None and head["ETag"]:  # the server did not say: the HEAD, if still that version
                 whole = self.head(key)
-                if whole is None or whole.get("ETag") != head["ETag"]:
-                    return None
-                total = whole["ContentLength"]
+                total = whole["ContentLength"] if whole is not None and whole.get("ETag") == head["ETag"] else None
+            if total is None or not head["ETag"]:  # (no ETag: no way to hold the parts to one version)
+                write(blocks, 0, end - 1)  # (read out: its connection serves again)
+                return None
             head["ContentLength"] = total
-            if total <= MULTIPART_CHUNK:  # the first part was all of it (if it was all it asked for)
-                return head if total == min(MULTIPART_CHUNK, size) else None
+            # The other parts start now, while this thread writes the first one's body.
             rest = [
                 self._parts.submit(part, first, min(first + MULTIPART_CHUNK, total) - 1, head["ETag"])
-                for first in range(MULTIPART_CHUNK, total, MULTIPART_CHUNK)
+                for first in range(end, total, MULTIPART_CHUNK)
             ]
-            ok = all(answer is not None for answer in gather(rest))
+            try:
+                ok = write(blocks, 0, end - 1)
+            except BaseException:
+                for future in rest:
+                    future.cancel()
+                wait(rest)  # (they write to fd, which is closed next)
+                raise
+            ok = all(gather(rest)) and ok
         finally:
             os.close(fd)
         return head if ok else None

@@ -918,6 +918,28 @@ class TestBadInput:
         assert data == new and (dst / "big").stat().st_mtime_ns == MTIME0 + 1
         assert part_files(dst) == []
 
+    @pytest.mark.parametrize("cut", [1, 2])
+    def test_a_part_cut_short_never_leaves_a_torn_file(self, tmp_path, bucket, proxy, dm, cut):
+        """The first part (its body written while the others run) or a later one breaks off:
+        the object fails this attempt, nothing of it stays, and the retry copies it whole."""
+        data = os.urandom(BIG)
+        bucket.put("t/big", data, MTIME0)
+        seen: List[Request] = []
+
+        def cut_one(request: Request):
+            if request.is_ranged_get and request.key == "t/big":
+                seen.append(request)
+                if len(seen) == cut:
+                    return "truncate"
+            return None
+
+        proxy.on_request = cut_one
+        dst = tmp_path / "dst"
+        result = copy(bucket.url("t"), dst, tmp_path / "work", dm, endpoint_url=proxy.endpoint_url, workers=1)
+        assert result.ok and result.retries == 1, result.failed_messages
+        assert (dst / "big").read_bytes() == data and (dst / "big").stat().st_mtime_ns == MTIME0
+        assert part_files(dst) == []
+
     def test_parts_from_a_server_that_does_not_say_the_size(self, tmp_path, bucket, proxy, dm):
         """Ranged answers without Content-Range: the object's size comes from one HEAD, and
         the download is the same (with the first part's ETag held for every later part)."""
