@@ -332,6 +332,19 @@ class SlurmCluster:
         """
         return {**_clean_environ(), **self.env}
 
+    def job_fields(self, job_id: str, *, check: bool = True) -> dict[str, str]:
+        """The fields of ``scontrol show job -o JOB`` (``JobState``, ``Restarts``, ...), read
+        here, apart from the code under test.  Command= and WorkDir= echo user text and come
+        after the fields tests read: the first occurrence of a name is Slurm's own.  With
+        ``check=False`` a job scontrol does not know gives ``{}``."""
+        out = self.run(["scontrol", "show", "job", "-o", str(job_id)], check=check).stdout
+        fields: dict[str, str] = {}
+        for tok in out.split():
+            key, sep, value = tok.partition("=")
+            if sep:
+                fields.setdefault(key, value)
+        return fields
+
     def run(
         self, args: Sequence[str], *, timeout: float = 30, check: bool = True
     ) -> subprocess.CompletedProcess[str]:

@@ -167,16 +167,11 @@ def submit(cluster: Any, tmp_path: Path, command_line: List[str], *sbatch: str) 
     return done.stdout.strip().split(";")[0]
 
 
-def job_fields(cluster: Any, job: str) -> Dict[str, str]:
-    out = cluster.run(["scontrol", "show", "job", "-o", job]).stdout
-    return dict(tok.partition("=")[::2] for tok in out.split() if "=" in tok)
-
-
 def hurry_requeued(cluster: Any, job: str, restarts: int) -> Dict[str, str]:
     """Wait until ``job`` is requeued for the ``restarts``-th time with excluded nodes, then
     start it now: Slurm gives a requeued job a begin time 2 minutes on (its credentials'
     lifetime, for the node it left), and the job is kept off that node.  Its fields then."""
-    requeued = wait_for(lambda: job_fields(cluster, job), lambda f: f["Restarts"] == str(restarts)
+    requeued = wait_for(lambda: cluster.job_fields(job), lambda f: f["Restarts"] == str(restarts)
                         and f["Reason"] == "BeginTime" and f["ExcNodeList"] != "(null)", timeout=120, interval=0.2,
                         what=f"job {job} requeued")  # fmt: skip
     cluster.run(["scontrol", "update", f"JobId={job}", "StartTime=now"])
@@ -191,7 +186,7 @@ def test_a_job_slurm_may_not_requeue_retries_here(tmp_path, command, slurm_clust
     text = (tmp_path / "job.out").read_text()
     assert f"job {job} is not requeueable (sbatch --requeue, or JobRequeue=1 in slurm.conf): retried here" in text
     assert len(runs(tmp_path)) == 2
-    assert job_fields(slurm_cluster, job)["JobState"] == "COMPLETED"
+    assert slurm_cluster.job_fields(job)["JobState"] == "COMPLETED"
 
 
 @pytest.mark.timeout(400)
@@ -207,7 +202,7 @@ def test_retry_elsewhere_requeues_the_job_without_its_node(tmp_path, command, mu
     wait_for(multinode.squeue_ids, lambda ids: int(job) not in ids, timeout=60, interval=0.5, what="the job")
     first, second = runs(tmp_path)
     assert first != second
-    fields = job_fields(multinode, job)
+    fields = multinode.job_fields(job)
     assert (fields["JobState"], fields["Restarts"], fields["ExcNodeList"]) == ("COMPLETED", "1", first)
     text = (tmp_path / "job.out").read_text()
     assert f"then job {job} is requeued without node(s) {first}" in text, text
@@ -222,7 +217,7 @@ def test_requeues_are_bounded_by_the_policys_retries(tmp_path, command, multinod
     argv = wrapper(tmp_path / "src", str(tmp_path / "dst"), "0=complete,*=retry_elsewhere,retries=1,backoff=0")
     job = submit(multinode, tmp_path, [*argv, "--", *command, "3", "4"], "--requeue", "--partition=debug")
     hurry_requeued(multinode, job, 1)
-    ended = wait_for(lambda: job_fields(multinode, job), lambda f: f["JobState"] in ("FAILED", "COMPLETED"),
+    ended = wait_for(lambda: multinode.job_fields(job), lambda f: f["JobState"] in ("FAILED", "COMPLETED"),
                      timeout=120, interval=0.5, what="the job ended")  # fmt: skip
     assert (ended["JobState"], ended["ExitCode"], ended["Restarts"]) == ("FAILED", "4:0", "1")
     first, second = runs(tmp_path)

@@ -610,20 +610,10 @@ def test_backends_mark_the_launches_that_run_srun(tmp_path):
 
 
 # ============================================================================ real Slurm
-def _scontrol_job(cluster, job_id: str) -> Dict[str, str]:
-    res = cluster.run(["scontrol", "show", "job", "-o", job_id], check=False)
-    fields: Dict[str, str] = {}
-    for tok in res.stdout.split():
-        key, sep, value = tok.partition("=")
-        if sep:
-            fields.setdefault(key, value)
-    return fields
-
-
 def _wait_state(cluster, job_id: str, states, timeout: float = 30.0) -> Dict[str, str]:
     deadline = time.monotonic() + timeout
     while True:
-        job = _scontrol_job(cluster, job_id)
+        job = cluster.job_fields(job_id, check=False)
         if job.get("JobState") in states:
             return job
         assert time.monotonic() < deadline, f"job {job_id} never reached {states}: {job}"
@@ -786,7 +776,7 @@ def test_srun_job_id_on_idle_cluster(dm_slurm, slurm_cluster, tmp_path):
     assert handle.wait(60) == 0
     assert watch.at is not None
     assert handle.job_id == stamp.read_text().strip()
-    assert _scontrol_job(slurm_cluster, handle.job_id)["JobName"] == handle.launch.job_name
+    assert slurm_cluster.job_fields(handle.job_id, check=False)["JobName"] == handle.launch.job_name
     assert handle.stderr_text == "done\n"
 
 
@@ -867,5 +857,5 @@ def test_quiet_srun_inside_a_site_tools_job_keeps_its_error(slurm_cluster, tmp_p
         _check_stderr(text)
     assert calls.read_text() == "run\n"
     assert watch.wait(time.monotonic() + 5) is not None
-    assert _scontrol_job(slurm_cluster, handle.job_id)["JobName"] == "tt-test-quiet"
+    assert slurm_cluster.job_fields(handle.job_id, check=False)["JobName"] == "tt-test-quiet"
     assert str(tool) not in _process._QUIET_SRUNS
