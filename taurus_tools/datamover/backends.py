@@ -25,7 +25,7 @@ from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, 
 from .._log import get_logger
 from ..errors import BackendUnavailableError, CommandNotFoundError, ConfigurationError, SlurmError
 from .._names import BACKENDS, MANAGEMENT_COMMANDS, TRANSFER_COMMANDS
-from ..process.launch import Launch, unique_job_name
+from ..process.launch import InlineProgram, Launch, unique_job_name
 from ..slurm.client import JobState, SlurmClient
 from ..slurm.options import (
     DEFAULT_PARTITION,
@@ -128,11 +128,20 @@ class Backend(ABC):
 
     @abstractmethod
     def launch_program(
-        self, name: str, argv: Sequence[str], *, blocking: bool, exclude_nodes: Sequence[str] = ()
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        blocking: bool,
+        exclude_nodes: Sequence[str] = (),
+        inline: Optional[Callable[[Tuple[str, ...]], InlineProgram]] = None,
     ) -> Launch:
         """Describe how to run an arbitrary program (rclone, ...) where data moves.
 
         ``exclude_nodes`` keeps Slurm jobs off those nodes; backends without jobs ignore it.
+        ``inline`` (see :attr:`Launch.inline`): the same program as a function of this
+        process, which backends whose programs run on this machine (local, site) run
+        instead of ``argv``; the others ignore it.
         """
 
     def default_workers(self, wanted: int) -> int:
@@ -336,10 +345,16 @@ class SiteBackend(WithSlurmOptions, Backend):
         return Launch(argv, name=command, submits=submits, runs_srun=not submits)
 
     def launch_program(
-        self, name: str, argv: Sequence[str], *, blocking: bool, exclude_nodes: Sequence[str] = ()
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        blocking: bool,
+        exclude_nodes: Sequence[str] = (),
+        inline: Optional[Callable[[Tuple[str, ...]], InlineProgram]] = None,
     ) -> Launch:
         # The dt* tools run only their own tool; other programs run where we are.
-        return Launch(tuple(argv), name=name)
+        return Launch(tuple(argv), name=name, inline=inline)
 
     def launch_copy_shard(self, shard: CopyShard) -> Launch:
         """The site tools run only their own tool: ``dtrsync`` reads the shard's paths."""
@@ -431,7 +446,13 @@ class SlurmBackend(WithSlurmOptions, Backend):
         raise self._unknown(command)
 
     def launch_program(
-        self, name: str, argv: Sequence[str], *, blocking: bool, exclude_nodes: Sequence[str] = ()
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        blocking: bool,
+        exclude_nodes: Sequence[str] = (),
+        inline: Optional[Callable[[Tuple[str, ...]], InlineProgram]] = None,
     ) -> Launch:
         job_name = unique_job_name(name)
         options = self.slurm.excluding(tuple(exclude_nodes))
@@ -555,9 +576,15 @@ class LocalBackend(Backend):
         return Launch((tool, *args), name=command, executable=exe if os.path.isabs(exe) else None)
 
     def launch_program(
-        self, name: str, argv: Sequence[str], *, blocking: bool, exclude_nodes: Sequence[str] = ()
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        blocking: bool,
+        exclude_nodes: Sequence[str] = (),
+        inline: Optional[Callable[[Tuple[str, ...]], InlineProgram]] = None,
     ) -> Launch:
-        return Launch(tuple(argv), name=name)
+        return Launch(tuple(argv), name=name, inline=inline)
 
     def default_workers(self, wanted: int) -> int:
         """At most one worker per usable CPU: they all run on this machine."""

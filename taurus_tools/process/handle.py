@@ -38,15 +38,15 @@ import signal
 import subprocess
 import threading
 import time
+import traceback
 from typing import Any, Callable, Iterable, Iterator, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
-import psutil
 
 from .._log import get_logger
 from ..errors import CommandCancelledError, CommandError, CommandNotFoundError
 from ..futures import BackgroundFuture, in_background, run_after
 from .job_output import JobOutput
-from .launch import Launch
+from .launch import InlineProgram, Launch
 from .pipes import devnull, pump
 from .tree import terminate_tree
 from ..slurm.client import (
@@ -70,6 +70,24 @@ _JOB_ID_SEARCH_LIMIT = 1 << 16
 _LAST_WORDS_S = 2.0
 #: Programs whose srun refused SLURM_DEBUG=1 (a site tool whose srun has -Q): run plainly.
 _QUIET_SRUNS: Set[str] = set()
+
+
+#: Signals that end a process by default: they stop a program run inline (``send_signal``).
+_ENDING_SIGNALS = frozenset((signal.SIGTERM, signal.SIGINT, signal.SIGKILL, signal.SIGHUP, signal.SIGQUIT))
+
+
+def _crash_text(exc: BaseException) -> bytes:
+    """What a process that ended with ``exc`` would have printed."""
+    if isinstance(exc, SystemExit):
+        return f"{exc.code}\n".encode("utf-8", "replace") if isinstance(exc.code, str) else b""
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).encode("utf-8", "replace")
+
+
+def _exit_code(exc: BaseException) -> int:
+    """The exit code a process ending with ``exc`` would have (SystemExit's own, else 1)."""
+    if isinstance(exc, SystemExit):
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return 1
 
 
 class Handle(BackgroundFuture):
@@ -150,6 +168,8 @@ class Handle(BackgroundFuture):
         self.started: Optional[float] = None
         self.ended: Optional[float] = None
         self._popen: Optional["subprocess.Popen[bytes]"] = None
+        self._program: Optional[InlineProgram] = None  # a launch run inline, once started
+        self._stop_signal = 0  # the signal send_signal() or cancel() stood for, inline
         self._started_or_not = threading.Event()  # _popen is set, or it will never be
         self._not_run: Optional[BaseException] = None  # why it never started
         if isinstance(input, str):
@@ -200,6 +220,9 @@ class Handle(BackgroundFuture):
         """Start the process (now, or once what it runs ``after`` has ended)."""
         if not self.set_running_or_notify_cancel():
             return  # cancelled while it waited
+        if self.launch.inline is not None:
+            self._begin_inline(self.launch.inline)
+            return
         env = self._env
         # srun names an idle cluster's job only when verbose: ask srun itself on its
         # command line (the job's environment stays clean), a site tool's srun through
@@ -225,6 +248,44 @@ class Handle(BackgroundFuture):
             self._popen = popen
         self._started_or_not.set()
         in_background(self._run, f"taurus-tools:{self.name}:{popen.pid}")
+
+    def _begin_inline(self, make: Callable[[Tuple[str, ...]], InlineProgram]) -> None:
+        """Run the launch's program on a thread of this process (see ``Launch.inline``)."""
+        log.debug("run %s in this process: %s", self.name, self.args)
+        self.started = time.time()
+        try:
+            program = make(tuple(self.args))
+        except BaseException as exc:  # (as a process that could not begin its work)
+            self._started_or_not.set()
+            self._append_err(_crash_text(exc))
+            self._finish(_exit_code(exc))
+            return
+        with self._lock:
+            self._program = program
+        self._started_or_not.set()
+        in_background(lambda: self._run_inline(program), f"taurus-tools:{self.name}:inline")
+
+    def _run_inline(self, program: InlineProgram) -> None:
+        try:
+            rc = program.run()
+        except BaseException as exc:  # a crash: its traceback where a process would print it
+            self._append_err(_crash_text(exc))
+            rc = _exit_code(exc)
+        if self._stop_signal and rc != 0:
+            rc = -self._stop_signal  # as a process ended by the signal
+        self._pump_done.set()
+        self._finish(rc)
+
+    def _stop_inline(self, sig: int) -> bool:
+        """Stop a program run inline (any signal that ends a process ends it); False if none runs."""
+        with self._lock:
+            program = self._program
+        if program is None:
+            return False
+        if sig in _ENDING_SIGNALS and self._returncode is None:
+            self._stop_signal = self._stop_signal or sig
+            program.stop()
+        return True
 
     def _fail_before_start(self, error: BaseException) -> None:
         """It will never run: a step it depends on failed (or starting it failed)."""
@@ -275,7 +336,8 @@ class Handle(BackgroundFuture):
     @property
     def pid(self) -> Optional[int]:
         """Process id of the local process (srun, sbatch, the tool itself); None until it
-        starts (a handle with ``after=`` waits for those first)."""
+        starts (a handle with ``after=`` waits for those first), and for a program run on
+        a thread of this process (``Launch.inline``)."""
         popen = self._popen
         return None if popen is None else popen.pid
 
@@ -329,11 +391,16 @@ class Handle(BackgroundFuture):
         return self.stdout_text, self.stderr_text
 
     def send_signal(self, sig: int) -> None:
-        """Send a signal to the local process and its children (not the Slurm job)."""
+        """Send a signal to the local process and its children (not the Slurm job); a
+        program run inline is stopped by any signal that would end a process."""
+        if self._stop_inline(sig):
+            return
         popen = self._popen
         if popen is None or popen.poll() is not None:
             return
         try:
+            import psutil  # (here: 30 ms to import, and most handles are never signalled)
+
             top = psutil.Process(popen.pid)
             procs = [top, *top.children(recursive=True)]
         except psutil.NoSuchProcess:
@@ -366,12 +433,13 @@ class Handle(BackgroundFuture):
             state = f"returncode={self._returncode}"
         elif self._not_run is not None:
             state = "not run"
-        elif self._popen is None:
+        elif self._popen is None and self._program is None:
             state = "waiting"
         else:
             state = "running"
         job = f" job_id={self.job_id}" if self.job_id else ""
-        return f"<Handle {self.name} pid={self.pid}{job} {state}>"
+        where = "in this process" if self.launch.inline is not None else f"pid={self.pid}"
+        return f"<Handle {self.name} {where}{job} {state}>"
 
     def _repr_html_(self) -> str:
         """Jupyter's display: command, backend, job id, state, exit code, elapsed time."""
@@ -385,7 +453,7 @@ class Handle(BackgroundFuture):
         ``after``), ``running``, ``done`` (exit code 0), ``failed``, ``cancelled`` or
         ``not run`` (what it runs after failed)."""
         if not self.done():
-            return "running" if self._popen is not None else "waiting"
+            return "running" if self._popen is not None or self._program is not None else "waiting"
         if self._returncode is None and self._not_run is not None:
             return "not run"
         if self._cancel_requested.is_set() or concurrent.futures.Future.cancelled(self):
@@ -499,6 +567,14 @@ class Handle(BackgroundFuture):
                 return None
             with self._lock:
                 popen = self._popen
+        if popen is None and self._stop_inline(signal.SIGTERM):
+            log.info("cancelling %s (run in this process)", self.name)
+            if not self._done.wait(timeout):
+                # A thread cannot be killed: said, and reported as ended.
+                log.warning("%s: still running %g s after it was asked to stop", self.name, timeout)
+                self._finish(-int(signal.SIGTERM))
+            assert self._returncode is not None
+            return self._returncode
         if popen is None:
             raise RuntimeError(f"{self.name}: neither started nor settled within {timeout} s")
         log.info("cancelling %s (pid %s, job %s)", self.name, popen.pid, self.job_id)

@@ -7,17 +7,16 @@ and job handling on the value, without starting anything.
 from __future__ import annotations
 
 import os
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, List, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, List, Optional, Tuple
 
 if TYPE_CHECKING:
     from typing import Protocol
 else:
     Protocol = object
 
-__all__ = ["Launch", "Placement", "unique_job_name"]
+__all__ = ["InlineProgram", "Launch", "Placement", "unique_job_name"]
 
 
 class Placement(Protocol):
@@ -33,6 +32,20 @@ class Placement(Protocol):
 
     def usable_nodes(self) -> Optional[List[str]]:
         """The nodes its job may run on now (``sinfo``); None when not known."""
+        ...
+
+
+class InlineProgram(Protocol):
+    """A program that runs on a thread of this process instead of as a process of its own
+    (see :attr:`Launch.inline`): the handle calls :meth:`run` on its thread, and
+    :meth:`stop` from any thread to cancel it."""
+
+    def run(self) -> int:
+        """Do the work; return the exit code (as the program's process would)."""
+        ...
+
+    def stop(self) -> None:
+        """End :meth:`run` soon, leaving nothing half-done behind (as on SIGTERM)."""
         ...
 
 
@@ -67,6 +80,13 @@ class Launch:
     placement : Placement or None
         For a Slurm job whose nodes the backend chooses: how to launch it again kept off
         some nodes.  None: it cannot be (a process here, a site tool's own choice).
+    inline : callable or None
+        Run the program on a thread of this process instead of starting ``argv``:
+        called with ``argv``, it returns the :class:`InlineProgram` to run.  Only backends
+        whose programs run on this machine make such launches (a program that is taurus-tools'
+        own code, where an interpreter's start would cost more than the work: see
+        :attr:`~taurus_tools.transfer.config.CopyConfig.in_process`).  ``argv`` stays what a
+        process would run, for messages.
     """
 
     argv: Tuple[str, ...]
@@ -80,6 +100,7 @@ class Launch:
     executable: Optional[str] = field(default=None, compare=False)
     runs_srun: Optional[bool] = field(default=None, compare=False)
     placement: Optional[Placement] = field(default=None, compare=False, repr=False)
+    inline: Optional[Callable[[Tuple[str, ...]], InlineProgram]] = field(default=None, compare=False, repr=False)
 
     @property
     def uses_srun(self) -> bool:
@@ -96,4 +117,4 @@ class Launch:
 
 def unique_job_name(command: str) -> str:
     """A Slurm job name that is readable in squeue and unique enough to cancel by."""
-    return f"tt-{command}-{uuid.uuid4().hex[:10]}"
+    return f"tt-{command}-{os.urandom(5).hex()}"

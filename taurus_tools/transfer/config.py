@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Collection, Dict, Iterator, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Collection, Dict, Iterator, Optional, Tuple, Union
 
 from ..callbacks import Progress, check_progress
 from ..errors import ConfigurationError
@@ -24,12 +24,19 @@ if TYPE_CHECKING:
     from ..datamover.backends import Backend
     from .s3 import S3Config
 
-__all__ = ["CopyConfig", "DEFAULT_WORKERS", "SHARD_BY", "VERIFY_MODES", "cli_fields"]
+__all__ = ["CopyConfig", "DEFAULT_WORKERS", "IN_PROCESS", "SHARD_BY", "VERIFY_MODES", "cli_fields"]
 
 VERIFY_MODES = ("size", "checksum", "none")
 SHARD_BY = ("bytes", "count")
 #: Shards copied at once by default (fewer on the local backend of a small machine).
 DEFAULT_WORKERS = 8
+#: Where the shards of an s3:// copy run on this machine (``in_process``).
+IN_PROCESS = ("auto", "yes", "no")
+#: ``in_process="auto"`` runs the shards in the driver for at most this many objects ...
+IN_PROCESS_MAX_FILES = 256
+#: ... or for objects of at least this size on average (those of the multipart threshold and
+#: above move in ranged requests whose bytes never pass through Python).
+IN_PROCESS_MIN_MEAN = 8 << 20
 
 
 def _option(default: Any, help: str, cli: Optional[str] = None, **more: Any) -> Any:
@@ -132,6 +139,14 @@ class CopyConfig:
         The profile of ``~/.aws/config`` and ``~/.aws/credentials`` for ``s3://``
         locations; default: boto3's (``AWS_PROFILE``, else ``default``).  Credentials come
         only from there and the environment, never from an option.
+    in_process : {"auto", "yes", "no"} or bool
+        Where the shards of an ``s3://`` copy run when the backend runs them on this
+        machine (local, site): ``"yes"`` on threads of this process, ``"no"`` each in a
+        worker process of its own; ``"auto"`` (default) in this process when the plan has
+        at most 256 objects or objects of 8 MiB or more on average (there an interpreter's
+        start costs more than its own GIL gains), else in processes.  Either way the
+        shards, files, retries, report and resume are the same; ``True``/``False`` mean
+        ``"yes"``/``"no"``.  Other copies (local folders, rclone) always use processes.
     """
 
     workers: Optional[int] = _option(
@@ -206,6 +221,13 @@ class CopyConfig:
     profile: Optional[str] = _option(
         None, "AWS profile for s3:// locations", "--profile", metavar="NAME", default_text="AWS_PROFILE, else default"
     )
+    in_process: Union[str, bool] = _option(
+        "auto",
+        "run an s3:// copy's shards on threads of this process, or as worker processes; auto: in this "
+        "process for at most 256 objects or 8 MiB or more on average",
+        "--in-process",
+        choices=IN_PROCESS,
+    )
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -221,6 +243,12 @@ class CopyConfig:
         if verify not in VERIFY_MODES:
             raise ConfigurationError(f"verify must be one of {', '.join(VERIFY_MODES)} or None, got {self.verify!r}")
         object.__setattr__(self, "verify", verify)
+        if isinstance(self.in_process, bool):
+            object.__setattr__(self, "in_process", "yes" if self.in_process else "no")
+        if self.in_process not in IN_PROCESS:
+            raise ConfigurationError(
+                f"in_process must be one of {', '.join(IN_PROCESS)} (or True/False), got {self.in_process!r}"
+            )
         if not isinstance(self.retry_delay_s, (int, float)) or self.retry_delay_s < 0:
             raise ConfigurationError(f"retry_delay_s must be >= 0 seconds, got {self.retry_delay_s!r}")
         object.__setattr__(self, "exclude", string_tuple("exclude", self.exclude, "glob patterns"))
@@ -263,6 +291,13 @@ class CopyConfig:
         if self.workers is None:
             raise ConfigurationError("workers is not set yet: see CopyConfig.for_backend")
         return self.workers
+
+    def runs_in_process(self, files: int, size: int) -> bool:
+        """Whether shards of a plan of ``files`` objects and ``size`` bytes run in the driver
+        (``in_process``; where the backend and the mover can)."""
+        if self.in_process != "auto":
+            return self.in_process == "yes"
+        return files <= IN_PROCESS_MAX_FILES or size >= files * IN_PROCESS_MIN_MEAN
 
     def for_backend(self, backend: Backend) -> "CopyConfig":
         """This config with ``workers`` set when it was left to the default (see above)."""

@@ -119,6 +119,9 @@ class ShardAttempt:
         Slurm nodes to keep the attempt off.
     blocking : bool
         For a site tool: wait for its transfer job, or submit it.
+    in_process : bool
+        Run it on a thread of the driver where the backend runs programs on this machine
+        (movers whose worker can: ``s3://``), rather than as a process of its own.
     """
 
     index: int
@@ -131,6 +134,7 @@ class ShardAttempt:
     copy_tag: str = ""
     exclude_nodes: Tuple[str, ...] = ()
     blocking: bool = True
+    in_process: bool = False
 
     @property
     def name(self) -> str:

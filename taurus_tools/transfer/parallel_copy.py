@@ -39,7 +39,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
-import psutil
 
 from .._log import get_logger
 from ..display import human_bytes
@@ -333,6 +332,8 @@ class ParallelCopy(BackgroundFuture):
         self._policy = self.config.policy()
         self._run_retries = 0  # retries in this run, for the policy's run_retries
         self._live: Optional[LiveCopy] = None  # what status() reads, from the copy's start
+        self._in_process = False  # shards on the driver's threads (config.in_process, the plan)
+        self._ran_in_process = False  # and some did (the mover and the backend could)
 
     # ------------------------------------------------------------------ public API
     def run(self) -> CopyResult:
@@ -683,6 +684,8 @@ class ParallelCopy(BackgroundFuture):
             if s.status is not ShardStatus.RUNNING:
                 continue
             if s.pid:
+                import psutil  # (here: 30 ms to import, and a run seldom finds one)
+
                 try:
                     proc = psutil.Process(s.pid)
                     if any(str(self.work_dir) in part for part in proc.cmdline()):
@@ -795,6 +798,7 @@ class ParallelCopy(BackgroundFuture):
             copy_tag=self._part_tag,
             exclude_nodes=tuple(dict.fromkeys((*self.config.exclude_nodes, *self._excluded_nodes))),
             blocking=blocking,
+            in_process=self._in_process,
         )
 
     def _report_this_run(self, progress: ProgressCallback, state: CopyState, running: Iterable[_Running]) -> None:
@@ -824,6 +828,9 @@ class ParallelCopy(BackgroundFuture):
         # Nodes excluded under this copy (an earlier run's too): no attempt goes there again.
         self._excluded_nodes = state.excluded_nodes()
         self._run_retries = 0
+        self._in_process = self.config.runs_in_process(
+            sum(s.files for s in shards), sum(s.bytes for s in shards)
+        )
         try:
             while queue or running:
                 if self._stop.is_set():
@@ -841,6 +848,7 @@ class ParallelCopy(BackgroundFuture):
                         handle = dm.start(launch)  # the Datamover's Slurm client: one watcher for all
                         running[handle] = _Running(queued, self._attempt(queued, blocking=dm.blocking), launched)
                     handle.add_waker(wake)
+                    self._ran_in_process |= handle.launch.inline is not None
                     s = shards[queued.index]
                     s.status, s.pid, s.job_name = ShardStatus.RUNNING, handle.pid, launch.job_name
                     log.debug("shard %d attempt %d: %s", queued.index, queued.attempt, handle.args)
@@ -1139,6 +1147,7 @@ class ParallelCopy(BackgroundFuture):
             "backend": dm.backend.name,
             "workers": self.config.workers,
             "shards": len(state.shards),
+            "shards_in_process": self._ran_in_process,
             "shard_by": self.config.shard_by,
             "verify": self.config.verify,
             "atomic": self.config.atomic,

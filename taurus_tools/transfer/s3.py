@@ -30,7 +30,7 @@ from .s3_direct import MISSING, ListedObject
 
 if TYPE_CHECKING:
     from ..datamover.backends import Backend
-    from ..process.launch import Launch
+    from ..process.launch import InlineProgram, Launch
     from .config import CopyConfig
     from .state import ShardCounts
 
@@ -307,6 +307,13 @@ class _LazyClient:
 WORKER_SCRIPT = Path(__file__).with_name("s3_worker.py")
 
 
+def _inline_shard(argv: Tuple[str, ...]) -> "InlineProgram":
+    """The worker of ``argv`` (python, the script, its arguments) on a thread of this process."""
+    from .s3_worker import InlineShard
+
+    return InlineShard(argv[2:])
+
+
 class S3Endpoint(Endpoint):
     """``s3://bucket/prefix`` as a copy's source or destination; the other side is a local folder.
 
@@ -483,7 +490,13 @@ class S3Endpoint(Endpoint):
             argv.append(f"--profile={self.config.profile}")
         if attempt.new:
             argv.append("--new")
-        return backend.launch_program(attempt.name, argv, blocking=True, exclude_nodes=attempt.exclude_nodes)
+        return backend.launch_program(
+            attempt.name,
+            argv,
+            blocking=True,
+            exclude_nodes=attempt.exclude_nodes,
+            inline=_inline_shard if attempt.in_process else None,
+        )
 
     def verify_shard(self, attempt: ShardAttempt, *, source: Endpoint, destination: Endpoint) -> "ShardCounts":
         """Check by size a shard that a program copied without reporting: HEAD per object

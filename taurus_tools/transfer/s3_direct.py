@@ -26,10 +26,10 @@ import hmac
 import os
 import re
 import urllib.parse
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 from xml.etree import ElementTree
 
-from .s3_http import Pool
+from .s3_http import Pool, Response
 
 __all__ = ["DirectRequests", "MISSING", "direct_requests", "usable"]
 
@@ -127,6 +127,14 @@ class DirectRequests:
         )
         self._keys: Dict[Tuple[str, str], bytes] = {}
 
+    def interrupt(self) -> None:
+        """Break off the requests in flight (they fail in their threads; later ones go on)."""
+        self._pool.interrupt()
+
+    def close(self) -> None:
+        """Close the idle connections."""
+        self._pool.close()
+
     # ------------------------------------------------------------------ signing
     def _signing_key(self, secret: str, day: str) -> bytes:
         cached = self._keys.get((secret, day))
@@ -181,13 +189,14 @@ class DirectRequests:
 
     def get(
         self, bucket: str, key: str, *, first: Optional[int] = None, last: Optional[int] = None, etag: str = ""
-    ) -> Optional[Tuple[Dict[str, Any], Iterator[bytes]]]:
+    ) -> "Optional[Tuple[Dict[str, Any], Response]]":
         """GET one object, or its bytes ``first`` to ``last`` (inclusive) if that version
         (``etag``) is still there: its headers (as boto3 names them: ContentLength, ETag,
         LastModified, Metadata, ServerSideEncryption; for a range also ObjectSize, the whole
-        object's size from Content-Range, None where the server does not say) and its body in
-        blocks; None unless the server sent exactly that (200, or 206 for a range).  A body that
-        breaks off raises :class:`~taurus_tools.transfer.s3_http.HTTPFailure` from the blocks."""
+        object's size from Content-Range, None where the server does not say) and the
+        response, its body to read (``blocks()``, ``write_to(fd, offset)``); None unless the
+        server sent exactly that (200, or 206 for a range).  A body that breaks off raises
+        :class:`~taurus_tools.transfer.s3_http.HTTPFailure` as it is read."""
         path = f"/{bucket}/{quote_key(key)}"
         headers: Dict[str, str] = {}
         if first is not None:
@@ -210,7 +219,7 @@ class DirectRequests:
         if first is not None:
             total = response.headers.get("content-range", "").rpartition("/")[2]
             head["ObjectSize"] = int(total) if total.isdigit() else None
-        return head, response.blocks()
+        return head, response
 
     def head(self, bucket: str, key: str) -> "Optional[Dict[str, Any] | Missing]":
         """HEAD one object: its headers as :meth:`get` gives them, :data:`MISSING` when the

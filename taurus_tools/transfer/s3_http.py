@@ -13,14 +13,23 @@ headers and a body of bytes; responses with ``Content-Length``, chunked, or no b
 request of the direct path is idempotent); any other failure raises :class:`HTTPFailure`
 and its connection is closed.  The caller (:class:`~taurus_tools.transfer.s3_direct.DirectRequests`)
 then asks through botocore, which retries and reports: this module decides nothing.
+
+A body can also go straight to a file (:meth:`Response.write_to`): on Linux, over plain
+http, with ``splice(2)`` through a pipe, so the bytes never pass through Python (a large
+download spends a quarter less system time and almost no user time); elsewhere in blocks
+with ``pwrite``.  :meth:`Pool.interrupt` breaks off every request in flight (a cancelled
+copy that runs in the driver's own threads cannot be killed as a process can).
 """
 
 from __future__ import annotations
 
+import errno
+import os
+import select
 import socket
 import threading
 import urllib.parse
-from typing import TYPE_CHECKING, Dict, Iterator, List, Optional
+from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Tuple
 
 if TYPE_CHECKING:
     import ssl
@@ -30,6 +39,7 @@ __all__ = ["HTTPFailure", "Pool", "Response"]
 _HEAD_LIMIT = 64 << 10  # a response head longer than this is no S3 answer
 _RECV = 256 << 10
 _NO_BODY = frozenset((204, 304))
+_PIPE = 1 << 20  # the pipe a spliced body passes through (Linux's default ceiling for pipes)
 
 
 class HTTPFailure(Exception):
@@ -51,12 +61,79 @@ class _Connection:
         self.sock = sock
         self.buffer = b""
         self.served = 0  # responses read whole on this connection
+        self.pipe: Optional[Tuple[int, int]] = None  # for splice(2), made on first use
+        self.broken_off = False  # by Pool.interrupt(): its request is not sent again
 
     def close(self) -> None:
+        self.pool.forget(self)
         try:
             self.sock.close()
         except OSError:
             pass
+        pipe, self.pipe = self.pipe, None
+        if pipe is not None:
+            os.close(pipe[0])
+            os.close(pipe[1])
+
+    def break_off(self) -> None:
+        """Make a request in flight on this connection fail now (from another thread)."""
+        self.broken_off = True
+        try:  # (socket's own shutdown: an SSLSocket's would drop its TLS state under the reader)
+            socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def splice_to(self, fd: int, at: int, size: int) -> None:
+        """Move the next ``size`` bytes of the socket to ``fd`` at offset ``at`` without
+        copying them through Python (splice through a pipe).  Raises :class:`HTTPFailure`
+        for the socket's failures (a broken body, no splice for this socket: then splice is
+        off for the pool), OSError for the file's (ENOSPC, ...)."""
+        if self.pipe is None:
+            self.pipe = os.pipe()
+            try:
+                import fcntl
+
+                fcntl.fcntl(self.pipe[1], fcntl.F_SETPIPE_SZ, _PIPE)  # type: ignore[attr-defined]
+            except (OSError, AttributeError):  # (a smaller pipe works too)
+                pass
+        out, into = self.pipe
+        sock = self.sock.fileno()
+        poller: Optional[select.poll] = None
+        flags = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
+        while size:
+            try:
+                got = os.splice(sock, into, min(size, _PIPE), flags=flags)
+            except BlockingIOError:  # (the socket has a timeout: it is non-blocking)
+                if poller is None:
+                    poller = select.poll()
+                    poller.register(sock, select.POLLIN)
+                if not poller.poll(self.pool.read_timeout * 1000):
+                    raise HTTPFailure(f"no data within {self.pool.read_timeout:g} s in a body") from None
+                continue
+            except OSError as exc:
+                if exc.errno in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                    self.pool.splice = False
+                raise HTTPFailure(f"{type(exc).__name__}: {exc}") from None
+            if not got:
+                raise HTTPFailure("the server closed the connection within a body")
+            size -= got
+            while got:
+                if self.pool.splice:
+                    try:
+                        put = os.splice(out, fd, got, offset_dst=at)
+                    except OSError as exc:
+                        if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                            raise  # (ENOSPC, EIO: the file's own failure)
+                        # A file system that takes no splice: the rest of this body through
+                        # Python, later ones in blocks.
+                        self.pool.splice = False
+                        continue
+                else:
+                    data = os.read(out, got)
+                    os.pwrite(fd, data, at)
+                    put = len(data)
+                got -= put
+                at += put
 
     def _fill(self) -> None:
         data = self.sock.recv(_RECV)
@@ -96,6 +173,10 @@ class _Connection:
             self._fill()
         data, self.buffer = self.buffer[:limit], self.buffer[limit:]
         return data
+
+
+#: Whether this system can splice a socket into a file (Linux, Python >= 3.10).
+CAN_SPLICE = hasattr(os, "splice") and hasattr(select, "poll")
 
 
 class Response:
@@ -177,6 +258,34 @@ class Response:
             else:  # failed, or abandoned half-read: the connection cannot serve another request
                 self._fail()
 
+    def write_to(self, fd: int, at: int, *, block: int = 1 << 20) -> int:
+        """Write the body to the file ``fd`` from offset ``at`` on; return its length.
+
+        Spliced where it can be (see the module's notes), else written in blocks; raises
+        :class:`HTTPFailure` on a broken body (what arrived is written)."""
+        conn = self._conn
+        if conn is None or self._mode != "length" or conn.pool.tls is not None or not conn.pool.splice:
+            n = 0
+            for piece in self.blocks(block):
+                os.pwrite(fd, piece, at + n)
+                n += len(piece)
+            return n
+        n = 0
+        try:
+            if conn.buffer:  # the start of the body came with the head
+                piece = conn.buffer[: self._left]
+                conn.buffer = conn.buffer[len(piece):]
+                os.pwrite(fd, piece, at)
+                n, self._left = len(piece), self._left - len(piece)
+            if self._left:
+                conn.splice_to(fd, at + n, self._left)
+                n, self._left = n + self._left, 0
+        except BaseException:  # (the connection is mid-body: it serves no other request)
+            self._fail()
+            raise
+        self._done()
+        return n
+
     def read(self) -> bytes:
         """The whole body."""
         conn = self._conn
@@ -237,15 +346,33 @@ class Pool:
 
             self.tls = tls.create_default_context(cafile=ca_certs)
         self._idle: List[_Connection] = []
+        self._busy: "set[_Connection]" = set()  # connections a request is using
         self._lock = threading.Lock()
+        #: Bodies go to files with splice(2) (:meth:`Response.write_to`); turned off for
+        #: good once a socket or file refuses it.
+        self.splice = CAN_SPLICE
 
     def give_back(self, conn: _Connection, *, keep: bool) -> None:
         if keep and not conn.buffer:
             with self._lock:
+                self._busy.discard(conn)
                 if len(self._idle) < self.maxsize:
                     self._idle.append(conn)
                     return
         conn.close()
+
+    def forget(self, conn: _Connection) -> None:
+        with self._lock:
+            self._busy.discard(conn)
+
+    def interrupt(self) -> None:
+        """Break off every request in flight (each raises :class:`HTTPFailure` in its
+        thread) and close the idle connections; later requests open new ones."""
+        with self._lock:
+            busy = list(self._busy)
+        for conn in busy:
+            conn.break_off()
+        self.close()
 
     def close(self) -> None:
         with self._lock:
@@ -271,12 +398,14 @@ class Pool:
             reused = conn is not None
             if conn is None:
                 conn = _Connection(self)
+            with self._lock:
+                self._busy.add(conn)
             try:
                 conn.sock.sendall(message)
                 head = conn.read_until(b"\r\n\r\n")
             except (OSError, HTTPFailure) as exc:
                 conn.close()
-                if reused and not isinstance(exc, socket.timeout):
+                if reused and not isinstance(exc, socket.timeout) and not conn.broken_off:
                     continue  # an idle connection the server had closed: once more on another
                 raise HTTPFailure(f"{type(exc).__name__}: {exc}") from None
             try:

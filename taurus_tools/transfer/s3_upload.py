@@ -38,6 +38,10 @@ MULTIPART_CHUNK = 8 << 20
 _BLOCK = 1 << 20
 
 
+class Stopped(Exception):
+    """The worker is stopping (cancelled): no request begins, none is asked again."""
+
+
 class Changed(Exception):
     """The source changed while it was copied, or the copy does not match: worth another try."""
 
@@ -89,7 +93,9 @@ class FileUploader:
         The fast path for single-request PUTs (None: through the client).
     """
 
-    def __init__(self, client: Any, bucket: str, *, threads: int, direct: Any = None) -> None:
+    def __init__(
+        self, client: Any, bucket: str, *, threads: int, direct: Any = None, stopping: Optional[threading.Event] = None
+    ) -> None:
         self._client = client
         self.bucket = bucket
         self.threads = threads
@@ -99,6 +105,8 @@ class FileUploader:
         self._multipart: Set[str] = set()
         self._direct_ids: Dict[str, str] = {}  # key -> the direct path's upload in flight
         self._parts: Optional[ThreadPoolExecutor] = None
+        #: Set when the worker stops: no part begins, nothing is asked again (raises Stopped).
+        self.stopping = stopping if stopping is not None else threading.Event()
 
     @property
     def client(self) -> Any:
@@ -145,6 +153,7 @@ class FileUploader:
             if self.direct is None or not self.direct.put(
                 self.bucket, key, data, content_md5, metadata
             ):  # (anything but success is asked again through the client, which says why)
+                self._go_on()
                 self.client.put_object(
                     Bucket=self.bucket, Key=key, Body=data, ContentMD5=content_md5, Metadata=metadata
                 )
@@ -158,6 +167,7 @@ class FileUploader:
             self._multipart.add(key)
         try:
             if not self._parts_direct(fd, st, key, metadata):
+                self._go_on()
                 self.manager.upload(fh, self.bucket, key, extra_args={"Metadata": metadata}).result()
         finally:
             with self._lock:
@@ -183,6 +193,7 @@ class FileUploader:
         size, done = st.st_size, False
 
         def part(first: int) -> Optional[str]:
+            self._go_on()
             data = os.pread(fd, min(MULTIPART_CHUNK, size - first), first)
             if len(data) != min(MULTIPART_CHUNK, size - first):
                 raise Changed("the file changed while it was being copied; it is copied again")
@@ -197,6 +208,10 @@ class FileUploader:
             if not done and not direct.abort_multipart(self.bucket, key, upload_id):
                 self.abort_uploads_of(key)  # (through the client, which lists what is left)
         return done
+
+    def _go_on(self) -> None:
+        if self.stopping.is_set():
+            raise Stopped()
 
     def in_flight(self, timeout: float = 2.0) -> List[str]:
         """The keys whose multipart upload is under way.  From a signal handler too: the

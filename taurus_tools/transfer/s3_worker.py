@@ -69,18 +69,20 @@ import threading
 import time
 from functools import partial
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 if __package__ in (None, ""):  # run as a script: the package is two folders up
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from taurus_tools.transfer.s3_access import S3Access  # noqa: E402
 from taurus_tools.transfer.s3_direct import MISSING, DirectRequests  # noqa: E402
+from taurus_tools.transfer.s3_http import Response  # noqa: E402
 from taurus_tools.transfer.s3_upload import (  # noqa: E402
     MULTIPART_CHUNK,
     MULTIPART_THRESHOLD,
     Changed,
     FileUploader,
+    Stopped,
     gather,
     md5_of,
 )
@@ -145,8 +147,11 @@ class S3ShardWorker:
         self.endpoint = self.access.endpoint
         #: Small objects' PUT/GET/HEAD without botocore's per-call cost (None: through the client).
         self.direct: Optional[DirectRequests] = self.access.direct(self.threads)
+        self.stopping = threading.Event()
         #: Sends files (uploads), and owns the transfer manager (downloads use it too).
-        self.uploader = FileUploader(self.access, self.location.bucket, threads=self.threads, direct=self.direct)
+        self.uploader = FileUploader(
+            self.access, self.location.bucket, threads=self.threads, direct=self.direct, stopping=self.stopping
+        )
         self._lock = threading.Lock()
         self._local_names = threading.local()
         self._thread_count = 0
@@ -154,6 +159,7 @@ class S3ShardWorker:
         self._made_dirs: Set[bytes] = set()
         self._temporaries: Set[bytes] = set()  # download temporaries in use (removed on SIGTERM)
         self._parts: Optional[ThreadPoolExecutor] = None  # large downloads' parts (direct path)
+        self._pool: Optional[ThreadPoolExecutor] = None  # the objects' transfers (run())
         self.broken: Optional[str] = None
         self.part_tag = os.fsencode(args.part_tag or f"w{os.getpid()}")
         failed = open(args.failed, "wb")
@@ -165,7 +171,6 @@ class S3ShardWorker:
             self.local, self.local, args.verify, args.status, failed, messages, new=args.new, permanent=permanent
         )
         self._files = (failed, permanent, messages)
-        self.stopping = threading.Event()
 
     @property
     def client(self) -> Any:
@@ -218,7 +223,7 @@ class S3ShardWorker:
         in_flight: Set[Future] = set()
         # Not a with block: its exit would wait for the transfers in flight, and on SIGTERM
         # main() must not (see interrupted()).
-        pool = ThreadPoolExecutor(self.threads, thread_name_prefix="s3")
+        pool = self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="s3")
         try:
             for raw in iter_records(shard):
                 if self.stopping.is_set():
@@ -233,6 +238,8 @@ class S3ShardWorker:
                     _done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
                 in_flight.add(pool.submit(self.one, raw, kind, int(size), int(mtime), rel))
             wait(in_flight)
+            if self.stopping.is_set():  # (what was stopped is neither copied nor failed)
+                raise KeyboardInterrupt
         except BaseException:
             self.stopping.set()
             pool.shutdown(wait=False, cancel_futures=True)
@@ -243,6 +250,31 @@ class S3ShardWorker:
         for fh in self._files:
             fh.close()
         return 1 if self.report.counts["failed"] else 0
+
+    def stop(self) -> None:
+        """Stop from another thread (a cancelled copy whose worker runs in the driver): no
+        transfer begins, the requests in flight are broken off, and :meth:`run` raises
+        KeyboardInterrupt soon."""
+        self.stopping.set()
+        if self.direct is not None:
+            self.direct.interrupt()
+
+    def close(self) -> None:
+        """Wait for the worker's threads and release what it holds (files, connections):
+        what a process's end does, for a worker that ran in the driver."""
+        for pool in (self._pool, self._parts):
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+        self.uploader.shutdown()
+        if self.direct is not None:
+            self.direct.close()
+        for fh in self._files:
+            fh.close()
+
+    def go_on(self) -> None:
+        """Raise :class:`Stopped` once the worker is stopping (before a request begins)."""
+        if self.stopping.is_set():
+            raise Stopped()
 
     def interrupted(self) -> None:
         """On SIGTERM (a cancelled copy): abort the multipart uploads in flight and remove the
@@ -263,6 +295,8 @@ class S3ShardWorker:
         if self.broken is not None:
             self.fail(raw, rel, self.broken)
             return
+        if self.stopping.is_set():
+            return  # (the attempt is cancelled: its lists of failures are not read)
         try:
             if self.upload:
                 self.put(kind, rel)
@@ -270,6 +304,8 @@ class S3ShardWorker:
                 self.get(size, mtime_ns, rel)
         except Refused as exc:
             self.fail(raw, rel, str(exc), permanent=True)
+        except Stopped:
+            pass
         except Changed as exc:
             self.fail(raw, rel, str(exc))
         except OSError as exc:
@@ -341,6 +377,7 @@ class S3ShardWorker:
                 return None
             if answer is not None:
                 return answer  # type: ignore[return-value]
+        self.go_on()
         try:
             return self.client.head_object(Bucket=self.location.bucket, Key=key)  # type: ignore[no-any-return]
         except Exception as exc:
@@ -462,8 +499,16 @@ class S3ShardWorker:
         md5 = hashlib.md5() if self.verify == "checksum" else None
         if size < MULTIPART_THRESHOLD:
             answer = self.direct.get(bucket, key) if self.direct is not None else None
+            self.go_on()
             if answer is not None:
-                response, blocks = answer
+                response, body = answer
+                if md5 is None:  # straight to the file (spliced where it can be)
+                    with open(tmp, "wb") as out:
+                        got = body.write_to(out.fileno(), 0)
+                    if got != response["ContentLength"]:
+                        raise Changed(f"the download ended after {got} of {response['ContentLength']} bytes")
+                    return got, None, response
+                blocks = body.blocks(_BLOCK)
             else:  # through the client: its retries, and its error if it fails
                 response = self.client.get_object(Bucket=bucket, Key=key)
                 blocks = iter(partial(response["Body"].read, _BLOCK), b"")
@@ -481,6 +526,7 @@ class S3ShardWorker:
         # version, and every later one must be of that version): no HEAD before or after.
         head = self._parts_direct(key, size, tmp)
         if head is None:  # through the transfer manager
+            self.go_on()
             head = self.head(key)
             if head is None:  # gone since the listing: the client's error says so
                 head = self.client.head_object(Bucket=bucket, Key=key)
@@ -520,14 +566,11 @@ class S3ShardWorker:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
         try:
 
-            def write(blocks: Iterator[bytes], first: int, last: int) -> bool:
-                at = first
-                for block in blocks:
-                    os.pwrite(fd, block, at)
-                    at += len(block)
-                return at == last + 1
+            def write(body: Response, first: int, last: int) -> bool:
+                return body.write_to(fd, first) == last - first + 1
 
             def part(first: int, last: int, etag: str) -> bool:
+                self.go_on()
                 answer = direct.get(bucket, key, first=first, last=last, etag=etag)
                 return answer is not None and write(answer[1], first, last)
 
@@ -592,6 +635,31 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     p.add_argument("--part-tag")
     p.add_argument("--new", action="store_true")
     return p.parse_args(argv)
+
+
+class InlineShard:
+    """The worker run on a thread of the driver (see ``Launch.inline``): for a plan of few
+    or large objects on this machine, where starting an interpreter per shard costs more
+    than it saves.  Same arguments, files and exit codes as the process; :meth:`stop` is its
+    SIGTERM, and it ends only once its threads have (nothing of it writes after that)."""
+
+    def __init__(self, argv: Sequence[str]) -> None:
+        self.args = parse_args(list(argv))
+        self.worker = S3ShardWorker(self.args)
+
+    def run(self) -> int:
+        worker = self.worker
+        try:
+            return worker.run(self.args.shard)
+        except KeyboardInterrupt:  # stop(): the transfers in flight end first, then their leftovers go
+            worker.close()
+            worker.interrupted()
+            return 128 + signal.SIGTERM
+        finally:
+            worker.close()
+
+    def stop(self) -> None:
+        self.worker.stop()
 
 
 def main(argv: Optional[List[str]] = None) -> int:

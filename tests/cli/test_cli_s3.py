@@ -91,8 +91,9 @@ class TestParsing:
 
 
 class TestRealCopies:
+    @pytest.mark.parametrize("in_process", ["no", "yes"])
     def test_a_profile_gives_credentials_and_endpoint_and_threads_reach_each_worker(
-        self, tmp_path, server, monkeypatch, workers_argv, capsys
+        self, tmp_path, server, monkeypatch, workers_argv, capsys, in_process
     ):
         clear_aws_env(monkeypatch)
         config, credentials = tmp_path / "aws config", tmp_path / "aws credentials"
@@ -104,20 +105,21 @@ class TestRealCopies:
         monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
         client, endpoint = make_client(S3Config(profile="tt-profile"))
         assert endpoint == server.endpoint_url
-        client.create_bucket(Bucket="tt-cli-profile")
+        client.create_bucket(Bucket=f"tt-cli-profile-{in_process}")
         src, dst = tmp_path / "src", tmp_path / "dst"
         src.mkdir()
         for i in range(6):
             (src / f"-f {i}").write_bytes(os.urandom(100 + i))
-        common = ["--profile", "tt-profile", "--threads", "3", "--workers", "2"]
-        up = ["-q", "--backend", "local", "copy", str(src), "s3://tt-cli-profile/p", *common,
+        common = ["--profile", "tt-profile", "--threads", "3", "--workers", "2", f"--in-process={in_process}"]
+        up = ["-q", "--backend", "local", "copy", str(src), f"s3://tt-cli-profile-{in_process}/p", *common,
               "--work-dir", str(tmp_path / "w1")]
         assert main(up) == 0, capsys.readouterr().err
-        down = ["-q", "--backend", "local", "copy", "s3://tt-cli-profile/p", str(dst), *common,
+        down = ["-q", "--backend", "local", "copy", f"s3://tt-cli-profile-{in_process}/p", str(dst), *common,
                 "--work-dir", str(tmp_path / "w2")]
         assert main(down) == 0, capsys.readouterr().err
         assert {p.name: p.read_bytes() for p in dst.iterdir()} == {p.name: p.read_bytes() for p in src.iterdir()}
-        assert len(workers_argv) == 4
+        # In the driver, the workers are the same programs with the same arguments, not processes.
+        assert len(workers_argv) == (4 if in_process == "no" else 0)
         for argv in workers_argv:
             assert "--threads=3" in argv and "--profile=tt-profile" in argv
             # The server the profile names, as the driver resolved it (a URL: no secret).
@@ -126,7 +128,10 @@ class TestRealCopies:
         out = capsys.readouterr()
         assert server.secret not in out.out + out.err
 
-    def test_endpoint_url_wins_over_the_environment(self, tmp_path, server, monkeypatch, workers_argv, capsys):
+    @pytest.mark.parametrize("in_process", ["no", "yes"])
+    def test_endpoint_url_wins_over_the_environment(
+        self, tmp_path, server, monkeypatch, workers_argv, capsys, in_process
+    ):
         from slurm_cluster import _free_tcp_ports
 
         clear_aws_env(monkeypatch)
@@ -134,15 +139,16 @@ class TestRealCopies:
             monkeypatch.setenv(name, value)
         monkeypatch.delenv("AWS_CA_BUNDLE", raising=False)
         client, _ = make_client(S3Config())
-        client.create_bucket(Bucket="tt-cli-endpoint")
-        client.put_object(Bucket="tt-cli-endpoint", Key="p/x", Body=b"x")
+        client.create_bucket(Bucket=f"tt-cli-endpoint-{in_process}")
+        client.put_object(Bucket=f"tt-cli-endpoint-{in_process}", Key="p/x", Body=b"x")
         (port,) = _free_tcp_ports(1)
         monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")  # nothing there
-        argv = ["-q", "--backend", "local", "copy", "s3://tt-cli-endpoint/p", str(tmp_path / "dst"),
-                "--endpoint-url", server.endpoint_url, "--work-dir", str(tmp_path / "w")]
+        argv = ["-q", "--backend", "local", "copy", f"s3://tt-cli-endpoint-{in_process}/p", str(tmp_path / "dst"),
+                "--endpoint-url", server.endpoint_url, "--work-dir", str(tmp_path / "w"), f"--in-process={in_process}"]
         assert main(argv) == 0, capsys.readouterr().err
         assert (tmp_path / "dst" / "x").read_bytes() == b"x"
-        assert workers_argv and all(f"--endpoint-url={server.endpoint_url}" in a for a in workers_argv)
+        assert all(f"--endpoint-url={server.endpoint_url}" in a for a in workers_argv)
+        assert bool(workers_argv) is (in_process == "no")
 
     def test_a_profile_that_is_not_there_names_the_files_and_the_profiles(self, tmp_path, monkeypatch, capsys):
         clear_aws_env(monkeypatch)

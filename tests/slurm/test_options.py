@@ -161,6 +161,17 @@ class TestSharedByTheBackends:
         local = LocalBackend().launch_program("step", ["true"], blocking=True)
         assert local.placement is None  # a process here: no nodes to choose
 
+    def test_a_slurm_job_never_runs_a_program_in_this_process(self, sinfo, tmp_path):
+        backend = SlurmBackend(client=FakeSlurmClient(), job_log_dir=tmp_path)
+
+        def make(argv):
+            raise AssertionError("not called: nothing is started here")
+
+        for blocking in (True, False):
+            launch = backend.launch_program("shard", ["python", "w.py"], blocking=blocking, inline=make)
+            assert launch.inline is None and launch.argv[-2:] == ("python", "w.py")
+        assert LocalBackend().launch_program("shard", ["python", "w.py"], blocking=True, inline=make).inline is make
+
     def test_a_missing_partition_gives_way_in_the_backends_options_only(self, fp, tmp_path):
         fp.register([f"{FAKE_BIN}/sinfo", "-h", "-o", "%P"], stdout="debug*\n")
         options = SlurmOptions(account="p_a")
@@ -192,6 +203,7 @@ COPY_OPTIONS: Dict[str, Tuple[List[str], Any]] = {
     "threads": (["--threads", "3"], 3),
     "endpoint_url": (["--endpoint-url", "https://s3.example.org:9000"], "https://s3.example.org:9000"),
     "profile": (["--profile", "project-x"], "project-x"),
+    "in_process": (["--in-process", "no"], "no"),
 }
 
 

@@ -723,6 +723,7 @@ class TestBadInput:
             ({"verify": "md5"}, "verify must be one of size, checksum, none or None, got 'md5'"),
             ({"shard_by": "x"}, "shard_by must be 'bytes' or 'count', got 'x'"),
             ({"retry_delay_s": -1}, "retry_delay_s must be >= 0"),
+            ({"in_process": "maybe"}, "in_process must be one of auto, yes, no (or True/False), got 'maybe'"),
         ],
     )
     def test_invalid_option_values(self, tmp_path, dm, options, pattern):

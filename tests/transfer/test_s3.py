@@ -10,6 +10,7 @@ import pytest
 from helpers import HOSTILE_OBJECT_NAMES
 
 from taurus_tools import ConfigurationError
+from taurus_tools.transfer.config import CopyConfig
 from taurus_tools.errors import S3Error
 from taurus_tools.transfer.plan import read_entries
 from taurus_tools.transfer.s3 import S3Config, S3Location, key_problem, list_prefix, make_client
@@ -205,3 +206,32 @@ def test_keys_that_are_no_file_names_are_refused_with_their_reason():
     joined = "\n".join(stats.messages)
     assert "'..' component" in joined and "starts with '/'" in joined and "empty component" in joined
     assert "'.' component" in joined and "NUL" in joined
+
+
+# ------------------------------------------------------------------ where the shards run
+@pytest.mark.parametrize(
+    "in_process, files, size, expected",
+    [
+        ("auto", 8, 8 * 64 << 20, True),  # few large objects: no interpreter to start per shard
+        ("auto", 256, 256 * 1000, True),  # few objects, whatever their size
+        ("auto", 20_000, 20_000 * (16 << 10), False),  # many small ones: processes beat one GIL
+        ("auto", 20_000, 20_000 * (8 << 20), True),  # many large ones: their bytes skip Python
+        ("auto", 0, 0, True),
+        (True, 20_000, 20_000, True),
+        ("no", 1, 1 << 30, False),
+    ],
+)
+def test_where_the_shards_run(in_process, files, size, expected):
+    config = CopyConfig(in_process=in_process)
+    assert config.in_process in ("auto", "yes", "no")
+    assert config.runs_in_process(files, size) is expected
+
+
+def test_the_site_backend_runs_programs_here_and_so_inline(tmp_path):
+    from taurus_tools.datamover.backends import SiteBackend
+
+    def make(argv):
+        raise AssertionError("not called: nothing is started here")
+
+    site = SiteBackend({}).launch_program("copy-shard-0", ["python", "w.py"], blocking=True, inline=make)
+    assert site.inline is make and site.argv == ("python", "w.py")

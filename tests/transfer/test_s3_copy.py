@@ -569,7 +569,7 @@ class TestCrash:
         want = small_and_big(src)
         proxy.on_request = hold = Hold(is_part_of(bucket))
         pc = pcopy(src, bucket.url("k"), tmp_path / "work", dm, endpoint_url=proxy.endpoint_url, workers=1,
-                   threads=2).start()
+                   threads=2, in_process=False).start()
         try:
             held_while(pc, hold)
             assert bucket.uploads(), "no multipart upload under way"
@@ -594,7 +594,7 @@ class TestCrash:
         assert copy(src, bucket.url("k"), tmp_path / "w-up", dm).ok
         proxy.on_request = hold = Hold(is_range_of(bucket, "k/deep/big 0.bin"))
         pc = pcopy(bucket.url("k"), dst, tmp_path / "work", dm, endpoint_url=proxy.endpoint_url, workers=1,
-                   threads=2).start()
+                   threads=2, in_process=False).start()
         try:
             held_while(pc, hold)
             first_part_arrived(dst)
@@ -612,18 +612,19 @@ class TestCrash:
         assert files(dst) == want
         assert part_files(dst) == []
 
-    def test_kill_9_of_the_driver_mid_upload_then_resume(self, tmp_path, bucket, proxy):
+    @pytest.mark.parametrize("in_process", ["yes", "no"])
+    def test_kill_9_of_the_driver_mid_upload_then_resume(self, tmp_path, bucket, proxy, in_process):
         src, work = tmp_path / "src", tmp_path / "work"
         want = small_and_big(src)
         proxy.on_request = hold = Hold(is_part_of(bucket))
-        argv = cli_argv(src, bucket.url("k"), work, proxy.endpoint_url)
+        argv = cli_argv(src, bucket.url("k"), work, proxy.endpoint_url, f"--in-process={in_process}")
         driver = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             held_while(driver, hold)
             # The other threads go on with the small files: some arrive before the kill.
             wait_for(lambda: bucket.keys("k/small"), timeout=60, what="a small file uploaded")
             workers = s3_workers(driver.pid)
-            assert workers
+            assert bool(workers) is (in_process == "no")  # (in the driver: its threads)
             driver.kill()
             for worker in workers:
                 worker.kill()
@@ -648,12 +649,13 @@ class TestCrash:
         report = read_report(tmp_path / "report.json")
         assert report["ok"] and report["files_copied"] + report["files_skipped"] == len(want)
 
-    def test_kill_9_of_the_driver_mid_download_then_resume(self, tmp_path, bucket, proxy, dm):
+    @pytest.mark.parametrize("in_process", ["yes", "no"])
+    def test_kill_9_of_the_driver_mid_download_then_resume(self, tmp_path, bucket, proxy, dm, in_process):
         src, dst, work = tmp_path / "src", tmp_path / "dst", tmp_path / "work"
         want = small_and_big(src)
         assert copy(src, bucket.url("k"), tmp_path / "w-up", dm).ok
         proxy.on_request = hold = Hold(is_range_of(bucket, "k/deep/big 1.bin"))
-        argv = cli_argv(bucket.url("k"), dst, work, proxy.endpoint_url)
+        argv = cli_argv(bucket.url("k"), dst, work, proxy.endpoint_url, f"--in-process={in_process}")
         driver = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             held_while(driver, hold)
@@ -661,6 +663,7 @@ class TestCrash:
             wait_for(lambda: [rel for rel in files(dst) if rel.startswith("small")], timeout=60,
                      what="a small file downloaded")
             workers = s3_workers(driver.pid)
+            assert bool(workers) is (in_process == "no")
             driver.kill()
             for worker in workers:
                 worker.kill()
@@ -683,11 +686,13 @@ class TestCrash:
         rewritten = [rel for rel, inode in inodes.items() if os.lstat(dst / rel).st_ino != inode]
         assert rewritten == [], "files whole at the kill were downloaded again"
 
-    def test_cancel_mid_multipart_upload_aborts_it(self, tmp_path, bucket, proxy, dm):
+    @pytest.mark.parametrize("in_process", [True, False])
+    def test_cancel_mid_multipart_upload_aborts_it(self, tmp_path, bucket, proxy, dm, in_process):
         src = tmp_path / "src"
         small_and_big(src, big=1)
         proxy.on_request = hold = Hold(is_part_of(bucket))
-        pc = pcopy(src, bucket.url("k"), tmp_path / "work", dm, endpoint_url=proxy.endpoint_url, workers=1)
+        pc = pcopy(src, bucket.url("k"), tmp_path / "work", dm, endpoint_url=proxy.endpoint_url, workers=1,
+                   in_process=in_process)
         pc.start()
         try:
             held_while(pc, hold)
@@ -1054,17 +1059,19 @@ class TestCredentials:
         caplog.set_level(logging.DEBUG)
         texts = []
         with ArgvRecorder(monkeypatch, ignore=server_pids(bucket)) as argvs:
-            up = copy(src, bucket.url("c"), tmp_path / "w1", dm, verify="checksum")
-            down = copy(bucket.url("c"), tmp_path / "dst", tmp_path / "w2", dm, verify="checksum")
+            # Worker processes (their argv, their logs); the command line's below run in the driver.
+            up = copy(src, bucket.url("c"), tmp_path / "w1", dm, verify="checksum", in_process=False)
+            down = copy(bucket.url("c"), tmp_path / "dst", tmp_path / "w2", dm, verify="checksum", in_process=False)
             assert not up.ok and down.ok
             verbose = [sys.executable, "-m", "taurus_tools", "-vv", "--backend", "local", "copy", bucket.url("c"),
-                       str(tmp_path / "dst2"), "--work-dir", str(tmp_path / "w3"), "--report", str(tmp_path / "r.json")]
+                       str(tmp_path / "dst2"), "--work-dir", str(tmp_path / "w3"), "--report", str(tmp_path / "r.json"),
+                       "--in-process=yes"]
             proc, _ = run_cli(verbose)
             assert proc.returncode == 0, proc.stderr
             # At DEBUG: the shards' argv (the direct path's requests log nothing).
             assert "taurus-tools: DEBUG: shard 0 attempt 0: [" in proc.stderr
-            # The same through botocore alone: its own records (requests, signing) too.
-            verbose[-3] = str(tmp_path / "w5")
+            # The same through botocore alone: its own records (requests, signing) too; in worker processes.
+            verbose[-4:] = [str(tmp_path / "w5"), "--report", str(tmp_path / "r.json"), "--in-process=no"]
             through_botocore, _ = run_cli(verbose, env={**os.environ, "TAURUS_TOOLS_S3_DIRECT": "0"})
             assert through_botocore.returncode == 0, through_botocore.stderr
             assert "DEBUG: Making request for OperationModel(name=ListObjectsV2" in through_botocore.stderr

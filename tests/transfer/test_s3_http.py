@@ -9,6 +9,8 @@ then asks through botocore), never a hang or a wrong body.
 
 from __future__ import annotations
 
+import errno
+import os
 import socket
 import threading
 import time
@@ -16,7 +18,7 @@ from typing import Callable, List
 
 import pytest
 
-from taurus_tools.transfer.s3_http import HTTPFailure, Pool
+from taurus_tools.transfer.s3_http import CAN_SPLICE, HTTPFailure, Pool
 
 Handler = Callable[[socket.socket, bytes, int], bool]
 
@@ -281,3 +283,182 @@ def test_threads_share_the_pool(serve):
         t.join(30)
     assert not errors
     assert server.connections <= 8 + 4
+
+
+# ------------------------------------------------------------------ bodies straight to files
+@pytest.fixture(params=["splice", "blocks"])
+def to_file(request, tmp_path):
+    """How write_to moves a body: spliced (where the system can) or in blocks through Python."""
+    if request.param == "splice" and not CAN_SPLICE:
+        pytest.fail("this Linux has no splice(2) for Python: the spliced path is untested")
+    fd = os.open(tmp_path / "out", os.O_RDWR | os.O_CREAT, 0o600)
+    yield request.param, fd
+    os.close(fd)
+
+
+def pool_writing(server: ScriptedServer, how: str, read_timeout: float = 5.0) -> Pool:
+    pool = pool_for(server, read_timeout)
+    pool.splice = how == "splice"
+    return pool
+
+
+def trickle(payload: bytes, pieces: int = 7, pause: float = 0.01) -> Handler:
+    """Send the answer's head with the start of the body, then the rest in pieces with pauses
+    (the reader finds the socket empty between them)."""
+    def answer(conn: socket.socket, head: bytes, n: int) -> bool:
+        whole = ok(payload)
+        step = len(whole) // pieces + 1
+        for i in range(0, len(whole), step):
+            conn.sendall(whole[i : i + step])
+            time.sleep(pause)
+        return True
+
+    return answer
+
+
+def test_write_to_puts_a_body_at_its_offset_and_reuses_the_connection(serve, to_file):
+    how, fd = to_file
+    payload = os.urandom(3 << 20)
+    server = serve(trickle(payload))
+    pool = pool_writing(server, how)
+    os.pwrite(fd, b"keep", 0)
+    assert pool.request("GET", "/", {}).write_to(fd, 4) == len(payload)
+    assert pool.request("GET", "/", {}).write_to(fd, 4 + len(payload)) == len(payload)
+    assert os.pread(fd, 2 * len(payload) + 10, 0) == b"keep" + payload + payload
+    assert server.connections == 1 and pool.splice is (how == "splice")
+
+
+def test_write_to_of_a_small_body_that_came_with_the_head(serve, to_file):
+    how, fd = to_file
+    server = serve(lambda conn, head, n: conn.sendall(ok(b"tiny %d" % n)) or True)
+    pool = pool_writing(server, how)
+    assert pool.request("GET", "/", {}).write_to(fd, 0) == 6
+    assert pool.request("GET", "/", {}).write_to(fd, 6) == 6
+    assert os.pread(fd, 100, 0) == b"tiny 1tiny 2"
+    assert server.connections == 1
+
+
+def test_write_to_a_body_that_breaks_off_raises_and_drops_the_connection(serve, to_file):
+    how, fd = to_file
+
+    def short(conn, head, n):
+        if n == 1:
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3000000\r\n\r\n" + b"s" * 500_000)
+            return False
+        conn.sendall(ok(b"whole"))
+        return True
+
+    server = serve(short)
+    pool = pool_writing(server, how)
+    with pytest.raises(HTTPFailure):
+        pool.request("GET", "/", {}).write_to(fd, 0)
+    assert pool.request("GET", "/", {}).write_to(fd, 0) == 5
+    assert server.connections == 2
+
+
+def test_write_to_times_out_on_a_silent_body(serve, to_file):
+    how, fd = to_file
+
+    def stall(conn, head, n):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3000000\r\n\r\n" + b"s" * 300_000)
+        time.sleep(3)
+        return False
+
+    server = serve(stall)
+    started = time.monotonic()
+    with pytest.raises(HTTPFailure):
+        pool_writing(server, how, read_timeout=0.5).request("GET", "/", {}).write_to(fd, 0)
+    assert time.monotonic() - started < 2.5
+
+
+@pytest.mark.skipif(not CAN_SPLICE, reason="splice(2) only")
+def test_a_file_that_takes_no_splice_gets_the_body_through_python(serve, tmp_path, monkeypatch):
+    payload = os.urandom(2 << 20)
+    server = serve(trickle(payload))
+    pool = pool_writing(server, "splice")
+    fd = os.open(tmp_path / "out", os.O_RDWR | os.O_CREAT, 0o600)
+    real = os.splice
+    refused: List[int] = []
+
+    def splice(src, dst, count, *args, **kwargs):
+        if dst == fd:  # as a file system without splice_write answers
+            refused.append(count)
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real(src, dst, count, *args, **kwargs)
+
+    monkeypatch.setattr(os, "splice", splice)
+    try:
+        assert pool.request("GET", "/", {}).write_to(fd, 0) == len(payload)
+        assert pool.request("GET", "/", {}).write_to(fd, len(payload)) == len(payload)
+        assert os.pread(fd, 3 * len(payload), 0) == payload + payload
+    finally:
+        os.close(fd)
+    assert len(refused) == 1 and not pool.splice  # refused once, then in blocks
+
+
+@pytest.mark.skipif(not CAN_SPLICE, reason="splice(2) only")
+def test_a_full_disk_is_the_files_error_not_the_connections(serve, tmp_path, monkeypatch):
+    server = serve(trickle(os.urandom(2 << 20)))
+    pool = pool_writing(server, "splice")
+    fd = os.open(tmp_path / "out", os.O_RDWR | os.O_CREAT, 0o600)
+    real = os.splice
+
+    def splice(src, dst, count, *args, **kwargs):
+        if dst == fd:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(src, dst, count, *args, **kwargs)
+
+    monkeypatch.setattr(os, "splice", splice)
+    try:
+        with pytest.raises(OSError) as caught:
+            pool.request("GET", "/", {}).write_to(fd, 0)
+    finally:
+        os.close(fd)
+    assert caught.value.errno == errno.ENOSPC and not isinstance(caught.value, HTTPFailure)
+    assert pool.splice  # the socket splices fine: later bodies too
+
+
+@pytest.mark.parametrize("reading", ["write_to", "read", "head"])
+def test_interrupt_breaks_off_requests_in_flight_at_once(serve, tmp_path, reading):
+    def stall(conn, head, n):
+        if n in (2, 3):  # the head and a bit of the body, then nothing for a long time
+            if reading != "head":
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3000000\r\n\r\n" + b"s" * 100_000)
+            time.sleep(20)
+            return False
+        conn.sendall(ok(b"after"))
+        return True
+
+    server = serve(stall)
+    pool = pool_for(server, read_timeout=30)
+    assert pool.request("GET", "/", {}).read() == b"after"  # one of the two on a kept connection
+    fd = os.open(tmp_path / "out", os.O_RDWR | os.O_CREAT, 0o600)
+    outcomes: List[BaseException] = []
+
+    def fetch() -> None:
+        try:
+            response = pool.request("GET", "/", {})
+            if reading == "write_to":
+                response.write_to(fd, 0)
+            else:
+                response.read()
+        except BaseException as exc:  # noqa: B902 (checked below)
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=fetch) for _ in range(2)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 10
+    while len(server.requests) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(server.requests) == 3
+    time.sleep(0.2)  # (inside their reads)
+    started = time.monotonic()
+    pool.interrupt()
+    for t in threads:
+        t.join(5)
+    os.close(fd)
+    assert time.monotonic() - started < 2, "the requests in flight were not broken off"
+    assert len(outcomes) == 2 and all(isinstance(e, HTTPFailure) for e in outcomes), outcomes
+    assert len(server.requests) == 3  # none sent again (as one whose kept connection had closed is)
+    assert pool.request("GET", "/", {}).read() == b"after"  # later requests go on
