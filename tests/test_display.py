@@ -495,11 +495,11 @@ class TestStatus:
         assert status.files_done == 9
 
     def test_failed_with_an_error(self, tmp_path, monkeypatch):
-        import taurus_tools.transfer.parallel_copy as pc_mod
+        import psutil
 
         make_source(tmp_path / "src")
         usage = type("usage", (), {"free": 0, "total": 1, "used": 1, "percent": 100.0})
-        monkeypatch.setattr(pc_mod.psutil, "disk_usage", lambda path: usage)
+        monkeypatch.setattr(psutil, "disk_usage", lambda path: usage)
         pc = self.copy(tmp_path).start()
         with pytest.raises(OSError):
             pc.wait(30)

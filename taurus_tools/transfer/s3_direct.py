@@ -26,7 +26,7 @@ import hmac
 import os
 import re
 import urllib.parse
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 from xml.etree import ElementTree
 
 from .s3_http import Pool, Response
@@ -236,7 +236,13 @@ class DirectRequests:
 
     # ------------------------------------------------------------------ multipart uploads
     def _request(
-        self, method: str, bucket: str, key: str, params: Mapping[str, str], headers: Dict[str, str], body: bytes = b""
+        self,
+        method: str,
+        bucket: str,
+        key: str,
+        params: Mapping[str, str],
+        headers: Dict[str, str],
+        body: "Union[bytes, memoryview]" = b"",
     ) -> Any:
         """One signed request with a query; the response (its body unread), None if none came."""
         path, query = f"/{bucket}/{quote_key(key)}", _query(params)
@@ -268,7 +274,9 @@ class DirectRequests:
         upload_id = _child_text(root, "UploadId") if isinstance(root, ElementTree.Element) else None
         return upload_id or None
 
-    def upload_part(self, bucket: str, key: str, upload_id: str, number: int, body: bytes) -> Optional[str]:
+    def upload_part(
+        self, bucket: str, key: str, upload_id: str, number: int, body: "Union[bytes, memoryview]"
+    ) -> Optional[str]:
         """Send part ``number`` (from 1); its ETag, None if the server did not take it."""
         params = {"partNumber": str(number), "uploadId": upload_id}
         response = self._request("PUT", bucket, key, params, {"Content-Length": str(len(body))}, body)

@@ -29,7 +29,7 @@ import select
 import socket
 import threading
 import urllib.parse
-from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Tuple, Union
 
 if TYPE_CHECKING:
     import ssl
@@ -380,7 +380,9 @@ class Pool:
         for conn in idle:
             conn.close()
 
-    def request(self, method: str, path: str, headers: Dict[str, str], body: bytes = b"") -> Response:
+    def request(
+        self, method: str, path: str, headers: Dict[str, str], body: "Union[bytes, memoryview]" = b""
+    ) -> Response:
         """Send one request; the response with its head read (see :class:`Response`).
 
         ``headers`` must not hold Host; Content-Length is written here (from ``body``), whatever
@@ -391,7 +393,9 @@ class Pool:
         lines += [f"{name}: {value}" for name, value in headers.items() if name.lower() != "content-length"]
         if body or method in ("PUT", "POST"):
             lines.append(f"Content-Length: {len(body)}")
-        message = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+        start = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        # A small body in the same write; a large one (a part: 8 MiB) is not copied for it.
+        pieces = [start + body] if len(body) < _RECV else [start, body]
         while True:
             with self._lock:
                 conn = self._idle.pop() if self._idle else None
@@ -401,7 +405,8 @@ class Pool:
             with self._lock:
                 self._busy.add(conn)
             try:
-                conn.sock.sendall(message)
+                for piece in pieces:
+                    conn.sock.sendall(piece)
                 head = conn.read_until(b"\r\n\r\n")
             except (OSError, HTTPFailure) as exc:
                 conn.close()

@@ -26,7 +26,7 @@ import hashlib
 import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from typing import Any, BinaryIO, Dict, List, Optional, Set
+from typing import Any, BinaryIO, Dict, List, Optional, Set, Union
 
 from .s3 import MD5_KEY, MTIME_KEY, format_mtime
 
@@ -36,6 +36,9 @@ __all__ = ["Changed", "FileUploader", "MULTIPART_THRESHOLD", "MULTIPART_CHUNK", 
 MULTIPART_THRESHOLD = 8 << 20
 MULTIPART_CHUNK = 8 << 20
 _BLOCK = 1 << 20
+
+
+_PREADV = hasattr(os, "preadv")
 
 
 class Stopped(Exception):
@@ -105,6 +108,7 @@ class FileUploader:
         self._multipart: Set[str] = set()
         self._direct_ids: Dict[str, str] = {}  # key -> the direct path's upload in flight
         self._parts: Optional[ThreadPoolExecutor] = None
+        self._buffers = threading.local()  # each part thread's read buffer (_read)
         #: Set when the worker stops: no part begins, nothing is asked again (raises Stopped).
         self.stopping = stopping if stopping is not None else threading.Event()
 
@@ -194,8 +198,9 @@ class FileUploader:
 
         def part(first: int) -> Optional[str]:
             self._go_on()
-            data = os.pread(fd, min(MULTIPART_CHUNK, size - first), first)
-            if len(data) != min(MULTIPART_CHUNK, size - first):
+            want = min(MULTIPART_CHUNK, size - first)
+            data = self._read(fd, want, first)
+            if len(data) != want:
                 raise Changed("the file changed while it was being copied; it is copied again")
             return direct.upload_part(self.bucket, key, upload_id, first // MULTIPART_CHUNK + 1, data)  # type: ignore
 
@@ -208,6 +213,17 @@ class FileUploader:
             if not done and not direct.abort_multipart(self.bucket, key, upload_id):
                 self.abort_uploads_of(key)  # (through the client, which lists what is left)
         return done
+
+    def _read(self, fd: int, size: int, at: int) -> "Union[bytes, memoryview]":
+        """``size`` bytes of ``fd`` from ``at`` (fewer at its end), into this thread's own
+        buffer where the system can (a fresh 8 MiB per part costs its page faults each time):
+        valid until this thread reads again."""
+        if not _PREADV:
+            return os.pread(fd, size, at)
+        buffer = getattr(self._buffers, "buffer", None)
+        if buffer is None or len(buffer) < size:
+            buffer = self._buffers.buffer = memoryview(bytearray(max(size, MULTIPART_CHUNK)))
+        return buffer[: os.preadv(fd, [buffer[:size]], at)]
 
     def _go_on(self) -> None:
         if self.stopping.is_set():

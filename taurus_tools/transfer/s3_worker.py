@@ -1,4 +1,6 @@
-"""Copy one shard between a local folder and ``s3://``: the process a parallel copy starts per shard.
+"""Copy one shard between a local folder and ``s3://``: the process a parallel copy starts per
+shard, or (:class:`InlineShard`, for a plan of few or large objects on this machine) the same
+worker on threads of the copy's own process.
 
 ``python .../taurus_tools/transfer/s3_worker.py {upload|download} --local DIR --url s3://BUCKET/PREFIX/
 --shard FILE --status FILE --failed FILE [--verify size|checksum|none] [--threads N]
@@ -62,6 +64,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import itertools
 import os
 import signal
 import sys
@@ -162,6 +165,8 @@ class S3ShardWorker:
         self._pool: Optional[ThreadPoolExecutor] = None  # the objects' transfers (run())
         self.broken: Optional[str] = None
         self.part_tag = os.fsencode(args.part_tag or f"w{os.getpid()}")
+        #: The names of the shard's temporaries (each attempt's, see remove_own_leftovers).
+        self.leftovers: Tuple[bytes, ...] = (PART_PREFIX + self.part_tag + b"-t",)
         failed = open(args.failed, "wb")
         # Made on its first write only: the driver takes the file's existence for failures
         # no retry heals, and a shard that had none would then end failed after its retry.
@@ -405,7 +410,7 @@ class S3ShardWorker:
         overwrite), and with ``shard`` in the folders of its records too (one ``scandir``
         each; without, in the folders of the temporaries in use: on SIGTERM).  One attempt at
         a shard runs at a time, so none of them is in use by another."""
-        prefix = PART_PREFIX + self.part_tag + b"-t"
+        prefixes = self.leftovers
         folders = {self.local}
         if shard is None:
             with self._lock:
@@ -420,7 +425,7 @@ class S3ShardWorker:
             try:
                 with os.scandir(folder) as found:
                     for item in found:
-                        if item.name.startswith(prefix) and item.is_file(follow_symlinks=False):
+                        if item.name.startswith(prefixes) and item.is_file(follow_symlinks=False):
                             with contextlib.suppress(OSError):
                                 os.unlink(item.path)
             except OSError:
@@ -637,6 +642,9 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+_INSTANCES = itertools.count(1)
+
+
 class InlineShard:
     """The worker run on a thread of the driver (see ``Launch.inline``): for a plan of few
     or large objects on this machine, where starting an interpreter per shard costs more
@@ -645,7 +653,13 @@ class InlineShard:
 
     def __init__(self, argv: Sequence[str]) -> None:
         self.args = parse_args(list(argv))
-        self.worker = S3ShardWorker(self.args)
+        self.worker = worker = S3ShardWorker(self.args)
+        # Temporaries of their own for each attempt in this process (``TAG.iN-tM``), also
+        # removed by later attempts: should a cancelled one's thread outlive the cancel (a
+        # request that would not break off), it never writes into a later attempt's file.
+        tag = worker.part_tag
+        worker.part_tag = tag + b".i%d" % next(_INSTANCES)
+        worker.leftovers = (PART_PREFIX + tag + b"-t", PART_PREFIX + tag + b".i")
 
     def run(self) -> int:
         worker = self.worker

@@ -753,7 +753,7 @@ class TestBadInput:
             asked.append(path)
             return usage(10**6, 10**6 - 1000, 1000, 99.9)
 
-        monkeypatch.setattr(pc_mod.psutil, "disk_usage", disk_usage)
+        monkeypatch.setattr(psutil, "disk_usage", disk_usage)
         with pytest.raises(InsufficientSpaceError, match="check_space=False") as info:
             pcopy(src, dst, tmp_path / "work", dm).run()
         assert isinstance(info.value, OSError)
@@ -767,7 +767,7 @@ class TestBadInput:
         src, dst = tmp_path / "src", tmp_path / "dst"
         write(src / "f", BLOCK)
         usage = namedtuple("usage", "total used free percent")
-        monkeypatch.setattr(pc_mod.psutil, "disk_usage", lambda p: usage(2**40, 0, len(BLOCK), 0.0))
+        monkeypatch.setattr(psutil, "disk_usage", lambda p: usage(2**40, 0, len(BLOCK), 0.0))
         assert pcopy(src, dst, tmp_path / "work", dm).run().ok
 
     def test_one_driver_per_work_dir(self, tmp_path, dm):
@@ -1683,7 +1683,7 @@ class TestBackground:
         src = tmp_path / "src"
         write(src / "f", BLOCK)
         usage = namedtuple("usage", "total used free percent")
-        monkeypatch.setattr(pc_mod.psutil, "disk_usage", lambda p: usage(1, 1, 0, 100.0))
+        monkeypatch.setattr(psutil, "disk_usage", lambda p: usage(1, 1, 0, 100.0))
         pc = pcopy(src, tmp_path / "dst", tmp_path / "work", dm).start()
         with pytest.raises(InsufficientSpaceError):
             pc.wait(30)

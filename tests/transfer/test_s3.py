@@ -235,3 +235,30 @@ def test_the_site_backend_runs_programs_here_and_so_inline(tmp_path):
 
     site = SiteBackend({}).launch_program("copy-shard-0", ["python", "w.py"], blocking=True, inline=make)
     assert site.inline is make and site.argv == ("python", "w.py")
+
+
+def test_each_in_process_attempt_has_temporaries_of_its_own(tmp_path, monkeypatch):
+    """A cancelled in-process attempt whose thread outlived the cancel never writes into a
+    later attempt's temporary: each gets names of its own, and each removes all of them."""
+    from taurus_tools.transfer.s3_worker import InlineShard
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    (tmp_path / "shard").write_bytes(b"")
+
+    def attempt(n):
+        return InlineShard([
+            "download", f"--local={tmp_path}/dst", "--url=s3://bucket/p/", f"--shard={tmp_path}/shard",
+            f"--status={tmp_path}/st{n}", f"--failed={tmp_path}/f{n}", "--part-tag=TAG-1",
+            "--endpoint-url=http://127.0.0.1:9", "--region=us-east-1",
+        ])
+
+    first, second = attempt(0), attempt(1)
+    try:
+        tags = {first.worker.part_tag, second.worker.part_tag}
+        assert len(tags) == 2 and all(t.startswith(b"TAG-1.i") for t in tags)
+        assert first.worker.leftovers == second.worker.leftovers == (b".tt-part-TAG-1-t", b".tt-part-TAG-1.i")
+        assert not first.worker.temporary(b"/d/x").startswith(b"/d/.tt-part-TAG-10")  # (shard 10 is not shard 1)
+    finally:
+        first.worker.close()
+        second.worker.close()

@@ -128,6 +128,9 @@ def test_a_put_sends_its_body_and_its_length(serve):
     empty = pool_for(server).request("PUT", "/b/empty", {}, b"")
     empty.discard()
     assert b"Content-Length: 0\r\n" in server.requests[1]
+    part = os.urandom(3 << 20)  # (a large body goes in a write of its own)
+    pool_for(server).request("PUT", "/b/part", {}, part).discard()
+    assert server.requests[2].endswith(b"Content-Length: %d\r\n\r\n" % len(part) + part)
 
 
 def test_chunked_bodies_with_extensions_and_trailers(serve):
