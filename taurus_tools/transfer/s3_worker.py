@@ -504,7 +504,6 @@ class S3ShardWorker:
         md5 = hashlib.md5() if self.verify == "checksum" else None
         if size < MULTIPART_THRESHOLD:
             answer = self.direct.get(bucket, key) if self.direct is not None else None
-            self.go_on()
             if answer is not None:
                 response, body = answer
                 if md5 is None:  # straight to the file (spliced where it can be)
@@ -515,6 +514,7 @@ class S3ShardWorker:
                     return got, None, response
                 blocks = body.blocks(_BLOCK)
             else:  # through the client: its retries, and its error if it fails
+                self.go_on()
                 response = self.client.get_object(Bucket=bucket, Key=key)
                 blocks = iter(partial(response["Body"].read, _BLOCK), b"")
             got = 0
@@ -583,13 +583,13 @@ class S3ShardWorker:
             answer = direct.get(bucket, key, first=0, last=end - 1)
             if answer is None:
                 return None
-            head, blocks = answer
+            head, body = answer
             total = head.pop("ObjectSize", None)
             if total is None and head["ETag"]:  # the server did not say: the HEAD, if still that version
                 whole = self.head(key)
                 total = whole["ContentLength"] if whole is not None and whole.get("ETag") == head["ETag"] else None
             if total is None or not head["ETag"]:  # (no ETag: no way to hold the parts to one version)
-                write(blocks, 0, end - 1)  # (read out: its connection serves again)
+                write(body, 0, end - 1)  # (read out: its connection serves again)
                 return None
             head["ContentLength"] = total
             # The other parts start now, while this thread writes the first one's body.
@@ -598,7 +598,7 @@ class S3ShardWorker:
                 for first in range(end, total, MULTIPART_CHUNK)
             ]
             try:
-                ok = write(blocks, 0, end - 1)
+                ok = write(body, 0, end - 1)
             except BaseException:
                 for future in rest:
                     future.cancel()
