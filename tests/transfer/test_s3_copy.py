@@ -686,6 +686,37 @@ class TestCrash:
         rewritten = [rel for rel, inode in inodes.items() if os.lstat(dst / rel).st_ino != inode]
         assert rewritten == [], "files whole at the kill were downloaded again"
 
+    @pytest.mark.parametrize("in_process", ["yes", "no"])
+    def test_sigterm_to_the_command_mid_upload_aborts_it_and_a_rerun_completes(self, tmp_path, bucket, proxy,
+                                                                               in_process):
+        src, work = tmp_path / "src", tmp_path / "work"
+        want = small_and_big(src)
+        proxy.on_request = hold = Hold(is_part_of(bucket))
+        argv = cli_argv(src, bucket.url("k"), work, proxy.endpoint_url, f"--in-process={in_process}")
+        driver = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            held_while(driver, hold)
+            assert bucket.uploads(), "no multipart upload under way"
+            workers = s3_workers(driver.pid)
+            assert bool(workers) is (in_process == "no")
+            started = time.monotonic()
+            driver.send_signal(signal.SIGTERM)
+            _out, err = driver.communicate(timeout=60)
+            took = time.monotonic() - started
+        finally:
+            hold.release()
+            if driver.poll() is None:
+                driver.kill()
+                driver.wait()
+        assert driver.returncode == 128 + signal.SIGTERM, err
+        assert "Run the same command again to resume it" in err
+        assert took < 15, f"the command took {took:.1f} s to stop"
+        assert bucket.uploads() == []  # the upload in flight was aborted before the command ended
+        assert psutil.wait_procs(workers, timeout=10)[1] == []  # and no worker is left
+        again, _ = run_cli(argv)
+        assert again.returncode == 0, again.stderr
+        assert bucket.objects("k/") == want and bucket.uploads() == []
+
     @pytest.mark.parametrize("in_process", [True, False])
     def test_cancel_mid_multipart_upload_aborts_it(self, tmp_path, bucket, proxy, dm, in_process):
         src = tmp_path / "src"
