@@ -157,7 +157,7 @@ class FileUploader:
             if self.direct is None or not self.direct.put(
                 self.bucket, key, data, content_md5, metadata
             ):  # (anything but success is asked again through the client, which says why)
-                self._go_on()
+                self.go_on()
                 self.client.put_object(
                     Bucket=self.bucket, Key=key, Body=data, ContentMD5=content_md5, Metadata=metadata
                 )
@@ -171,7 +171,7 @@ class FileUploader:
             self._multipart.add(key)
         try:
             if not self._parts_direct(fd, st, key, metadata):
-                self._go_on()
+                self.go_on()
                 self.manager.upload(fh, self.bucket, key, extra_args={"Metadata": metadata}).result()
         finally:
             with self._lock:
@@ -197,7 +197,7 @@ class FileUploader:
         size, done = st.st_size, False
 
         def part(first: int) -> Optional[str]:
-            self._go_on()
+            self.go_on()
             want = min(MULTIPART_CHUNK, size - first)
             data = self._read(fd, want, first)
             if len(data) != want:
@@ -225,7 +225,8 @@ class FileUploader:
             buffer = self._buffers.buffer = memoryview(bytearray(max(size, MULTIPART_CHUNK)))
         return buffer[: os.preadv(fd, [buffer[:size]], at)]
 
-    def _go_on(self) -> None:
+    def go_on(self) -> None:
+        """Raise :class:`Stopped` once the worker is stopping (before a request begins)."""
         if self.stopping.is_set():
             raise Stopped()
 

@@ -276,11 +276,6 @@ class S3ShardWorker:
         for fh in self._files:
             fh.close()
 
-    def go_on(self) -> None:
-        """Raise :class:`Stopped` once the worker is stopping (before a request begins)."""
-        if self.stopping.is_set():
-            raise Stopped()
-
     def interrupted(self) -> None:
         """On SIGTERM (a cancelled copy): abort the multipart uploads in flight and remove the
         temporary files of downloads, without waiting for the transfers (a part can take
@@ -382,7 +377,7 @@ class S3ShardWorker:
                 return None
             if answer is not None:
                 return answer  # type: ignore[return-value]
-        self.go_on()
+        self.uploader.go_on()
         try:
             return self.client.head_object(Bucket=self.location.bucket, Key=key)  # type: ignore[no-any-return]
         except Exception as exc:
@@ -514,7 +509,7 @@ class S3ShardWorker:
                     return got, None, response
                 blocks = body.blocks(_BLOCK)
             else:  # through the client: its retries, and its error if it fails
-                self.go_on()
+                self.uploader.go_on()
                 response = self.client.get_object(Bucket=bucket, Key=key)
                 blocks = iter(partial(response["Body"].read, _BLOCK), b"")
             got = 0
@@ -531,7 +526,7 @@ class S3ShardWorker:
         # version, and every later one must be of that version): no HEAD before or after.
         head = self._parts_direct(key, size, tmp)
         if head is None:  # through the transfer manager
-            self.go_on()
+            self.uploader.go_on()
             head = self.head(key)
             if head is None:  # gone since the listing: the client's error says so
                 head = self.client.head_object(Bucket=bucket, Key=key)
@@ -575,7 +570,7 @@ class S3ShardWorker:
                 return body.write_to(fd, first) == last - first + 1
 
             def part(first: int, last: int, etag: str) -> bool:
-                self.go_on()
+                self.uploader.go_on()
                 answer = direct.get(bucket, key, first=first, last=last, etag=etag)
                 return answer is not None and write(answer[1], first, last)
 

@@ -76,6 +76,7 @@ class TestParsing:
             (["--threads", "300"], "threads must be an int from 1 to 256, got 300"),
             (["--endpoint-url", "127.0.0.1:9000"], "endpoint_url must be http(s)://HOST[:PORT], got '127.0.0.1:9000'"),
             (["--endpoint-url", "ftp://host"], "endpoint_url must be http(s)://HOST[:PORT]"),
+            (["--in-process", "maybe"], "argument --in-process: invalid choice: 'maybe' (choose from"),
         ],
     )
     def test_bad_values_are_usage_errors(self, extra, message, tmp_path, capsys):

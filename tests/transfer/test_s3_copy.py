@@ -561,6 +561,33 @@ def held_while(copy_or_driver, hold: Hold) -> None:
     assert not ended(), "the copy ended before the request it should hang in"
 
 
+def test_a_download_in_the_driver_splices_its_bodies_and_the_report_says_where_shards_ran(
+    tmp_path, bucket, dm, monkeypatch
+):
+    from taurus_tools.transfer import s3_http
+
+    assert s3_http.CAN_SPLICE, "this Linux has no splice(2) for Python: the spliced path is untested"
+    src = tmp_path / "src"
+    want = small_and_big(src, big=1)
+    assert copy(src, bucket.url("k"), tmp_path / "w-up", dm).ok
+    spliced: List[int] = []
+    real = s3_http._Connection.splice_to
+
+    def counting(conn, fd, at, size):
+        spliced.append(size)
+        return real(conn, fd, at, size)
+
+    monkeypatch.setattr(s3_http._Connection, "splice_to", counting)
+    here = copy(bucket.url("k"), tmp_path / "here", tmp_path / "w-here", dm, in_process=True)
+    assert here.ok and files(tmp_path / "here") == want
+    # The large object's bytes (less what came with each response's head) went by splice.
+    assert sum(spliced) > 8 * MiB, spliced
+    assert read_report(here.report)["shards_in_process"] is True
+    apart = copy(bucket.url("k"), tmp_path / "apart", tmp_path / "w-apart", dm, in_process=False)
+    assert apart.ok and files(tmp_path / "apart") == want
+    assert read_report(apart.report)["shards_in_process"] is False
+
+
 class TestCrash:
     def test_kill_9_of_a_worker_mid_multipart_upload_is_retried_without_orphans(
         self, tmp_path, bucket, proxy, dm
